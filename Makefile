@@ -1,0 +1,30 @@
+# Two entry points on a fresh machine: `make demo` (the main job) and `make test` (the suite).
+# Both create .venv and install everything, with torch pinned for this CPU through constraints-cpu.txt.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints-cpu.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/latbench backends
+	$(VENV)/bin/latbench measure --model smallconv --backend onnxruntime --layers 5 --json results/demo_measure.json
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check latbench pruners tests benchmarks
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/measurement_stability.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from latbench.cli import main
+
+raise SystemExit(main())

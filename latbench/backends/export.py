@@ -1,0 +1,120 @@
+"""Export a torch module to ONNX and map ONNX nodes back to the modules they came from."""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from dataclasses import dataclass
+
+from latbench.errors import ExportError, ModelLoadError, first_line
+
+OPSET = 17
+
+
+def export_onnx(module, example_input, opset: int = OPSET) -> bytes:
+    """ONNX bytes of ``module`` traced at ``example_input`` (eval mode, constants folded).
+
+    Uses TorchScript-based export where torch still has it (fast, and node names carry the
+    module scope); otherwise torch's default exporter. Any failure becomes one ``ExportError``.
+    """
+    import torch
+
+    buf = io.BytesIO()
+    module = module.eval()
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(module, (example_input,), buf, dynamo=False, opset_version=opset,
+                                  input_names=["input"], output_names=["output"], do_constant_folding=True)
+            except TypeError as exc:  # a torch without the TorchScript exporter
+                if "dynamo" not in str(exc):
+                    raise
+                torch.onnx.export(module, (example_input,), buf, input_names=["input"], output_names=["output"])
+    except Exception as exc:
+        raise ExportError(f"cannot export {type(module).__name__} to ONNX: {first_line(exc)}") from exc
+    return buf.getvalue()
+
+
+def load_onnx(path: str):
+    """Load and check an ONNX file; any problem is one ``ModelLoadError`` naming the file."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"ONNX file not found: {path}") from exc
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read ONNX file {path}: {first_line(exc)}") from exc
+    return model
+
+
+@dataclass(frozen=True)
+class NodeSource:
+    """Where an engine node came from: the ONNX node, its op type and the torch module path."""
+
+    onnx_node: str
+    op_type: str
+    module: str
+
+
+_SCOPE_RE = re.compile(r"^/(.*)/[^/]+$")
+
+
+def _module_from_scope(node_name: str, module_names: set[str]) -> str:
+    """Module path from a TorchScript-export node name such as ``/layer1/layer1.0/conv1/Conv``."""
+    m = _SCOPE_RE.match(node_name)
+    if not m:
+        return ""
+    path = ""
+    for part in m.group(1).split("/"):
+        nested = f"{path}.{part}" if path else part
+        if nested in module_names or not module_names:
+            path = nested
+        elif part in module_names:
+            path = part
+    return path
+
+
+def _module_from_metadata(node) -> str | None:
+    """Module path from the ``namespace`` metadata the dynamo exporter writes."""
+    for prop in node.metadata_props:
+        if prop.key == "namespace":
+            parts = [p.split(":")[0].strip() for p in prop.value.split("/")]
+            names = [p for p in parts[1:-1] if p]
+            return names[-1] if names else ""
+    return None
+
+
+class OnnxNodeMap:
+    """Resolves names an engine reports (node names, or output tensor names of fused nodes)."""
+
+    def __init__(self, model, module_names: set[str] | None = None) -> None:
+        module_names = module_names or set()
+        self._nodes = {n.name: n for n in model.graph.node}
+        self._producer = {out: n for n in model.graph.node for out in n.output}
+        self._module = {}
+        for n in model.graph.node:
+            meta = _module_from_metadata(n)
+            self._module[n.name] = meta if meta is not None else _module_from_scope(n.name, module_names)
+
+    def resolve(self, engine_name: str, engine_op: str | None = None) -> NodeSource | None:
+        """Source of an engine node; for fused nodes, walk back to the node of ``engine_op``."""
+        node = self._nodes.get(engine_name) or self._producer.get(engine_name)
+        if node is None:
+            for suffix in ("_nchwc", "_token", "_fused"):
+                base = engine_name.split(suffix)[0]
+                node = self._nodes.get(base) or self._producer.get(base)
+                if node is not None:
+                    break
+        if node is None:
+            return None
+        seen = 0
+        while engine_op and node.op_type != engine_op and node.input and seen < 8:
+            prev = self._producer.get(node.input[0])
+            if prev is None:
+                break
+            node, seen = prev, seen + 1
+        return NodeSource(node.name, node.op_type, self._module.get(node.name, ""))

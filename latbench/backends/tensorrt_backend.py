@@ -1,0 +1,169 @@
+"""TensorRT: an engine built from the ONNX export (fp32 / fp16), timed with CUDA events.
+
+Per-layer times come from TensorRT's ``IProfiler`` (called on synchronous ``execute_v2``); fused
+layer names such as ``/layer1/conv1/Conv + /layer1/relu/Relu`` are mapped back to the module of
+their first ONNX node. The ``tensorrt`` import is lazy: where it is missing the backend is listed
+as unavailable with the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latbench.backends.base import Backend, Runnable, layer_table
+from latbench.backends.export import OnnxNodeMap, export_onnx, load_onnx
+from latbench.backends.fingerprint import cuda_fingerprint, host_fingerprint
+from latbench.backends.inputs import as_numpy, check_input
+from latbench.errors import ExportError, first_line
+from latbench.measure.timers import CudaEventTimer
+
+WORKSPACE_BYTES = 1 << 30
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+    description = "NVIDIA TensorRT engine built from the ONNX export"
+    precisions = ("fp32", "fp16")
+
+    def __init__(self, device: str = "cuda", threads: int | None = None, precision: str = "fp32",
+                 cuda_graph: bool = False) -> None:
+        super().__init__(device, threads, precision)
+        self.cuda_graph = cuda_graph
+
+    def unavailable_reason(self) -> str | None:
+        if self.device != "cuda":
+            return "TensorRT runs on device cuda only"
+        try:
+            import torch
+        except ImportError:
+            return "torch is needed for CUDA buffers and events, and it is not installed"
+        if not torch.cuda.is_available():
+            return f"no CUDA device visible to torch {torch.__version__} (TensorRT needs an NVIDIA GPU)"
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            return "the tensorrt Python package is not installed (pip install 'latbench[tensorrt]')"
+        return None
+
+    def fingerprint(self) -> dict[str, Any]:
+        import tensorrt as trt
+
+        fp = dict(host_fingerprint())
+        fp.update({"backend": self.name, "device": self.device, "precision": self.precision,
+                   "tensorrt": trt.__version__, "cuda_graph": self.cuda_graph, "threads": None})
+        fp.update(cuda_fingerprint())
+        return fp
+
+    def _build(self, model_bytes: bytes):
+        import tensorrt as trt
+
+        logger = trt.Logger(trt.Logger.ERROR)
+        builder = trt.Builder(logger)
+        flags = 0 if int(trt.__version__.split(".")[0]) >= 10 else 1 << int(
+            trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse(model_bytes):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise ExportError(f"TensorRT cannot parse the ONNX model: {errors}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+        if self.precision == "fp16":
+            config.set_flag(trt.BuilderFlag.FP16)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise ExportError("TensorRT failed to build an engine for this network")
+        return trt.Runtime(logger).deserialize_cuda_engine(serialized)
+
+    def deploy(self, model: Any, example_input: Any = None) -> Runnable:
+        import tensorrt as trt
+        import torch
+
+        if isinstance(model, (str, Path)):
+            onnx_model = load_onnx(str(model))
+            model_bytes, module_names = onnx_model.SerializeToString(), set()
+        else:
+            import onnx
+
+            model_bytes = export_onnx(model, example_input)
+            onnx_model = onnx.load_from_string(model_bytes)
+            module_names = {name for name, _ in model.named_modules()}
+        try:
+            engine = self._build(model_bytes)
+        except ExportError:
+            raise
+        except Exception as exc:
+            raise ExportError(f"TensorRT engine build failed: {first_line(exc)}") from exc
+        context = engine.create_execution_context()
+
+        buffers: dict[str, torch.Tensor] = {}
+        input_name = output_name = None
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            shape = list(engine.get_tensor_shape(name))
+            dtype = trt.nptype(engine.get_tensor_dtype(name))
+            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                x = check_input(as_numpy(example_input), shape, name)
+                buffers[name] = torch.from_numpy(x.astype(dtype)).cuda()
+                input_name = input_name or name
+            else:
+                torch_dtype = torch.from_numpy(np.empty(0, dtype)).dtype
+                buffers[name] = torch.empty(shape, dtype=torch_dtype, device="cuda")
+                output_name = output_name or name
+            context.set_tensor_address(name, buffers[name].data_ptr())
+        stream = torch.cuda.current_stream()
+
+        def call() -> None:
+            context.execute_async_v3(stream.cuda_stream)
+
+        timed = call
+        if self.cuda_graph:
+            from latbench.backends.torch_backend import _capture_graph
+
+            timed = _capture_graph(call)
+
+        node_map = OnnxNodeMap(onnx_model, module_names)
+        ordered = [buffers[engine.get_tensor_name(i)].data_ptr() for i in range(engine.num_io_tensors)]
+
+        def profile(runs: int, warmup: int = 5):
+            rows: list[dict[str, Any]] = []
+            profiler = _make_profiler(rows, node_map)
+            context.profiler = profiler
+            try:
+                for run in range(warmup + runs):
+                    profiler.run = run - warmup
+                    context.execute_v2(ordered)
+            finally:
+                context.profiler = None
+            return layer_table([r for r in rows if r["run"] >= 0])
+
+        def fetch():
+            call()
+            torch.cuda.synchronize()
+            return buffers[output_name].float().cpu().numpy()
+
+        x_shape = list(buffers[input_name].shape)
+        conditions = {**self.fingerprint(), "batch": int(x_shape[0]), "dtype": self.precision, "input_shape": x_shape}
+        return Runnable(timed, timer=CudaEventTimer(), conditions=conditions, fetch_output=fetch,
+                        layer_profiler=profile)
+
+
+def _make_profiler(rows: list[dict[str, Any]], node_map: OnnxNodeMap):
+    import tensorrt as trt
+
+    class _Profiler(trt.IProfiler):
+        def __init__(self) -> None:
+            trt.IProfiler.__init__(self)
+            self.run = 0
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:
+            first = layer_name.split(" + ")[0].strip()
+            src = node_map.resolve(first)
+            rows.append({"layer": src.module if src else "", "engine_node": layer_name,
+                         "op": src.op_type if src else "", "time_us": ms * 1e3, "run": self.run})
+
+    return _Profiler()

@@ -1,0 +1,192 @@
+"""The ``latbench`` command: a thin shell over the Python API, one function call per command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from latbench.errors import InputShapeError, LatbenchError
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _example_shape(args: argparse.Namespace, default_chw: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    from latbench.backends.inputs import parse_shape
+
+    shape = parse_shape(args.input_shape) if args.input_shape else default_chw
+    if shape is None:
+        if args.batch is not None:
+            raise InputShapeError("--batch needs --input-shape for an ONNX file")
+        return None
+    if len(shape) == 3:
+        return (args.batch or 1, *shape)
+    if len(shape) == 4:
+        if args.batch is not None and args.batch != shape[0]:
+            raise InputShapeError(f"--batch {args.batch} contradicts input shape {'x'.join(map(str, shape))}")
+        return shape
+    raise InputShapeError(f"input shape {'x'.join(map(str, shape))} must be CxHxW or NxCxHxW")
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from latbench.backends import require_backend
+    from latbench.measure import MeasureSettings, measure
+
+    if args.batch is not None and args.batch < 1:
+        raise InputShapeError(f"--batch must be positive, got {args.batch}")
+    backend = require_backend(args.backend, device=args.device, threads=args.threads,
+                              precision=args.precision, **({"cuda_graph": True} if args.cuda_graph else {}))
+    if args.onnx:
+        target, name = args.onnx, args.onnx
+        shape = _example_shape(args, None)
+    else:
+        from latbench.models import build_model, get_entry
+
+        entry = get_entry(args.model)
+        target, name = build_model(args.model), args.model
+        shape = _example_shape(args, entry.input_shape)
+    example = None
+    if shape is not None:
+        import torch
+
+        example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    err = _console(stderr=True)
+    with err.status(f"deploying {name} on {backend.name} ({backend.device})"):
+        runnable = backend.deploy(target, example)
+    settings = MeasureSettings(target_rel_ci=args.target_ci, budget_s=args.budget)
+    result = _measure_with_progress(measure, runnable, settings, name)
+    _print_measurement(result, name)
+    if args.layers:
+        _print_layers(runnable.layer_times(args.layer_runs), args.layers)
+    if args.json:
+        result.to_json(args.json)
+        err.print(f"wrote {args.json}")
+    return 0
+
+
+def _measure_with_progress(measure_fn, runnable, settings, name: str):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=_console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"measuring {name}", total=settings.budget_s, info="warming up")
+
+        def on_progress(p: dict[str, Any]) -> None:
+            rel = p["rel_ci"]
+            ci = f"±{rel * 100:.2f}% (target ±{settings.target_rel_ci * 100:g}%)" if rel < 1e9 else "…"
+            bar.update(task, completed=min(p["elapsed_s"], p["budget_s"]), info=f"{p['runs']} runs, CI {ci}")
+
+        return measure_fn(runnable, settings, name=name, progress=on_progress)
+
+
+def _print_measurement(m, name: str) -> None:
+    from rich.table import Table
+
+    s = m.summary
+    c = m.conditions
+    title = (f"{name} · {c.get('backend', '?')} on {c.get('device', '?')} · batch {c.get('batch', '?')} · "
+             f"{c.get('dtype', '?')} · threads {c.get('threads') or '-'}")
+    table = Table(title=title, show_header=False)
+    table.add_column("statistic", style="bold")
+    table.add_column("value", justify="right")
+    rows = [
+        ("median", _us(s.median)),
+        (f"{s.ci_level:.0%} CI of median", f"{_us(s.ci_low)} – {_us(s.ci_high)} (±{s.rel_ci_halfwidth * 100:.2f}%)"),
+        ("mean / min", f"{_us(s.mean)} / {_us(s.min)}"),
+        ("p90 / p99", f"{_us(s.p90)} / {_us(s.p99)}"),
+        ("IQR", _us(s.iqr)),
+        ("runs (warm-up)", f"{s.n} ({m.warmup_runs}{'' if m.warmup_settled else ', not settled'})"),
+        ("stopped", f"{m.stop_reason} after {m.wall_time_s:.1f} s"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    con = _console()
+    con.print(table)
+    if m.discarded_runs:
+        con.print(f"drift: machine state changed during the run; {m.discarded_runs} older samples discarded")
+
+
+def _print_layers(df, top: int) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"per-layer times (engine profiler, top {top})")
+    for col in ("layer", "engine node", "op", "median", "share"):
+        table.add_column(col, justify="right" if col in ("median", "share") else "left")
+    for row in df.sort_values("time_us", ascending=False).head(top).itertuples():
+        table.add_row(row.layer or "-", row.engine_node, row.op, _us(row.time_us), f"{row.share * 100:.1f}%")
+    _console().print(table)
+
+
+def _us(value: float) -> str:
+    return f"{value / 1e3:.3f} ms" if value >= 1e4 else f"{value:.1f} us"
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    from latbench.backends import list_backends
+
+    rows = list_backends()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title="latbench backends")
+    for col in ("backend", "device", "available", "why not / what it is"):
+        table.add_column(col)
+    for r in rows:
+        ok = "[green]yes[/]" if r["available"] else "[red]no[/]"
+        table.add_row(r["backend"], r["device"], ok, r["reason"] or r["description"])
+    _console().print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from latbench import __version__
+    from latbench.backends import DEFAULT_BACKEND, backend_names
+
+    parser = argparse.ArgumentParser(prog="latbench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"latbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("measure", help="measure the latency of a built-in network or an ONNX file")
+    src = m.add_mutually_exclusive_group()
+    src.add_argument("--model", default="smallconv", help="built-in network name (default: smallconv)")
+    src.add_argument("--onnx", metavar="FILE", help="an ONNX file instead of a built-in network")
+    m.add_argument("--backend", default=DEFAULT_BACKEND, help=f"one of {', '.join(backend_names())}")
+    m.add_argument("--device", default=None, help="cpu or cuda (onnxruntime also: tensorrt provider)")
+    m.add_argument("--precision", default=None, help="fp32 (default), fp16 or bf16 where supported")
+    m.add_argument("--input-shape", metavar="SHAPE", help="CxHxW or NxCxHxW, e.g. 3x32x32")
+    m.add_argument("--batch", type=int, help="batch size (default 1)")
+    m.add_argument("--threads", type=int, help="CPU threads for the engine (default: the engine's own)")
+    m.add_argument("--target-ci", type=float, default=0.01, help="relative half-width of the median's 95%% CI")
+    m.add_argument("--budget", type=float, default=10.0, help="seconds the measurement may take")
+    m.add_argument("--cuda-graph", action="store_true", help="capture a CUDA graph and time its replays")
+    m.add_argument("--layers", type=int, nargs="?", const=10, default=0, metavar="N",
+                   help="also print the N slowest layers from the engine's profiler")
+    m.add_argument("--layer-runs", type=int, default=20, help=argparse.SUPPRESS)
+    m.add_argument("--json", metavar="OUT", help="write the measurement as JSON")
+    m.set_defaults(func=cmd_measure)
+
+    b = sub.add_parser("backends", help="list backends and whether they can run here")
+    b.add_argument("--json", action="store_true", help="machine-readable output")
+    b.set_defaults(func=cmd_backends)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except LatbenchError as exc:
+        print(f"latbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("latbench: interrupted", file=sys.stderr)
+        return 130

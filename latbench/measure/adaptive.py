@@ -1,0 +1,186 @@
+"""Adaptive, drift-aware timing of one runnable.
+
+The loop, in order:
+
+1. **Warm-up until settled.** Calls run in windows of about ``block_s`` seconds; warm-up ends
+   when two consecutive window medians agree within ``settle_tol`` (and at least
+   ``warmup_min_runs`` calls ran), or when ``warmup_max_frac`` of the budget is spent (then the
+   record says ``warmup_settled=False``).
+2. **Repeat in blocks** of about ``block_s`` seconds. After each block, once ``min_runs`` samples
+   exist, the distribution-free 95% CI of the median is computed; measuring stops when its
+   half-width is within ``target_rel_ci`` of the median (``"converged"``), when the time budget
+   is spent (``"time_budget"``) or at ``max_runs``.
+3. **Drift check.** Before accepting convergence, the medians of the first and second halves of
+   the kept samples are compared. If they differ by more than ``drift_tol`` and their CIs do not
+   overlap, the machine changed state under the measurement: the older half is discarded
+   (counted in ``discarded_runs``) and measuring goes on, so the reported median describes one
+   steady state rather than a blend of two.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from latbench.measure.record import Measurement
+from latbench.measure.stats import median_ci
+from latbench.measure.timers import HostTimer, Timer
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """Knobs of the adaptive method; the defaults suit networks from ~10 us to ~100 ms."""
+
+    target_rel_ci: float = 0.01
+    ci_level: float = 0.95
+    budget_s: float = 10.0
+    min_runs: int = 10
+    max_runs: int = 200_000
+    warmup_min_runs: int = 3
+    warmup_max_frac: float = 0.3
+    settle_tol: float = 0.05
+    block_s: float = 0.02
+    drift_tol: float = 0.02
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_rel_ci < 1:
+            raise ValueError(f"target_rel_ci must be in (0, 1), got {self.target_rel_ci}")
+        if self.budget_s <= 0:
+            raise ValueError(f"budget_s must be positive, got {self.budget_s}")
+        if self.min_runs < 1 or self.max_runs < self.min_runs:
+            raise ValueError(f"need 1 <= min_runs <= max_runs, got {self.min_runs}, {self.max_runs}")
+
+
+def _runnable_parts(fn: Any, timer: Timer | None, conditions: dict | None) -> tuple[Callable, Timer, dict]:
+    """Accept a plain callable or a backend ``Runnable`` (which brings its timer and conditions)."""
+    timer = timer or getattr(fn, "timer", None) or HostTimer()
+    cond = dict(getattr(fn, "conditions", {}) or {})
+    cond.update(conditions or {})
+    cond.setdefault("timer", timer.name)
+    return fn, timer, cond
+
+
+def _block_size(estimate_us: float, block_s: float) -> int:
+    if not math.isfinite(estimate_us) or estimate_us <= 0:
+        return 1
+    return int(min(10_000, max(1, round(block_s * 1e6 / estimate_us))))
+
+
+def warm_up(fn: Callable, timer: Timer, settings: MeasureSettings,
+            clock: Callable[[], float] = time.perf_counter) -> tuple[int, float, bool]:
+    """Run ``fn`` until its timings settle. Returns (runs, last window median in us, settled)."""
+    start = clock()
+    limit = settings.warmup_max_frac * settings.budget_s
+    first = timer.time(fn, 1)
+    runs, estimate, previous = 1, first[0], None
+    while True:
+        window = timer.time(fn, max(settings.warmup_min_runs, _block_size(estimate, settings.block_s)))
+        runs += len(window)
+        estimate = float(np.median(window))
+        if previous is not None and runs >= settings.warmup_min_runs and (
+            abs(estimate - previous) <= settings.settle_tol * previous
+        ):
+            return runs, estimate, True
+        if clock() - start >= limit:
+            return runs, estimate, False
+        previous = estimate
+
+
+def _drifted(kept: np.ndarray, settings: MeasureSettings) -> tuple[float, bool]:
+    """Relative change from the first to the second half, and whether it counts as drift."""
+    half = kept.size // 2
+    a, b = kept[:half], kept[half:]
+    ma, mb = float(np.median(a)), float(np.median(b))
+    drift = (mb - ma) / ma if ma > 0 else 0.0
+    if abs(drift) <= settings.drift_tol:
+        return drift, False
+    (alo, ahi), (blo, bhi) = median_ci(a, settings.ci_level), median_ci(b, settings.ci_level)
+    return drift, (ahi < blo or bhi < alo)
+
+
+def measure(
+    fn: Callable[[], object],
+    settings: MeasureSettings | None = None,
+    *,
+    timer: Timer | None = None,
+    conditions: dict[str, Any] | None = None,
+    name: str = "",
+    progress: ProgressFn | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Measurement:
+    """Time ``fn`` (a callable or backend ``Runnable``) with the adaptive, drift-aware method."""
+    settings = settings or MeasureSettings()
+    fn, timer, cond = _runnable_parts(fn, timer, conditions)
+    start = clock()
+    warm_runs, estimate, settled = warm_up(fn, timer, settings, clock)
+    block = _block_size(estimate, settings.block_s)
+
+    samples: list[float] = []
+    discarded = 0
+    next_check = settings.min_runs
+    stop_reason = "time_budget"
+    rel = math.inf
+    while True:
+        samples.extend(timer.time(fn, block))
+        elapsed = clock() - start
+        n = len(samples)
+        if n >= next_check:
+            next_check = max(n + 1, int(n * 1.05))
+            kept = np.asarray(samples)
+            drifted = n >= 2 * settings.min_runs and _drifted(kept, settings)[1]
+            if drifted:
+                discarded += n // 2
+                samples = samples[n // 2:]
+                next_check = len(samples) + settings.min_runs
+            else:
+                lo, hi = median_ci(kept, settings.ci_level)
+                med = float(np.median(kept))
+                rel = (hi - lo) / (2 * med) if med > 0 else math.inf
+                if rel <= settings.target_rel_ci:
+                    stop_reason = "converged"
+                    break
+        if progress is not None:
+            progress({"runs": n, "rel_ci": rel, "elapsed_s": elapsed, "budget_s": settings.budget_s})
+        if elapsed >= settings.budget_s:
+            stop_reason = "time_budget"
+            break
+        if n >= settings.max_runs:
+            stop_reason = "max_runs"
+            break
+
+    drift = _drifted(np.asarray(samples), settings)[0] if len(samples) >= 4 else 0.0
+    return Measurement(
+        samples_us=samples, warmup_runs=warm_runs, wall_time_s=clock() - start,
+        stop_reason=stop_reason, target_rel_ci=settings.target_rel_ci, drift=drift,
+        discarded_runs=discarded, conditions=cond, name=name, ci_level=settings.ci_level,
+        warmup_settled=settled,
+    )
+
+
+def measure_fixed(
+    fn: Callable[[], object],
+    runs: int,
+    warmup: int = 0,
+    *,
+    timer: Timer | None = None,
+    conditions: dict[str, Any] | None = None,
+    name: str = "",
+    clock: Callable[[], float] = time.perf_counter,
+) -> Measurement:
+    """The naive method: ``warmup`` untimed calls, then exactly ``runs`` timed calls."""
+    fn, timer, cond = _runnable_parts(fn, timer, conditions)
+    start = clock()
+    if warmup:
+        timer.time(fn, warmup)
+    samples = timer.time(fn, runs)
+    return Measurement(
+        samples_us=samples, warmup_runs=warmup, wall_time_s=clock() - start, stop_reason="fixed",
+        target_rel_ci=None, conditions=cond, name=name, warmup_settled=False,
+    )

@@ -1,0 +1,127 @@
+"""The ``Measurement`` record: samples, their summary, how they were taken, JSON round-trip."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from latbench.measure.stats import Summary
+
+SCHEMA = "latbench.measurement/1"
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace non-finite floats by None so the JSON stays standard."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+@dataclass
+class Measurement:
+    """One latency measurement. All times are microseconds.
+
+    ``stop_reason`` is ``"converged"`` (the median's CI reached the target width),
+    ``"time_budget"`` or ``"max_runs"``. ``drift`` is the relative change of the median from
+    the first to the second half of the kept samples; ``discarded_runs`` counts samples dropped
+    because the machine's state changed under the measurement (see ``measure``).
+    """
+
+    samples_us: list[float]
+    warmup_runs: int
+    wall_time_s: float
+    stop_reason: str
+    target_rel_ci: float | None
+    drift: float = 0.0
+    discarded_runs: int = 0
+    conditions: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    ci_level: float = 0.95
+    warmup_settled: bool = True
+
+    def __post_init__(self) -> None:
+        self.summary = Summary.of(self.samples_us, self.ci_level)
+
+    # convenient views of the summary -----------------------------------------------------
+    @property
+    def runs(self) -> int:
+        return self.summary.n
+
+    @property
+    def median_us(self) -> float:
+        return self.summary.median
+
+    @property
+    def ci_us(self) -> tuple[float, float]:
+        return (self.summary.ci_low, self.summary.ci_high)
+
+    @property
+    def rel_ci_halfwidth(self) -> float:
+        return self.summary.rel_ci_halfwidth
+
+    @property
+    def converged(self) -> bool:
+        return self.stop_reason == "converged"
+
+    # serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        s = self.summary
+        return _json_safe({
+            "schema": SCHEMA,
+            "name": self.name,
+            "created": self.created,
+            "median_us": s.median, "mean_us": s.mean, "min_us": s.min, "max_us": s.max,
+            "std_us": s.std, "p90_us": s.p90, "p99_us": s.p99, "iqr_us": s.iqr,
+            "ci_low_us": s.ci_low, "ci_high_us": s.ci_high, "ci_level": s.ci_level,
+            "rel_ci_halfwidth": s.rel_ci_halfwidth,
+            "runs": s.n,
+            "warmup_runs": self.warmup_runs,
+            "warmup_settled": self.warmup_settled,
+            "wall_time_s": self.wall_time_s,
+            "stop_reason": self.stop_reason,
+            "target_rel_ci": self.target_rel_ci,
+            "drift": self.drift,
+            "discarded_runs": self.discarded_runs,
+            "conditions": self.conditions,
+            "samples_us": list(self.samples_us),
+        })
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Measurement:
+        if d.get("schema") != SCHEMA:
+            raise ValueError(f"not a latbench measurement (schema {d.get('schema')!r}, expected {SCHEMA!r})")
+        return cls(
+            samples_us=[float(x) for x in d["samples_us"]],
+            warmup_runs=int(d["warmup_runs"]),
+            wall_time_s=float(d["wall_time_s"]),
+            stop_reason=str(d["stop_reason"]),
+            target_rel_ci=None if d["target_rel_ci"] is None else float(d["target_rel_ci"]),
+            drift=float(d.get("drift", 0.0)),
+            discarded_runs=int(d.get("discarded_runs", 0)),
+            conditions=dict(d.get("conditions", {})),
+            name=str(d.get("name", "")),
+            created=str(d.get("created", "")),
+            ci_level=float(d.get("ci_level", 0.95)),
+            warmup_settled=bool(d.get("warmup_settled", True)),
+        )
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> Measurement:
+        p = Path(text_or_path) if not str(text_or_path).lstrip().startswith("{") else None
+        text = p.read_text() if p is not None else str(text_or_path)
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,1 @@
+"""Latency-aware pruning methods built on latbench (LAP, LayerPrune, SP-LAMP, HILP)."""
