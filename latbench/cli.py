@@ -20,7 +20,7 @@ def _console(stderr: bool = False):
 def _example_shape(args: argparse.Namespace, default_chw: tuple[int, ...] | None) -> tuple[int, ...] | None:
     from latbench.backends.inputs import parse_shape
 
-    shape = parse_shape(args.input_shape) if args.input_shape else default_chw
+    shape = parse_shape(args.input_shape) if args.input_shape is not None else default_chw
     if shape is None:
         if args.batch is not None:
             raise InputShapeError("--batch needs --input-shape for an ONNX file")

@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
+import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 
-from latbench.errors import ExportError, ModelLoadError, first_line
+from latbench.errors import ExportError, InputShapeError, ModelLoadError, first_line
 
 OPSET = 17
+
+
+@contextlib.contextmanager
+def _quiet_native_output():
+    """Silence file descriptors 1 and 2 (torch's exporter prints graph dumps from C++ on failure)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for fd in saved:
+            os.close(fd)
 
 
 def export_onnx(module, example_input, opset: int = OPSET) -> bytes:
@@ -23,7 +47,13 @@ def export_onnx(module, example_input, opset: int = OPSET) -> bytes:
     buf = io.BytesIO()
     module = module.eval()
     try:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        with torch.no_grad():
+            module(example_input)
+    except Exception as exc:
+        raise InputShapeError(f"{type(module).__name__} does not run on input {list(example_input.shape)}: "
+                              f"{first_line(exc)}") from exc
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), _quiet_native_output():
             warnings.simplefilter("ignore")
             try:
                 torch.onnx.export(module, (example_input,), buf, dynamo=False, opset_version=opset,

@@ -3,9 +3,10 @@
 The loop, in order:
 
 1. **Warm-up until settled.** Calls run in windows of about ``block_s`` seconds; warm-up ends
-   when two consecutive window medians agree within ``settle_tol`` (and at least
-   ``warmup_min_runs`` calls ran), or when ``warmup_max_frac`` of the budget is spent (then the
-   record says ``warmup_settled=False``).
+   when two consecutive window medians agree within ``settle_tol``, at least
+   ``warmup_min_runs`` calls ran and at least ``warmup_min_s`` seconds passed (a slow first
+   phase can be flat, so agreement alone is not enough), or when ``warmup_max_frac`` of the
+   budget is spent (then the record says ``warmup_settled=False``).
 2. **Repeat in blocks** of about ``block_s`` seconds. After each block, once ``min_runs`` samples
    exist, the distribution-free 95% CI of the median is computed; measuring stops when its
    half-width is within ``target_rel_ci`` of the median (``"converged"``), when the time budget
@@ -44,6 +45,7 @@ class MeasureSettings:
     min_runs: int = 10
     max_runs: int = 200_000
     warmup_min_runs: int = 3
+    warmup_min_s: float = 0.1
     warmup_max_frac: float = 0.3
     settle_tol: float = 0.05
     block_s: float = 0.02
@@ -78,13 +80,14 @@ def warm_up(fn: Callable, timer: Timer, settings: MeasureSettings,
     """Run ``fn`` until its timings settle. Returns (runs, last window median in us, settled)."""
     start = clock()
     limit = settings.warmup_max_frac * settings.budget_s
+    minimum = min(settings.warmup_min_s, limit)
     first = timer.time(fn, 1)
     runs, estimate, previous = 1, first[0], None
     while True:
         window = timer.time(fn, max(settings.warmup_min_runs, _block_size(estimate, settings.block_s)))
         runs += len(window)
         estimate = float(np.median(window))
-        if previous is not None and runs >= settings.warmup_min_runs and (
+        if previous is not None and runs >= settings.warmup_min_runs and clock() - start >= minimum and (
             abs(estimate - previous) <= settings.settle_tol * previous
         ):
             return runs, estimate, True

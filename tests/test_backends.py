@@ -1,0 +1,99 @@
+"""Real deployments of a small conv network on both CPU backends."""
+
+import numpy as np
+import pytest
+import torch
+
+from latbench.backends import get_backend, list_backends, require_backend
+from latbench.backends.export import export_onnx
+from latbench.measure import MeasureSettings, compare, measure
+
+QUICK = MeasureSettings(target_rel_ci=0.02, budget_s=3.0)
+
+
+@pytest.fixture(scope="module", params=["onnxruntime", "torch"])
+def deployed(request, small_net, example_input):
+    backend = require_backend(request.param, threads=1)
+    return request.param, backend.deploy(small_net, example_input)
+
+
+def test_deployed_network_computes_what_torch_computes(deployed, small_net, example_input):
+    _, runnable = deployed
+    with torch.no_grad():
+        expected = small_net(example_input).numpy()
+    np.testing.assert_allclose(runnable.output(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_real_measurement_records_its_conditions(deployed):
+    name, runnable = deployed
+    m = measure(runnable, QUICK, name="small")
+    assert m.median_us > 0 and m.summary.min <= m.median_us <= m.summary.max
+    assert m.summary.ci_low <= m.median_us <= m.summary.ci_high
+    assert m.runs >= QUICK.min_runs
+    c = m.conditions
+    assert c["backend"] == name and c["device"] == "cpu"
+    assert c["threads"] == 1 and c["batch"] == 1 and c["dtype"] == "float32"
+    assert c["timer"] == "host-perf_counter" and c["cpu"]
+    assert m.stop_reason in ("converged", "time_budget")
+
+
+def test_layer_times_map_back_to_source_modules(deployed, small_net):
+    _name, runnable = deployed
+    table = runnable.layer_times(runs=5)
+    modules = {n for n, _ in small_net.named_modules()}
+    assert set(table["layer"]) - {""} <= modules
+    convs = {f"features.{i}.0" for i in range(3)}
+    assert convs <= set(table["layer"])  # every conv is timed, fused or not
+    assert (table["time_us"] > 0).all()
+    assert table["share"].sum() == pytest.approx(1.0)
+
+
+def test_onnxruntime_fuses_conv_bn_relu(small_net, example_input):
+    table = require_backend("onnxruntime", threads=1).deploy(small_net, example_input).layer_times(runs=3)
+    assert not table["op"].isin(["BatchNormalization", "Relu"]).any()
+
+
+def test_batch_size_is_recorded(small_net):
+    runnable = require_backend("onnxruntime", threads=1).deploy(small_net, torch.randn(4, 3, 32, 32))
+    assert runnable.conditions["batch"] == 4 and runnable.output().shape == (4, 10)
+
+
+def test_onnx_file_deploys_with_its_own_static_shape(tmp_path, small_net, example_input):
+    path = tmp_path / "net.onnx"
+    path.write_bytes(export_onnx(small_net, example_input))
+    runnable = require_backend("onnxruntime", threads=1).deploy(path, None)
+    assert runnable.conditions["input_shape"] == [1, 3, 32, 32]
+    assert runnable.output().shape == (1, 10)
+
+
+def test_interleaved_comparison_sees_twice_the_work(small_net, example_input):
+    runnable = require_backend("onnxruntime", threads=1).deploy(small_net, example_input)
+
+    def twice():
+        runnable()
+        runnable()
+
+    twice.timer, twice.conditions = runnable.timer, runnable.conditions
+    result = compare({"once": runnable, "twice": twice}, MeasureSettings(target_rel_ci=0.03, budget_s=8.0))
+    r = result.ratios["twice"]
+    assert r.excludes_one and r.ci_low > 1.0
+    assert 1.6 < r.ratio < 2.4
+    assert result.measurements["twice"].median_us > result.measurements["once"].median_us
+
+
+def test_listing_says_why_a_backend_is_unavailable():
+    rows = {(r["backend"], r["device"]): r for r in list_backends()}
+    assert rows[("onnxruntime", "cpu")]["available"]
+    assert rows[("torch", "cpu")]["available"]
+    for row in rows.values():
+        assert row["available"] or row["reason"]
+    if not torch.cuda.is_available():
+        assert "CUDA" in rows[("torch", "cuda")]["reason"]
+        assert not rows[("tensorrt", "cuda")]["available"]
+
+
+def test_fingerprint_names_the_device_and_library_versions():
+    fp = get_backend("onnxruntime", threads=2).fingerprint()
+    assert fp["cpu"] and fp["onnxruntime"] and fp["threads"] == 2 and fp["logical_cpus"] >= 1
+    fp = get_backend("torch").fingerprint()
+    assert fp["torch"] == torch.__version__
