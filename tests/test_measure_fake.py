@@ -85,7 +85,7 @@ def test_drift_discards_the_older_state(fake):
     def step(i):  # machine gets 20% slower after 3000 calls (e.g. another tenant starts)
         return (100.0 if i < 3000 else 120.0) * rng.lognormal(0.0, 0.05)
 
-    m = measure(lambda: None, MeasureSettings(target_rel_ci=0.001, block_s=0.05), timer=make(step), clock=clock)
+    m = measure(lambda: None, MeasureSettings(target_rel_ci=0.001, block_s=0.005), timer=make(step), clock=clock)
     assert m.discarded_runs > 0
     assert m.median_us == pytest.approx(120.0, rel=0.01)
     assert abs(m.drift) < 0.02
@@ -168,3 +168,22 @@ def test_interleaved_ratio_cancels_drift(fake):
     assert r.ci_low <= 1.5 <= r.ci_high * 1.01
     assert r.excludes_one
     assert result.ratios["a"].ratio == 1.0
+
+
+def test_ci_comes_from_block_medians_so_slow_wander_widens_it(fake):
+    """Thousands of correlated samples must not claim a tight CI while the machine wanders."""
+    clock, make = fake
+    rng = np.random.default_rng(5)
+
+    def wander(i):  # +-5% slow wander (period ~20k calls) and tiny per-call noise
+        return 100.0 * (1 + 0.05 * np.sin(i / 3000)) * rng.lognormal(0.0, 0.002)
+
+    m = measure(lambda: None, MeasureSettings(target_rel_ci=0.002, budget_s=1.0, drift_tol=1.0), timer=make(wander),
+                clock=clock)
+    assert m.summary.ci_method == "blocks" and len(m.block_medians_us) >= 10
+    from latbench.measure.stats import median_ci
+
+    lo, hi = median_ci(m.samples_us)
+    naive_rel = (hi - lo) / (2 * m.median_us)
+    assert naive_rel < 0.002  # the per-sample CI would have claimed convergence ...
+    assert m.stop_reason == "time_budget" and m.rel_ci_halfwidth > 0.002  # ... the block CI does not

@@ -7,15 +7,19 @@ The loop, in order:
    ``warmup_min_runs`` calls ran and at least ``warmup_min_s`` seconds passed (a slow first
    phase can be flat, so agreement alone is not enough), or when ``warmup_max_frac`` of the
    budget is spent (then the record says ``warmup_settled=False``).
-2. **Repeat in blocks** of about ``block_s`` seconds. After each block, once ``min_runs`` samples
-   exist, the distribution-free 95% CI of the median is computed; measuring stops when its
-   half-width is within ``target_rel_ci`` of the median (``"converged"``), when the time budget
-   is spent (``"time_budget"``) or at ``max_runs``.
-3. **Drift check.** Before accepting convergence, the medians of the first and second halves of
-   the kept samples are compared. If they differ by more than ``drift_tol`` and their CIs do not
-   overlap, the machine changed state under the measurement: the older half is discarded
-   (counted in ``discarded_runs``) and measuring goes on, so the reported median describes one
-   steady state rather than a blend of two.
+2. **Repeat in blocks** of about ``block_s`` seconds. The confidence interval of the median is
+   computed over the *block medians* (distribution-free, 95%), not over the raw samples:
+   consecutive samples on a shared machine are correlated, and thousands of them would give a
+   tight interval around a number the next run does not reproduce. Blocks that disagree because
+   the machine drifts widen the interval instead. Measuring stops when the half-width is within
+   ``target_rel_ci`` of the median after at least ``min_blocks`` blocks and ``min_time_s``
+   seconds (``"converged"``), when the time budget is spent (``"time_budget"``) or at
+   ``max_runs``.
+3. **Drift check.** Before accepting convergence, the block medians of the first and second
+   halves are compared. If they differ by more than ``drift_tol`` and their CIs do not overlap,
+   the machine changed state under the measurement: the older half is discarded (counted in
+   ``discarded_runs``) and measuring goes on, so the reported median describes one steady
+   state rather than a blend of two.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ class MeasureSettings:
     warmup_max_frac: float = 0.3
     settle_tol: float = 0.05
     block_s: float = 0.02
+    min_blocks: int = 10
+    min_time_s: float = 0.5
     drift_tol: float = 0.02
 
     def __post_init__(self) -> None:
@@ -56,6 +62,8 @@ class MeasureSettings:
             raise ValueError(f"target_rel_ci must be in (0, 1), got {self.target_rel_ci}")
         if self.budget_s <= 0:
             raise ValueError(f"budget_s must be positive, got {self.budget_s}")
+        if self.min_blocks < 2:
+            raise ValueError(f"min_blocks must be at least 2, got {self.min_blocks}")
         if self.min_runs < 1 or self.max_runs < self.min_runs:
             raise ValueError(f"need 1 <= min_runs <= max_runs, got {self.min_runs}, {self.max_runs}")
 
@@ -96,16 +104,22 @@ def warm_up(fn: Callable, timer: Timer, settings: MeasureSettings,
         previous = estimate
 
 
-def _drifted(kept: np.ndarray, settings: MeasureSettings) -> tuple[float, bool]:
-    """Relative change from the first to the second half, and whether it counts as drift."""
-    half = kept.size // 2
-    a, b = kept[:half], kept[half:]
+def _drifted(values: np.ndarray, settings: MeasureSettings) -> tuple[float, bool]:
+    """Relative change of the median from the first to the second half, and whether it is drift."""
+    half = values.size // 2
+    a, b = values[:half], values[half:]
     ma, mb = float(np.median(a)), float(np.median(b))
     drift = (mb - ma) / ma if ma > 0 else 0.0
     if abs(drift) <= settings.drift_tol:
         return drift, False
     (alo, ahi), (blo, bhi) = median_ci(a, settings.ci_level), median_ci(b, settings.ci_level)
     return drift, (ahi < blo or bhi < alo)
+
+
+def _rel_halfwidth(values: np.ndarray, level: float) -> float:
+    lo, hi = median_ci(values, level)
+    med = float(np.median(values))
+    return (hi - lo) / (2 * med) if med > 0 else math.inf
 
 
 def measure(
@@ -124,46 +138,44 @@ def measure(
     start = clock()
     warm_runs, estimate, settled = warm_up(fn, timer, settings, clock)
     block = _block_size(estimate, settings.block_s)
+    measuring_from = clock()
 
-    samples: list[float] = []
-    discarded = 0
-    next_check = settings.min_runs
-    stop_reason = "time_budget"
-    rel = math.inf
+    blocks: list[list[float]] = []
+    medians: list[float] = []
+    runs = discarded = 0
+    stop_reason, rel = "time_budget", math.inf
     while True:
-        samples.extend(timer.time(fn, block))
+        blocks.append(timer.time(fn, block))
+        medians.append(float(np.median(blocks[-1])))
+        runs += len(blocks[-1])
         elapsed = clock() - start
-        n = len(samples)
-        if n >= next_check:
-            next_check = max(n + 1, int(n * 1.05))
-            kept = np.asarray(samples)
-            drifted = n >= 2 * settings.min_runs and _drifted(kept, settings)[1]
-            if drifted:
-                discarded += n // 2
-                samples = samples[n // 2:]
-                next_check = len(samples) + settings.min_runs
+        if len(blocks) >= settings.min_blocks and runs >= settings.min_runs:
+            meds = np.asarray(medians)
+            if len(blocks) >= 2 * settings.min_blocks and _drifted(meds, settings)[1]:
+                half = len(blocks) // 2
+                discarded += sum(len(b) for b in blocks[:half])
+                runs -= sum(len(b) for b in blocks[:half])
+                blocks, medians = blocks[half:], medians[half:]
             else:
-                lo, hi = median_ci(kept, settings.ci_level)
-                med = float(np.median(kept))
-                rel = (hi - lo) / (2 * med) if med > 0 else math.inf
-                if rel <= settings.target_rel_ci:
+                rel = _rel_halfwidth(meds, settings.ci_level)
+                if rel <= settings.target_rel_ci and clock() - measuring_from >= settings.min_time_s:
                     stop_reason = "converged"
                     break
         if progress is not None:
-            progress({"runs": n, "rel_ci": rel, "elapsed_s": elapsed, "budget_s": settings.budget_s})
+            progress({"runs": runs, "rel_ci": rel, "elapsed_s": elapsed, "budget_s": settings.budget_s})
         if elapsed >= settings.budget_s:
             stop_reason = "time_budget"
             break
-        if n >= settings.max_runs:
+        if runs >= settings.max_runs:
             stop_reason = "max_runs"
             break
 
-    drift = _drifted(np.asarray(samples), settings)[0] if len(samples) >= 4 else 0.0
+    drift = _drifted(np.asarray(medians), settings)[0] if len(medians) >= 2 else 0.0
     return Measurement(
-        samples_us=samples, warmup_runs=warm_runs, wall_time_s=clock() - start,
+        samples_us=[x for b in blocks for x in b], warmup_runs=warm_runs, wall_time_s=clock() - start,
         stop_reason=stop_reason, target_rel_ci=settings.target_rel_ci, drift=drift,
         discarded_runs=discarded, conditions=cond, name=name, ci_level=settings.ci_level,
-        warmup_settled=settled,
+        warmup_settled=settled, block_medians_us=medians,
     )
 
 

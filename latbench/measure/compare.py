@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,6 @@ class Comparison:
     rounds: int
     stop_reason: str
     wall_time_s: float
-    block_medians: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -130,7 +129,7 @@ def compare(
     measurements = {
         n: Measurement(samples_us=samples[n], warmup_runs=warm[n][0], wall_time_s=wall, stop_reason=stop_reason,
                        target_rel_ci=settings.target_rel_ci, conditions={**parts[n][2], "interleaved_with": names},
-                       name=n, ci_level=settings.ci_level, warmup_settled=warm[n][1])
+                       name=n, ci_level=settings.ci_level, warmup_settled=warm[n][1], block_medians_us=medians[n])
         for n in names
     }
-    return Comparison(baseline, measurements, ratios, rounds, stop_reason, wall, medians)
+    return Comparison(baseline, measurements, ratios, rounds, stop_reason, wall)

@@ -30,7 +30,8 @@ class Measurement:
     """One latency measurement. All times are microseconds.
 
     ``stop_reason`` is ``"converged"`` (the median's CI reached the target width),
-    ``"time_budget"`` or ``"max_runs"``. ``drift`` is the relative change of the median from
+    ``"time_budget"`` or ``"max_runs"``. The CI of the median is taken over ``block_medians_us``
+    when the measurement was made in blocks (see ``latbench.measure.adaptive``), else over samples. ``drift`` is the relative change of the median from
     the first to the second half of the kept samples; ``discarded_runs`` counts samples dropped
     because the machine's state changed under the measurement (see ``measure``).
     """
@@ -47,9 +48,10 @@ class Measurement:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     ci_level: float = 0.95
     warmup_settled: bool = True
+    block_medians_us: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.summary = Summary.of(self.samples_us, self.ci_level)
+        self.summary = Summary.of(self.samples_us, self.ci_level, blocks=self.block_medians_us or None)
 
     # convenient views of the summary -----------------------------------------------------
     @property
@@ -92,6 +94,8 @@ class Measurement:
             "drift": self.drift,
             "discarded_runs": self.discarded_runs,
             "conditions": self.conditions,
+            "ci_method": self.summary.ci_method,
+            "block_medians_us": list(self.block_medians_us),
             "samples_us": list(self.samples_us),
         })
 
@@ -112,6 +116,7 @@ class Measurement:
             created=str(d.get("created", "")),
             ci_level=float(d.get("ci_level", 0.95)),
             warmup_settled=bool(d.get("warmup_settled", True)),
+            block_medians_us=[float(x) for x in d.get("block_medians_us", [])],
         )
 
     def to_json(self, path: str | Path | None = None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ def _binomial_cdf_half(n: int) -> np.ndarray:
     return np.cumsum(np.exp(log_pmf))
 
 
+@lru_cache(maxsize=4096)
 def median_ci_ranks(n: int, level: float = 0.95) -> tuple[int, int] | None:
     """1-based ranks (lo, hi) of the sorted samples bounding the median with coverage >= level.
 
@@ -95,19 +97,24 @@ class Summary:
     ci_low: float
     ci_high: float
     ci_level: float
+    ci_method: str = "samples"
 
     @classmethod
-    def of(cls, samples: np.ndarray | list[float], level: float = 0.95) -> Summary:
+    def of(cls, samples: np.ndarray | list[float], level: float = 0.95,
+           blocks: np.ndarray | list[float] | None = None) -> Summary:
+        """Summarise ``samples``; with ``blocks`` (block medians), the CI of the median uses them."""
         x = np.asarray(samples, dtype=float)
         if x.size == 0:
             raise ValueError("cannot summarise an empty set of samples")
         q25, q50, q75, q90, q99 = np.percentile(x, [25, 50, 75, 90, 99])
-        lo, hi = median_ci(x, level)
+        use_blocks = blocks is not None and len(blocks) >= 2
+        lo, hi = median_ci(blocks if use_blocks else x, level)
+        lo, hi = min(lo, float(q50)), max(hi, float(q50))
         return cls(
             n=int(x.size), median=float(q50), mean=float(x.mean()), min=float(x.min()),
             max=float(x.max()), std=float(x.std(ddof=1)) if x.size > 1 else 0.0,
             p90=float(q90), p99=float(q99), iqr=float(q75 - q25),
-            ci_low=lo, ci_high=hi, ci_level=level,
+            ci_low=lo, ci_high=hi, ci_level=level, ci_method="blocks" if use_blocks else "samples",
         )
 
     @property
