@@ -6,9 +6,10 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from latbench.errors import InputShapeError, LatbenchError
+from latbench.errors import InputShapeError, LatbenchError, OutputError
 
 
 def _console(stderr: bool = False):
@@ -40,6 +41,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
     if args.batch is not None and args.batch < 1:
         raise InputShapeError(f"--batch must be positive, got {args.batch}")
+    if args.json:
+        _check_writable(args.json)  # before measuring: a result that cannot be saved is lost time
     backend = require_backend(args.backend, device=args.device, threads=args.threads,
                               precision=args.precision, **({"cuda_graph": True} if args.cuda_graph else {}))
     if args.onnx:
@@ -68,6 +71,16 @@ def cmd_measure(args: argparse.Namespace) -> int:
         result.to_json(args.json)
         err.print(f"wrote {args.json}")
     return 0
+
+
+def _check_writable(path: str) -> None:
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "a"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _measure_with_progress(measure_fn, runnable, settings, name: str):

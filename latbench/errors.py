@@ -27,6 +27,10 @@ class ExportError(LatbenchError):
     """A network that cannot be exported to the deployment format."""
 
 
+class OutputError(LatbenchError):
+    """A result file that cannot be written."""
+
+
 class UnknownModelError(LatbenchError):
     """A model name that is not in the registry."""
 

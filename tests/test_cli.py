@@ -26,7 +26,7 @@ def assert_one_line_error(code, err, *needles):
 
 
 def test_measure_prints_a_table_and_writes_json(capsys, tmp_path):
-    out_json = tmp_path / "m.json"
+    out_json = tmp_path / "new" / "folder" / "m.json"
     code, out, _ = run(capsys, "measure", "--model", "smallconv", "--threads", "1", "--budget", "2",
                        "--target-ci", "0.05", "--json", str(out_json))
     assert code == 0
@@ -120,3 +120,11 @@ def test_unknown_model_lists_the_registry(capsys):
 def test_bad_precision_is_one_line(capsys):
     code, _, err = run(capsys, "measure", "--precision", "int3")
     assert_one_line_error(code, err, "int3")
+
+
+def test_unwritable_json_is_refused_before_measuring(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, out, err = run(capsys, "measure", "--json", str(blocker / "m.json"))
+    assert_one_line_error(code, err, "cannot write", "m.json")
+    assert "median" not in out  # refused up front, not after minutes of measuring

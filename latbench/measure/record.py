@@ -30,10 +30,11 @@ class Measurement:
     """One latency measurement. All times are microseconds.
 
     ``stop_reason`` is ``"converged"`` (the median's CI reached the target width),
-    ``"time_budget"`` or ``"max_runs"``. The CI of the median is taken over ``block_medians_us``
-    when the measurement was made in blocks (see ``latbench.measure.adaptive``), else over samples. ``drift`` is the relative change of the median from
-    the first to the second half of the kept samples; ``discarded_runs`` counts samples dropped
-    because the machine's state changed under the measurement (see ``measure``).
+    ``"time_budget"``, ``"max_runs"`` or ``"fixed"`` (the naive method). The CI of the median is
+    taken over ``block_medians_us`` when the measurement was made in blocks (see
+    ``latbench.measure.adaptive``), else over the samples. ``drift`` is the relative change of the
+    median from the first to the second half of the kept blocks; ``discarded_runs`` counts samples
+    dropped because the machine's state changed under the measurement.
     """
 
     samples_us: list[float]
@@ -122,6 +123,7 @@ class Measurement:
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(text + "\n")
         return text
 
