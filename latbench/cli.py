@@ -65,6 +65,12 @@ def cmd_measure(args: argparse.Namespace) -> int:
     settings = MeasureSettings(target_rel_ci=args.target_ci, budget_s=args.budget)
     result = _measure_with_progress(measure, runnable, settings, name)
     _print_measurement(result, name)
+    if result.stop_reason == "interrupted":
+        if args.json:
+            result.to_json(args.json)
+        print(f"latbench: interrupted after {result.runs} runs; the partial result is shown above"
+              + (f" and saved to {args.json}" if args.json else ""), file=sys.stderr)
+        return 130
     if args.layers:
         _print_layers(runnable.layer_times(args.layer_runs), args.layers)
     if args.json:

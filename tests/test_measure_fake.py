@@ -187,3 +187,28 @@ def test_ci_comes_from_block_medians_so_slow_wander_widens_it(fake):
     naive_rel = (hi - lo) / (2 * m.median_us)
     assert naive_rel < 0.002  # the per-sample CI would have claimed convergence ...
     assert m.stop_reason == "time_budget" and m.rel_ci_halfwidth > 0.002  # ... the block CI does not
+
+
+def test_ctrl_c_keeps_what_was_measured(fake):
+    clock, make = fake
+    calls = {"n": 0}
+
+    def interrupt_later():
+        calls["n"] += 1
+        if calls["n"] == 5000:
+            raise KeyboardInterrupt
+
+    m = measure(interrupt_later, MeasureSettings(target_rel_ci=1e-4, block_s=0.01), timer=make(noisy(100, 0.1)),
+                clock=clock)
+    assert m.stop_reason == "interrupted"
+    assert m.runs > 0 and m.median_us == pytest.approx(100, rel=0.05)
+
+
+def test_ctrl_c_during_warm_up_propagates(fake):
+    clock, make = fake
+
+    def interrupt_at_once():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        measure(interrupt_at_once, timer=make(noisy(100, 0.1)), clock=clock)

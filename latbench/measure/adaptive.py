@@ -20,6 +20,9 @@ The loop, in order:
    the machine changed state under the measurement: the older half is discarded (counted in
    ``discarded_runs``) and measuring goes on, so the reported median describes one steady
    state rather than a blend of two.
+
+Ctrl-C during the repeats ends the measurement with ``stop_reason="interrupted"`` and keeps the
+blocks measured so far.
 """
 
 from __future__ import annotations
@@ -144,31 +147,36 @@ def measure(
     medians: list[float] = []
     runs = discarded = 0
     stop_reason, rel = "time_budget", math.inf
-    while True:
-        blocks.append(timer.time(fn, block))
-        medians.append(float(np.median(blocks[-1])))
-        runs += len(blocks[-1])
-        elapsed = clock() - start
-        if len(blocks) >= settings.min_blocks and runs >= settings.min_runs:
-            meds = np.asarray(medians)
-            if len(blocks) >= 2 * settings.min_blocks and _drifted(meds, settings)[1]:
-                half = len(blocks) // 2
-                discarded += sum(len(b) for b in blocks[:half])
-                runs -= sum(len(b) for b in blocks[:half])
-                blocks, medians = blocks[half:], medians[half:]
-            else:
-                rel = _rel_halfwidth(meds, settings.ci_level)
-                if rel <= settings.target_rel_ci and clock() - measuring_from >= settings.min_time_s:
-                    stop_reason = "converged"
-                    break
-        if progress is not None:
-            progress({"runs": runs, "rel_ci": rel, "elapsed_s": elapsed, "budget_s": settings.budget_s})
-        if elapsed >= settings.budget_s:
-            stop_reason = "time_budget"
-            break
-        if runs >= settings.max_runs:
-            stop_reason = "max_runs"
-            break
+    try:
+        while True:
+            blocks.append(timer.time(fn, block))
+            medians.append(float(np.median(blocks[-1])))
+            runs += len(blocks[-1])
+            elapsed = clock() - start
+            if len(blocks) >= settings.min_blocks and runs >= settings.min_runs:
+                meds = np.asarray(medians)
+                if len(blocks) >= 2 * settings.min_blocks and _drifted(meds, settings)[1]:
+                    half = len(blocks) // 2
+                    dropped = sum(len(b) for b in blocks[:half])
+                    discarded, runs = discarded + dropped, runs - dropped
+                    del blocks[:half], medians[:half]
+                else:
+                    rel = _rel_halfwidth(meds, settings.ci_level)
+                    if rel <= settings.target_rel_ci and clock() - measuring_from >= settings.min_time_s:
+                        stop_reason = "converged"
+                        break
+            if progress is not None:
+                progress({"runs": runs, "rel_ci": rel, "elapsed_s": elapsed, "budget_s": settings.budget_s})
+            if elapsed >= settings.budget_s:
+                stop_reason = "time_budget"
+                break
+            if runs >= settings.max_runs:
+                stop_reason = "max_runs"
+                break
+    except KeyboardInterrupt:
+        if not blocks:
+            raise
+        stop_reason = "interrupted"  # keep what was measured; the caller decides what to do next
 
     drift = _drifted(np.asarray(medians), settings)[0] if len(medians) >= 2 else 0.0
     return Measurement(
