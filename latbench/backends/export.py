@@ -10,6 +10,7 @@ import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 from latbench.errors import ExportError, InputShapeError, ModelLoadError, first_line
 
@@ -46,12 +47,7 @@ def export_onnx(module, example_input, opset: int = OPSET) -> bytes:
 
     buf = io.BytesIO()
     module = module.eval()
-    try:
-        with torch.no_grad():
-            module(example_input)
-    except Exception as exc:
-        raise InputShapeError(f"{type(module).__name__} does not run on input {list(example_input.shape)}: "
-                              f"{first_line(exc)}") from exc
+    check_forward(module, example_input)
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), _quiet_native_output():
             warnings.simplefilter("ignore")
@@ -65,6 +61,29 @@ def export_onnx(module, example_input, opset: int = OPSET) -> bytes:
     except Exception as exc:
         raise ExportError(f"cannot export {type(module).__name__} to ONNX: {first_line(exc)}") from exc
     return buf.getvalue()
+
+
+def check_forward(module, example_input) -> None:
+    """Run ``module`` once on ``example_input``; a failure is the user's input, said in one line."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            module(example_input)
+    except Exception as exc:
+        raise InputShapeError(f"{type(module).__name__} does not run on input {list(example_input.shape)}: "
+                              f"{first_line(exc)}") from exc
+
+
+def onnx_source(model, example_input):
+    """(ONNX model, its bytes, torch module names) for an ``nn.Module`` or an ONNX file path."""
+    import onnx
+
+    if isinstance(model, (str, Path)):
+        onnx_model = load_onnx(str(model))
+        return onnx_model, onnx_model.SerializeToString(), set()
+    model_bytes = export_onnx(model, example_input)
+    return onnx.load_from_string(model_bytes), model_bytes, {name for name, _ in model.named_modules()}
 
 
 def load_onnx(path: str):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from latbench.backends.base import Backend, Runnable, layer_table
-from latbench.backends.export import OnnxNodeMap, export_onnx, load_onnx
+from latbench.backends.export import OnnxNodeMap, onnx_source
 from latbench.backends.fingerprint import host_fingerprint, package_version
 from latbench.backends.inputs import as_numpy, check_input
 from latbench.errors import ModelLoadError, first_line
@@ -87,15 +87,7 @@ class OnnxRuntimeBackend(Backend):
             raise ModelLoadError(f"onnxruntime cannot load the model: {first_line(exc)}") from exc
 
     def deploy(self, model: Any, example_input: Any = None) -> Runnable:
-        if isinstance(model, (str, Path)):
-            onnx_model = load_onnx(str(model))
-            model_bytes, module_names = onnx_model.SerializeToString(), set()
-        else:
-            model_bytes = export_onnx(model, example_input)
-            module_names = {name for name, _ in model.named_modules()}
-            import onnx
-
-            onnx_model = onnx.load_from_string(model_bytes)
+        onnx_model, model_bytes, module_names = onnx_source(model, example_input)
         session = self._session(model_bytes)
         meta = session.get_inputs()
         if len(meta) != 1:

@@ -8,13 +8,12 @@ as unavailable with the reason.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from latbench.backends.base import Backend, Runnable, layer_table
-from latbench.backends.export import OnnxNodeMap, export_onnx, load_onnx
+from latbench.backends.export import OnnxNodeMap, onnx_source
 from latbench.backends.fingerprint import cuda_fingerprint, host_fingerprint
 from latbench.backends.inputs import as_numpy, check_input
 from latbench.errors import ExportError, first_line
@@ -83,15 +82,7 @@ class TensorRTBackend(Backend):
         import tensorrt as trt
         import torch
 
-        if isinstance(model, (str, Path)):
-            onnx_model = load_onnx(str(model))
-            model_bytes, module_names = onnx_model.SerializeToString(), set()
-        else:
-            import onnx
-
-            model_bytes = export_onnx(model, example_input)
-            onnx_model = onnx.load_from_string(model_bytes)
-            module_names = {name for name, _ in model.named_modules()}
+        onnx_model, model_bytes, module_names = onnx_source(model, example_input)
         try:
             engine = self._build(model_bytes)
         except ExportError:
@@ -115,10 +106,9 @@ class TensorRTBackend(Backend):
                 buffers[name] = torch.empty(shape, dtype=torch_dtype, device="cuda")
                 output_name = output_name or name
             context.set_tensor_address(name, buffers[name].data_ptr())
-        stream = torch.cuda.current_stream()
 
-        def call() -> None:
-            context.execute_async_v3(stream.cuda_stream)
+        def call() -> None:  # on the current stream, so CUDA graph capture on a side stream sees it
+            context.execute_async_v3(torch.cuda.current_stream().cuda_stream)
 
         timed = call
         if self.cuda_graph:
@@ -130,15 +120,14 @@ class TensorRTBackend(Backend):
         ordered = [buffers[engine.get_tensor_name(i)].data_ptr() for i in range(engine.num_io_tensors)]
 
         def profile(runs: int, warmup: int = 5):
+            # a context of its own, so the profiler never slows the context that is timed
             rows: list[dict[str, Any]] = []
+            profiled = engine.create_execution_context()
             profiler = _make_profiler(rows, node_map)
-            context.profiler = profiler
-            try:
-                for run in range(warmup + runs):
-                    profiler.run = run - warmup
-                    context.execute_v2(ordered)
-            finally:
-                context.profiler = None
+            profiled.profiler = profiler
+            for run in range(warmup + runs):
+                profiler.run = run - warmup
+                profiled.execute_v2(ordered)
             return layer_table([r for r in rows if r["run"] >= 0])
 
         def fetch():

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from latbench.backends.base import Backend, Runnable, layer_table
+from latbench.backends.export import check_forward
 from latbench.backends.fingerprint import host_fingerprint
-from latbench.errors import InputShapeError, ModelLoadError, first_line
+from latbench.errors import InputShapeError, ModelLoadError
 from latbench.measure.timers import CudaEventTimer, HostTimer
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -70,12 +71,7 @@ class TorchBackend(Backend):
         dtype = getattr(torch, _DTYPES[self.precision])
         module = copy.deepcopy(model).eval().to(device=self.device, dtype=dtype)
         x = torch.as_tensor(example_input).to(device=self.device, dtype=dtype)
-        try:
-            with torch.inference_mode():
-                module(x)
-        except Exception as exc:
-            raise InputShapeError(f"{type(model).__name__} does not run on input {list(x.shape)}: "
-                                  f"{first_line(exc)}") from exc
+        check_forward(module, x)
         conditions = {**self.fingerprint(), "batch": int(x.shape[0]), "dtype": str(x.dtype).replace("torch.", ""),
                       "input_shape": list(x.shape)}
 
