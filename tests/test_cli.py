@@ -117,9 +117,15 @@ def test_unknown_model_lists_the_registry(capsys):
     assert_one_line_error(code, err, "unknown model 'resnet9000'", "smallconv")
 
 
-def test_bad_precision_is_one_line(capsys):
+def test_bad_backend_options_are_one_line(capsys):
     code, _, err = run(capsys, "measure", "--precision", "int3")
-    assert_one_line_error(code, err, "int3")
+    assert_one_line_error(code, err, "supports precisions fp32, not 'int3'")
+    code, _, err = run(capsys, "measure", "--threads", "0")
+    assert_one_line_error(code, err, "threads must be a positive integer")
+    code, _, err = run(capsys, "measure", "--cuda-graph")
+    assert_one_line_error(code, err, "'onnxruntime' does not support option(s): cuda_graph")
+    code, _, err = run(capsys, "measure", "--device", "gpu")
+    assert_one_line_error(code, err, "unknown device 'gpu'")
 
 
 def test_unwritable_json_is_refused_before_measuring(capsys, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from importlib import import_module
 from typing import Any
 
@@ -32,10 +33,13 @@ def get_backend(name: str, **options: Any) -> Backend:
     options = {k: v for k, v in options.items() if v is not None}
     options.setdefault("device", DEFAULT_DEVICE[name])
     backend_cls = getattr(import_module(module), cls)
+    unsupported = sorted(set(options) - set(inspect.signature(backend_cls).parameters))
+    if unsupported:
+        raise BackendUnavailableError(f"backend {name!r} does not support option(s): {', '.join(unsupported)}")
     try:
         return backend_cls(**options)
-    except (TypeError, ValueError) as exc:
-        raise BackendUnavailableError(f"backend {name!r}: {exc}") from None
+    except ValueError as exc:
+        raise BackendUnavailableError(str(exc)) from None
 
 
 def require_backend(name: str, **options: Any) -> Backend:

@@ -75,7 +75,10 @@ class Backend(ABC):
 
     def __init__(self, device: str = "cpu", threads: int | None = None, precision: str = "fp32") -> None:
         if precision not in self.precisions:
-            raise ValueError(f"backend {self.name!r} supports precisions {list(self.precisions)}, not {precision!r}")
+            supported = ", ".join(self.precisions)
+            raise ValueError(f"backend {self.name!r} supports precisions {supported}, not {precision!r}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads}")
         self.device = device
         self.threads = threads
         self.precision = precision
