@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from latbench.errors import InputShapeError, LatbenchError, OutputError
+from latbench.errors import InputShapeError, LatbenchError, OutputError, UsageError
 
 
 def _console(stderr: bool = False):
@@ -43,6 +44,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
         raise InputShapeError(f"--batch must be positive, got {args.batch}")
     if args.json:
         _check_writable(args.json)  # before measuring: a result that cannot be saved is lost time
+    try:
+        settings = MeasureSettings(target_rel_ci=args.target_ci, budget_s=args.budget)
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("target_rel_ci", "--target-ci").replace("budget_s", "--budget")) from None
     backend = require_backend(args.backend, device=args.device, threads=args.threads,
                               precision=args.precision, **({"cuda_graph": True} if args.cuda_graph else {}))
     if args.onnx:
@@ -62,7 +67,6 @@ def cmd_measure(args: argparse.Namespace) -> int:
     err = _console(stderr=True)
     with err.status(f"deploying {name} on {backend.name} ({backend.device})"):
         runnable = backend.deploy(target, example)
-    settings = MeasureSettings(target_rel_ci=args.target_ci, budget_s=args.budget)
     result = _measure_with_progress(measure, runnable, settings, name)
     _print_measurement(result, name)
     if result.stop_reason == "interrupted":
@@ -80,13 +84,14 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 
 def _check_writable(path: str) -> None:
+    """Refuse an output path that cannot be written, without leaving a file behind."""
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "a"):
-            pass
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if target.is_dir() or not os.access(target if target.exists() else target.parent, os.W_OK):
+        raise OutputError(f"cannot write {path}: not a writable file location")
 
 
 def _measure_with_progress(measure_fn, runnable, settings, name: str):

@@ -27,6 +27,10 @@ class ExportError(LatbenchError):
     """A network that cannot be exported to the deployment format."""
 
 
+class UsageError(LatbenchError):
+    """A command-line option with a value out of its range."""
+
+
 class OutputError(LatbenchError):
     """A result file that cannot be written."""
 

@@ -134,3 +134,16 @@ def test_unwritable_json_is_refused_before_measuring(capsys, tmp_path):
     code, out, err = run(capsys, "measure", "--json", str(blocker / "m.json"))
     assert_one_line_error(code, err, "cannot write", "m.json")
     assert "median" not in out  # refused up front, not after minutes of measuring
+
+
+@pytest.mark.parametrize(("option", "value"), [("--budget", "-1"), ("--target-ci", "0"), ("--target-ci", "2")])
+def test_out_of_range_measure_options(capsys, option, value):
+    code, _, err = run(capsys, "measure", option, value)
+    assert_one_line_error(code, err, option)
+
+
+def test_refused_json_path_leaves_no_file(capsys, tmp_path):
+    code, _, err = run(capsys, "measure", "--json", str(tmp_path), "--budget", "1")
+    assert_one_line_error(code, err, "cannot write")
+    code, _, _ = run(capsys, "measure", "--json", str(tmp_path / "out.json"), "--backend", "tvm")
+    assert code == 2 and not (tmp_path / "out.json").exists()
