@@ -170,6 +170,70 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from latbench.arch import trace
+    from latbench.arch.table import layer_table
+    from latbench.models import REGISTRY, resolve_model
+
+    for path in (args.csv, args.json):
+        if path:
+            _check_writable(path)
+    model = resolve_model(args.model)
+    entry = REGISTRY.get(args.model)
+    default = entry.input_shape if entry is not None else None
+    if default is None and args.input_size is None:
+        raise InputShapeError(f"{args.model}: give --input-size (e.g. 3x224x224)")
+    shape = _example_shape(argparse.Namespace(input_shape=args.input_size, batch=args.batch), default)
+    import torch
+
+    arch = trace(model, torch.zeros(*shape), name=args.model)
+    if args.widths:
+        arch = arch.with_widths(_read_widths(args.widths))
+    if args.remove_blocks:
+        arch = arch.without_blocks([b for b in args.remove_blocks.split(",") if b])
+    table = layer_table(arch)
+    _print_arch(arch, table)
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        _console(stderr=True).print(f"wrote {args.csv}")
+    if args.json:
+        arch.to_json(args.json)
+        _console(stderr=True).print(f"wrote {args.json}")
+    return 0
+
+
+def _read_widths(path: str) -> dict[str, int]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read widths file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"widths file {path} must hold a JSON object {{group or layer: channels}}")
+    return data
+
+
+def _print_arch(arch, table) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{arch.name} · input {'x'.join(map(str, arch.base.input_shape))}", show_lines=False)
+    for col, justify in (("#", "right"), ("layer", "left"), ("op", "left"), ("in", "right"), ("out", "right"),
+                         ("kernel", "left"), ("MFLOPs", "right"), ("FLOPs %", "right"), ("params", "right"),
+                         ("group", "right"), ("block", "left")):
+        t.add_column(col, justify=justify, overflow="fold")
+    for r in table.itertuples():
+        block = f"{r.block} ({'removable' if r.removable else 'fixed'})" if r.block else ""
+        t.add_row(str(r.index), r.name, r.op + (f"+{r.epilogue}" if r.epilogue else ""), r.in_shape, r.out_shape,
+                  r.kernel, f"{r.flops / 1e6:.2f}", f"{r.flops_share * 100:.1f}", f"{r.params:,}", r.groups, block)
+    con = _console()
+    con.print(t)
+    prunable = arch.prunable_groups
+    removable = [b.name for b in arch.blocks if b.removable]
+    con.print(f"total: {arch.flops() / 1e6:,.2f} MFLOPs ({arch.macs() / 1e6:,.2f} M multiply-accumulates; "
+              f"FLOPs = 2 x MACs of conv and linear layers), {arch.params():,} parameters, "
+              f"{len(table)} layers, {len(prunable)} prunable channel groups, "
+              f"{len(removable)} of {len(arch.blocks)} blocks removable")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from latbench import __version__
     from latbench.backends import DEFAULT_BACKEND, backend_names
@@ -196,6 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--layer-runs", type=int, default=20, help=argparse.SUPPRESS)
     m.add_argument("--json", metavar="OUT", help="write the measurement as JSON")
     m.set_defaults(func=cmd_measure)
+
+    i = sub.add_parser("inspect", help="trace a network: layers, shapes, FLOPs, parameters, groups, blocks")
+    i.add_argument("model", help="built-in network name, or torchvision:NAME where torchvision is installed")
+    i.add_argument("--input-size", metavar="SHAPE", help="CxHxW or NxCxHxW (default: the model's own)")
+    i.add_argument("--batch", type=int, help="batch size (default 1)")
+    i.add_argument("--widths", metavar="FILE", help="JSON {group id, group name or layer name: channels}")
+    i.add_argument("--remove-blocks", metavar="A,B", help="comma-separated residual blocks to replace by identity")
+    i.add_argument("--csv", metavar="OUT", help="write the layer table as CSV")
+    i.add_argument("--json", metavar="OUT", help="write the architecture as JSON")
+    i.set_defaults(func=cmd_inspect)
 
     b = sub.add_parser("backends", help="list backends and whether they can run here")
     b.add_argument("--json", action="store_true", help="machine-readable output")

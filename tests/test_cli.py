@@ -147,3 +147,38 @@ def test_refused_json_path_leaves_no_file(capsys, tmp_path):
     assert_one_line_error(code, err, "cannot write")
     code, _, _ = run(capsys, "measure", "--json", str(tmp_path / "out.json"), "--backend", "tvm")
     assert code == 2 and not (tmp_path / "out.json").exists()
+
+
+def test_inspect_prints_the_layer_table_and_writes_csv_and_json(capsys, tmp_path):
+    import pandas as pd
+
+    from latbench.arch import Arch
+
+    widths = tmp_path / "w.json"
+    widths.write_text('{"layer1.0.conv1": 8}')
+    code, out, _ = run(capsys, "inspect", "resnet20", "--widths", str(widths), "--remove-blocks", "layer3.2",
+                       "--csv", str(tmp_path / "t.csv"), "--json", str(tmp_path / "a.json"))
+    assert code == 0
+    assert "MFLOPs" in out and "resnet20" in out and "272,474" not in out
+    arch = Arch.from_json(tmp_path / "a.json")
+    assert arch.removed == {"layer3.2"} and arch.channels()["layer1.0.conv1"] == 8
+    table = pd.read_csv(tmp_path / "t.csv")
+    assert len(table) == len(arch.active_layers()) and table["flops"].sum() == arch.flops()
+    assert f"{arch.params():,} parameters" in " ".join(out.split())
+
+
+def test_inspect_bad_input_is_one_line(capsys, tmp_path):
+    code, _, err = run(capsys, "inspect", "resnet999")
+    assert_one_line_error(code, err, "unknown model 'resnet999'", "resnet56")
+    conflict = tmp_path / "w.json"
+    conflict.write_text('{"layer1.0.conv2": 8, "layer1.1.conv2": 9}')
+    code, _, err = run(capsys, "inspect", "resnet20", "--widths", str(conflict))
+    assert_one_line_error(code, err, "breaks a coupling")
+    conflict.write_text('{"layer1.0.conv1": -2}')
+    code, _, err = run(capsys, "inspect", "resnet20", "--widths", str(conflict))
+    assert_one_line_error(code, err, "positive integer")
+    conflict.write_text("[1, 2")
+    code, _, err = run(capsys, "inspect", "resnet20", "--widths", str(conflict))
+    assert_one_line_error(code, err, "cannot read widths file")
+    code, _, err = run(capsys, "inspect", "resnet20", "--remove-blocks", "layer2.0")
+    assert_one_line_error(code, err, "cannot be removed", "projection")

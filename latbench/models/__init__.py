@@ -1,12 +1,20 @@
-"""Built-in networks, by name. Each entry knows its default input shape (C, H, W)."""
+"""Built-in networks, by name. Each entry knows its default input shape (C, H, W) and its number of classes.
+
+Every constructor takes ``num_classes`` and ``channels``: a mapping from the module path of a (non-depthwise)
+``Conv2d`` to its out-channel count; the layers it feeds follow. ``resolve_model`` also accepts
+``torchvision:<name>`` when torchvision is installed.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from latbench.errors import UnknownModelError
+from latbench.errors import UnknownModelError, first_line
+
+TORCHVISION_PREFIX = "torchvision:"
 
 
 @dataclass(frozen=True)
@@ -14,16 +22,48 @@ class ModelEntry:
     factory: Callable[..., Any]
     input_shape: tuple[int, int, int]
     description: str
+    num_classes: int = 10
 
 
-def _small_conv(**kw: Any):
-    from latbench.models.small import SmallConvNet
+def _lazy(module: str, function: str) -> Callable[..., Any]:
+    """A factory that imports ``latbench.models.<module>`` only when a model is built."""
 
-    return SmallConvNet(**kw)
+    def factory(**kwargs: Any) -> Any:
+        return getattr(importlib.import_module(f"latbench.models.{module}"), function)(**kwargs)
 
+    factory.__name__ = function
+    return factory
+
+
+_CIFAR = (3, 32, 32)
+_IMAGENET = (3, 224, 224)
 
 REGISTRY: dict[str, ModelEntry] = {
-    "smallconv": ModelEntry(_small_conv, (3, 32, 32), "3 conv-BN-ReLU stages (16-32-64 channels) and a linear head"),
+    "smallconv": ModelEntry(_lazy("small", "SmallConvNet"), _CIFAR,
+                            "3 conv-BN-ReLU stages (16-32-64 channels) and a linear head", 10),
+    "resnet20": ModelEntry(_lazy("resnet_cifar", "resnet20"), _CIFAR,
+                           "CIFAR ResNet-20 (He et al.), 3x3 BasicBlocks at 16-32-64 channels, 1x1 projections", 10),
+    "resnet32": ModelEntry(_lazy("resnet_cifar", "resnet32"), _CIFAR,
+                           "CIFAR ResNet-32 (He et al.), 3x5 BasicBlocks at 16-32-64 channels, 1x1 projections", 10),
+    "resnet56": ModelEntry(_lazy("resnet_cifar", "resnet56"), _CIFAR,
+                           "CIFAR ResNet-56 (He et al.), 3x9 BasicBlocks at 16-32-64 channels, 1x1 projections", 10),
+    "resnet110": ModelEntry(_lazy("resnet_cifar", "resnet110"), _CIFAR,
+                            "CIFAR ResNet-110 (He et al.), 3x18 BasicBlocks at 16-32-64 channels, 1x1 projections",
+                            10),
+    "vgg16": ModelEntry(_lazy("vgg", "vgg16"), _CIFAR, "VGG-16 with BatchNorm, CIFAR head Linear(512, 10)", 10),
+    "vgg19": ModelEntry(_lazy("vgg", "vgg19"), _CIFAR, "VGG-19 with BatchNorm, CIFAR head Linear(512, 10)", 10),
+    "mobilenetv1": ModelEntry(_lazy("mobilenet", "mobilenet_v1"), _IMAGENET,
+                              "MobileNet v1 (Howard et al.), 13 depthwise-separable blocks, ImageNet", 1000),
+    "mobilenetv1_cifar": ModelEntry(_lazy("mobilenet", "mobilenet_v1_cifar"), _CIFAR,
+                                    "MobileNet v1 for CIFAR: stem and blocks 2 and 4 at stride 1", 10),
+    "mobilenetv2": ModelEntry(_lazy("mobilenet", "mobilenet_v2"), _IMAGENET,
+                              "MobileNet v2 (Sandler et al.), 17 inverted residual blocks with ReLU6, ImageNet", 1000),
+    "mobilenetv2_cifar": ModelEntry(_lazy("mobilenet", "mobilenet_v2_cifar"), _CIFAR,
+                                    "MobileNet v2 for CIFAR: stem and the second stage (24 channels) at stride 1", 10),
+    "resnet18": ModelEntry(_lazy("resnet", "resnet18"), _IMAGENET,
+                           "ResNet-18, torchvision layout (BasicBlocks 2-2-2-2), ImageNet", 1000),
+    "resnet50": ModelEntry(_lazy("resnet", "resnet50"), _IMAGENET,
+                           "ResNet-50 v1.5, torchvision layout (Bottlenecks 3-4-6-3), ImageNet", 1000),
 }
 
 
@@ -38,5 +78,27 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def build_model(name: str, **kwargs: Any):
-    """A fresh, randomly initialised instance of a built-in network (eval mode)."""
+    """A fresh, randomly initialised instance of a built-in network (eval mode); kwargs go to its constructor."""
     return get_entry(name).factory(**kwargs).eval()
+
+
+def resolve_model(name: str, **kwargs: Any):
+    """``build_model(name)``, or for ``torchvision:<name>`` an untrained ``torchvision.models.<name>`` (eval mode)."""
+    if not name.startswith(TORCHVISION_PREFIX):
+        return build_model(name, **kwargs)
+    arch = name[len(TORCHVISION_PREFIX):]
+    try:
+        import torchvision.models as tv_models
+    except ImportError:
+        raise UnknownModelError(
+            f"torchvision is not installed; install it to use {name!r}, or pick a built-in model: "
+            f"{', '.join(model_names())}"
+        ) from None
+    except (RuntimeError, OSError) as exc:  # a torchvision built for another torch fails at import
+        raise UnknownModelError(f"torchvision cannot be imported ({first_line(exc, 200)}); {name!r} needs it") from None
+    known = set(tv_models.list_models()) if hasattr(tv_models, "list_models") else None
+    builder = getattr(tv_models, arch, None) if arch and not arch.startswith("_") else None
+    usable = builder is not None and callable(builder) and not isinstance(builder, type)
+    if not usable or (known is not None and arch not in known):
+        raise UnknownModelError(f"torchvision has no model {arch!r}; see torchvision.models.list_models()")
+    return builder(weights=None, **kwargs).eval()
