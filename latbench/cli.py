@@ -36,6 +36,18 @@ def _example_shape(args: argparse.Namespace, default_chw: tuple[int, ...] | None
     raise InputShapeError(f"input shape {'x'.join(map(str, shape))} must be CxHxW or NxCxHxW")
 
 
+def _model_and_shape(name: str, input_shape: str | None, batch: int | None):
+    """A built-in (or ``torchvision:``) network and its example input shape, batch included."""
+    from latbench.models import REGISTRY, resolve_model
+
+    model = resolve_model(name)
+    entry = REGISTRY.get(name)
+    if entry is None and input_shape is None:
+        raise InputShapeError(f"{name}: give the input shape (e.g. 3x224x224)")
+    default = entry.input_shape if entry is not None else None
+    return model, _example_shape(argparse.Namespace(input_shape=input_shape, batch=batch), default)
+
+
 def cmd_measure(args: argparse.Namespace) -> int:
     from latbench.backends import require_backend
     from latbench.measure import MeasureSettings, measure
@@ -54,11 +66,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
         target, name = args.onnx, args.onnx
         shape = _example_shape(args, None)
     else:
-        from latbench.models import build_model, get_entry
-
-        entry = get_entry(args.model)
-        target, name = build_model(args.model), args.model
-        shape = _example_shape(args, entry.input_shape)
+        target, shape = _model_and_shape(args.model, args.input_shape, args.batch)
+        name = args.model
     example = None
     if shape is not None:
         import torch
@@ -173,17 +182,11 @@ def cmd_backends(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from latbench.arch import trace
     from latbench.arch.table import layer_table
-    from latbench.models import REGISTRY, resolve_model
 
     for path in (args.csv, args.json):
         if path:
             _check_writable(path)
-    model = resolve_model(args.model)
-    entry = REGISTRY.get(args.model)
-    default = entry.input_shape if entry is not None else None
-    if default is None and args.input_size is None:
-        raise InputShapeError(f"{args.model}: give --input-size (e.g. 3x224x224)")
-    shape = _example_shape(argparse.Namespace(input_shape=args.input_size, batch=args.batch), default)
+    model, shape = _model_and_shape(args.model, args.input_size, args.batch)
     import torch
 
     arch = trace(model, torch.zeros(*shape), name=args.model)

@@ -17,6 +17,7 @@ from typing import Any
 
 from latbench.arch.spec import LayerSpec
 from latbench.errors import LatbenchError
+from latbench.jsonio import dump_json
 
 SCHEMA = "latbench.arch/1"
 
@@ -257,11 +258,7 @@ class Arch:
         return arch.without_blocks(d.get("removed", []))
 
     def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text + "\n")
-        return text
+        return dump_json(self.to_dict(), path, indent=1)
 
     @classmethod
     def from_json(cls, path: str | Path) -> Arch:

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from latbench.jsonio import dump_json
 from latbench.measure.stats import Summary
 
 SCHEMA = "latbench.measurement/1"
@@ -121,11 +122,7 @@ class Measurement:
         )
 
     def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text + "\n")
-        return text
+        return dump_json(self.to_dict(), path, indent=2)
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> Measurement:

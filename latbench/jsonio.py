@@ -1,0 +1,16 @@
+"""Plain JSON files: every latbench record is written the same way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def dump_json(data: Any, path: str | Path | None = None, indent: int = 2) -> str:
+    """``data`` as JSON text; also written to ``path`` (folders created) when one is given."""
+    text = json.dumps(data, indent=indent)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
+    return text
