@@ -237,6 +237,121 @@ def _print_arch(arch, table) -> None:
               f"{len(removable)} of {len(arch.blocks)} blocks removable")
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from latbench.profiler.run import ProfileSettings, profile_device
+
+    families = [m for m in (args.models or "").split(",") if m]
+    if args.budget_min <= 0:
+        raise UsageError(f"--budget-min must be positive, got {args.budget_min}")
+    settings = ProfileSettings(families=families, backend=args.backend, device=args.device, threads=args.threads,
+                               precision=args.precision or "fp32", batch=args.batch, budget_min=args.budget_min,
+                               networks_per_family=args.networks, step=args.step)
+    folder = profile_device(settings, out=args.out, progress=not args.quiet)
+    from latbench.device_profile import DeviceProfile
+
+    meta = DeviceProfile.load(folder, check_fingerprint=False).meta
+    con = _console()
+    con.print(f"profile written to {folder} in {meta['timings_s']['total'] / 60:.1f} min "
+              f"({len(meta['plan']['grids'])} grids, step {meta['plan']['step']})")
+    for kind, v in meta.get("validation", {}).items():
+        con.print(f"  {kind:5s} on {v['n']} held-out networks: {v['within_10pct'] * 100:.0f}% within ±10%, "
+                  f"{v['within_5pct'] * 100:.0f}% within ±5%, RMSPE {v['rmspe'] * 100:.1f}%, "
+                  f"Spearman {v['spearman']:.3f}")
+    return 0
+
+
+def _load_profile(name: str, strict: bool):
+    import warnings
+
+    from latbench.device_profile import DeviceProfile
+
+    path = Path(name)
+    if not path.exists() and (Path("device_profiles") / name).exists():
+        path = Path("device_profiles") / name
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        profile = DeviceProfile.load(path, strict=strict)
+    for w in caught:
+        print(f"latbench: warning: {w.message}", file=sys.stderr)
+    return profile
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from latbench.arch import trace
+    from latbench.predictors import PREDICTORS
+
+    profile = _load_profile(args.profile, args.strict)
+    model, shape = _model_and_shape(args.model, None, profile.meta["settings"].get("batch", 1))
+    import torch
+
+    arch = trace(model, torch.zeros(*shape), name=args.model)
+    if args.widths and args.keep is not None:
+        raise UsageError("give --widths or --keep, not both")
+    if args.widths:
+        arch = arch.with_widths(_read_widths(args.widths))
+    if args.keep is not None:
+        if not 0 < args.keep <= 1:
+            raise UsageError(f"--keep must be in (0, 1], got {args.keep}")
+        arch = arch.with_widths({g.id: max(1, round(g.channels * args.keep)) for g in arch.prunable_groups})
+    if args.remove_blocks:
+        arch = arch.without_blocks([b for b in args.remove_blocks.split(",") if b])
+    kinds = PREDICTORS if args.predictor == "all" else (args.predictor,)
+    con = _console()
+    con.print(f"{args.model}: {arch.flops() / 1e6:,.1f} MFLOPs, {arch.params():,} params · profile {profile.name}")
+    measured = None
+    if args.measure:
+        measured = _measure_candidate(profile, args.model, arch, shape)
+    for kind in kinds:
+        p = profile.predictor(kind).predict(arch)
+        line = (f"  {kind:5s} {_us(p.latency_us)}  (90% interval {_us(p.low_us)} – {_us(p.high_us)}, "
+                f"±{p.rel_halfwidth * 100:.1f}%)")
+        if measured is not None:
+            line += f"  error {(p.latency_us - measured) / measured * 100:+.1f}%"
+        con.print(line)
+        for note in p.notes:
+            con.print(f"        note: {note}")
+    if measured is not None:
+        con.print(f"  measured {_us(measured)} now on {profile.meta['settings']['backend']}")
+    return 0
+
+
+def _measure_candidate(profile, name: str, arch, shape) -> float:
+    import torch
+
+    from latbench.backends import require_backend
+    from latbench.measure import MeasureSettings, measure
+    from latbench.models import REGISTRY, build_candidate
+
+    if name not in REGISTRY:
+        raise UsageError(f"--measure rebuilds built-in networks only; {name} is not one")
+    s = profile.meta["settings"]
+    backend = require_backend(s["backend"], device=s.get("device"), threads=s.get("threads"),
+                              precision=s.get("precision"))
+    runnable = backend.deploy(build_candidate(name, arch), torch.randn(*shape))
+    return _measure_with_progress(measure, runnable, MeasureSettings(), name).median_us
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from latbench.device_profile import list_profiles
+
+    rows = list_profiles(args.root)
+    if not rows:
+        _console().print(f"no device profiles under {args.root}/ (create one with `latbench profile`)")
+        return 0
+    t = Table(title=f"device profiles in {args.root}/")
+    for col in ("name", "device", "backend", "threads", "families", "created", "within ±10%", "RMSPE", "status"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        w10, rmspe = r.get("within_10pct"), r.get("rmspe")
+        t.add_row(r["name"], str(r.get("device", "")), str(r.get("backend", "")), str(r.get("threads", "")),
+                  r.get("families", ""), r.get("created", ""), f"{w10 * 100:.0f}%" if w10 is not None else "-",
+                  f"{rmspe * 100:.1f}%" if rmspe is not None else "-", r.get("status", ""))
+    _console().print(t)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from latbench import __version__
     from latbench.backends import DEFAULT_BACKEND, backend_names
@@ -273,6 +388,35 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--csv", metavar="OUT", help="write the layer table as CSV")
     i.add_argument("--json", metavar="OUT", help="write the architecture as JSON")
     i.set_defaults(func=cmd_inspect)
+
+    pr = sub.add_parser("profile", help="profile this device: layer grids + whole networks -> device_profiles/")
+    pr.add_argument("--models", required=True, help="comma-separated families, e.g. resnet56,vgg16,mobilenetv2")
+    pr.add_argument("--backend", default=DEFAULT_BACKEND, help=f"one of {', '.join(backend_names())}")
+    pr.add_argument("--device", default=None, help="cpu or cuda")
+    pr.add_argument("--precision", default=None, help="fp32 (default) or fp16 where supported")
+    pr.add_argument("--threads", type=int, help="CPU threads for the engine (default: the engine's own)")
+    pr.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    pr.add_argument("--budget-min", type=float, default=15.0, help="minutes the run may take (default 15)")
+    pr.add_argument("--networks", type=int, default=32, help="whole-network samples per family (default 32)")
+    pr.add_argument("--step", type=int, help="channel step of the grids (default: measured)")
+    pr.add_argument("--out", help="profile folder (default device_profiles/<device>-<backend>-<dtype>-bs<batch>)")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_profile)
+
+    pd_ = sub.add_parser("predict", help="predict a network's latency from a device profile")
+    pd_.add_argument("--profile", required=True, help="profile folder, or its name under device_profiles/")
+    pd_.add_argument("--model", required=True, help="built-in network name")
+    pd_.add_argument("--widths", metavar="FILE", help="JSON {group id, group name or layer name: channels}")
+    pd_.add_argument("--keep", type=float, help="keep this share of every prunable group's channels")
+    pd_.add_argument("--remove-blocks", metavar="A,B", help="residual blocks to replace by identity")
+    pd_.add_argument("--predictor", default="all", choices=["all", "lut", "flops"])
+    pd_.add_argument("--measure", action="store_true", help="also measure the network now and print the error")
+    pd_.add_argument("--strict", action="store_true", help="refuse a profile made on another configuration")
+    pd_.set_defaults(func=cmd_predict)
+
+    dv = sub.add_parser("devices", help="list device profiles")
+    dv.add_argument("--root", default="device_profiles")
+    dv.set_defaults(func=cmd_devices)
 
     b = sub.add_parser("backends", help="list backends and whether they can run here")
     b.add_argument("--json", action="store_true", help="machine-readable output")

@@ -102,3 +102,15 @@ def resolve_model(name: str, **kwargs: Any):
     if not usable or (known is not None and arch not in known):
         raise UnknownModelError(f"torchvision has no model {arch!r}; see torchvision.models.list_models()")
     return builder(weights=None, **kwargs).eval()
+
+
+def build_candidate(name: str, arch, **kwargs: Any):
+    """The real module for a candidate ``Arch`` of a built-in network: its widths, and each
+    removed residual block replaced by ``nn.Identity`` (exact, since a removable block's shortcut
+    is its own input)."""
+    from torch import nn
+
+    model = build_model(name, channels=arch.channels(), **kwargs)
+    for block in sorted(arch.removed):
+        model.set_submodule(block, nn.Identity())
+    return model

@@ -1,0 +1,64 @@
+"""What every latency predictor returns, and the calibration fit they share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Z90 = 1.6448536269514722  # two-sided 90% interval of a normal
+
+
+@dataclass
+class Prediction:
+    """Predicted latency (us) with a 90% interval; ``breakdown`` maps layers to their share."""
+
+    latency_us: float
+    low_us: float
+    high_us: float
+    rel_sigma: float
+    predictor: str
+    breakdown: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rel_halfwidth(self) -> float:
+        return (self.high_us - self.low_us) / (2 * self.latency_us) if self.latency_us > 0 else math.inf
+
+
+def interval(pred: np.ndarray, rel_sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A log-normal 90% interval around ``pred`` with relative spread ``rel_sigma``."""
+    factor = np.exp(Z90 * rel_sigma)
+    return pred / factor, pred * factor
+
+
+def fit_relative(features: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least squares minimising relative error; returns (coefficients, RMS relative residual)."""
+    weights = 1.0 / measured
+    coef, *_ = np.linalg.lstsq(features * weights[:, None], np.ones_like(measured), rcond=None)
+    residual = (features @ coef - measured) / measured
+    dof = max(1, len(measured) - features.shape[1])
+    return coef, float(np.sqrt(np.sum(residual**2) / dof))
+
+
+def accuracy(predicted: np.ndarray, measured: np.ndarray, rel_sigma: np.ndarray | None = None) -> dict[str, float]:
+    """Share within +-5% / +-10%, RMSPE, MAPE, Spearman and (with sigmas) 90% interval coverage."""
+    import pandas as pd
+
+    err = (predicted - measured) / measured
+    out = {
+        "n": len(measured),
+        "within_5pct": float(np.mean(np.abs(err) <= 0.05)),
+        "within_10pct": float(np.mean(np.abs(err) <= 0.10)),
+        "rmspe": float(np.sqrt(np.mean(err**2))),
+        "mape": float(np.mean(np.abs(err))),
+        "max_abs_pct_error": float(np.max(np.abs(err))) if len(err) else math.nan,
+        "spearman": float(np.corrcoef(pd.Series(predicted).rank(), pd.Series(measured).rank())[0, 1])
+        if len(err) > 1 else math.nan,
+    }
+    if rel_sigma is not None:
+        lo, hi = interval(predicted, rel_sigma)
+        out["coverage_90"] = float(np.mean((measured >= lo) & (measured <= hi)))
+    return out

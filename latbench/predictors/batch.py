@@ -1,0 +1,60 @@
+"""Many candidates of one base architecture as arrays: per-layer channel counts and activity.
+
+Search algorithms ask about thousands of candidates that share a traced base. Stacking their
+width tuples into a matrix turns every per-layer quantity into one numpy operation per layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from latbench.arch import Arch, ArchBase
+
+
+@dataclass
+class CandidateBatch:
+    base: ArchBase
+    cin: np.ndarray  # (N, L) input channels of every layer
+    cout: np.ndarray  # (N, L) output channels
+    active: np.ndarray  # (N, L) bool: layer runs (its block is not removed)
+
+    @classmethod
+    def of(cls, archs: Sequence[Arch]) -> CandidateBatch:
+        base = archs[0].base
+        if any(a.base is not base and a.base.digest != base.digest for a in archs):
+            raise ValueError("a CandidateBatch holds candidates of one base architecture")
+        widths = np.array([a.width_tuple for a in archs], dtype=np.int64)
+        n_groups = widths.shape[1]
+        layers = base.layers
+        sel_in = np.zeros((n_groups, len(layers)), dtype=np.int64)
+        sel_out = np.zeros((n_groups, len(layers)), dtype=np.int64)
+        for j, layer in enumerate(layers):
+            for g in layer.in_groups:
+                sel_in[g, j] += 1
+            for g in layer.out_groups:
+                sel_out[g, j] += 1
+        blocks = [layer.block for layer in layers]
+        active = np.ones((len(archs), len(layers)), dtype=bool)
+        for i, a in enumerate(archs):
+            if a.removed:
+                active[i] = [b not in a.removed for b in blocks]
+        return cls(base, widths @ sel_in, widths @ sel_out, active)
+
+    def flops(self) -> np.ndarray:
+        """(N,) FLOPs per candidate, LayerSpec's convention, without building specs."""
+        total = np.zeros(self.cin.shape[0], dtype=np.float64)
+        for j, layer in enumerate(self.base.layers):
+            s = layer.spec
+            if s.op not in ("conv", "dwconv", "linear"):
+                continue
+            if s.op == "linear":
+                macs = s.batch * self.cin[:, j] * s.in_mult * self.cout[:, j]
+            else:
+                oh, ow = s.out_hw
+                per_group_in = 1 if s.op == "dwconv" else self.cin[:, j]
+                macs = s.batch * oh * ow * self.cout[:, j] * per_group_in * s.kernel[0] * s.kernel[1]
+            total += np.where(self.active[:, j], 2.0 * macs, 0.0)
+        return total

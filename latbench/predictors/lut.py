@@ -1,0 +1,219 @@
+"""The lookup-table predictor: measured layer latencies, staircase-aware interpolation, calibration.
+
+**Lookup.** A layer is found by its shape key (everything but channel counts) among the
+profile's grids; of the grids with that key, the smallest one whose full widths cover the query
+is used.
+
+**Interpolation that respects staircases.** Engines pad channels to blocks of ``step``
+(measured by the profiler), so latency is flat within a block and jumps at its boundary. A
+channel count that is a measured grid value is looked up exactly. Any other count is first
+rounded *up* to the next multiple of ``step`` (the block the engine will really compute), then
+interpolated linearly between the two measured grid values around it, in each dimension
+(bilinear for in x out channels). Interpolating the raw count instead would smear every step
+into a ramp and underestimate layers just past a boundary.
+
+**Calibration.** Layers measured alone pay the engine's per-run overhead (``overhead_us``,
+measured on a trivial model), which is subtracted. Inside a network they are fused and
+scheduled together, so the network latency is fitted on the profile's whole-network samples as
+``intercept + scale * sum(layer latencies) + per_layer * active layers``, by least squares on
+relative error.
+
+**Uncertainty.** The relative spread is the root sum of squares of the calibration's
+residual spread and each layer's interpolation uncertainty (half the change across its grid
+cell, weighted by the distance from measured points; zero at measured points). Queries outside a
+grid's range are clamped to it and add half the layer's latency to the uncertainty, and are
+named in ``Prediction.notes``. Layers whose shape was never profiled raise ``OutOfProfileError``,
+which names them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from latbench.arch import Arch, ArchBase
+from latbench.arch.spec import LayerSpec
+from latbench.errors import LatbenchError
+from latbench.predictors.base import Prediction, fit_relative, interval
+from latbench.predictors.batch import CandidateBatch
+
+
+class OutOfProfileError(LatbenchError):
+    """A layer shape the profile never measured."""
+
+
+@dataclass
+class _Grid:
+    in_values: np.ndarray
+    out_values: np.ndarray
+    table: np.ndarray  # (len(in), len(out)) latency in us; one_d grids have a single column
+    one_d: bool
+
+    @property
+    def in_max(self) -> int:
+        return int(self.in_values[-1])
+
+    @property
+    def out_max(self) -> int:
+        return int(self.out_values[-1])
+
+
+def _axis(values: np.ndarray, c: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower index, weight of the upper neighbour, and out-of-range flag for channel counts ``c``."""
+    exact = np.isin(c, values)
+    rounded = np.where(exact, c, np.ceil(c / step) * step)
+    out = (rounded < values[0]) | (rounded > values[-1])
+    q = np.clip(rounded, values[0], values[-1]).astype(np.float64)
+    if len(values) == 1:
+        return np.zeros(len(c), dtype=np.int64), np.zeros(len(c)), out
+    lo = np.clip(np.searchsorted(values, q, side="right") - 1, 0, len(values) - 2)
+    t = (q - values[lo]) / (values[lo + 1] - values[lo])
+    return lo, t, out
+
+
+class LutPredictor:
+    name = "lut"
+
+    def __init__(self, grids: dict[str, list[_Grid]], step: int, overhead_us: float) -> None:
+        self.grids = grids
+        self.step = step
+        self.overhead_us = overhead_us
+        self.calibration: dict[str, Any] = {"intercept_us": 0.0, "scale": 1.0, "per_layer_us": 0.0, "rel_sigma": 0.0}
+        self._compiled: dict[str, list[tuple[int, _Grid | None]]] = {}
+
+    # --- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_profile(cls, meta: dict[str, Any], layers) -> LutPredictor:
+        from latbench.profiler.plan import Grid, spec_key, with_channels
+
+        measured = dict(zip(layers["key"], layers["median_us"].astype(float), strict=True))
+        grids: dict[str, list[_Grid]] = defaultdict(list)
+        for g in meta["plan"]["grids"]:
+            template = LayerSpec.from_dict(g["template"])
+            grid = Grid(g["key"], template, tuple(map(tuple, g["in_values"])), tuple(map(tuple, g["out_values"])))
+            ins = [c for c, _ in grid.in_values]
+            outs = [c for c, _ in grid.out_values] if not grid.one_d else [0]
+
+            def value(ci: int, co: int, grid=grid, template=template) -> float:
+                spec = with_channels(template, ci, ci if grid.one_d else co)
+                return measured.get(spec_key(spec), np.nan)
+
+            table = np.array([[value(ci, co) for co in outs] for ci in ins])
+            keep_in = ~np.isnan(table).any(axis=1)  # a budget-truncated run: keep the complete sub-grid
+            table, ins = table[keep_in], [c for c, k in zip(ins, keep_in, strict=True) if k]
+            keep_out = ~np.isnan(table).any(axis=0)
+            table, outs = table[:, keep_out], [c for c, k in zip(outs, keep_out, strict=True) if k]
+            if table.size:
+                grids[g["key"]].append(_Grid(np.array(ins), np.array(outs), table, grid.one_d))
+        return cls(dict(grids), int(meta["plan"]["step"]), float(meta.get("overhead_us", 0.0)))
+
+    def _grid_for(self, spec: LayerSpec) -> _Grid | None:
+        from latbench.profiler.plan import shape_key
+
+        candidates = self.grids.get(shape_key(spec))
+        if not candidates:
+            return None
+        covering = [g for g in candidates
+                    if spec.in_channels <= g.in_max and (g.one_d or spec.out_channels <= g.out_max)]
+        pool = covering or candidates
+        return min(pool, key=lambda g: (g.in_max * max(g.out_max, 1)) * (1 if covering else -1))
+
+    def _compile(self, base: ArchBase) -> list[tuple[int, _Grid | None]]:
+        compiled = self._compiled.get(base.digest)
+        if compiled is None:
+            compiled = [(j, self._grid_for(layer.spec)) for j, layer in enumerate(base.layers)]
+            missing = [base.layers[j].name for j, g in compiled if g is None]
+            if missing:
+                raise OutOfProfileError(
+                    f"{base.name}: {len(missing)} layer(s) have shapes this profile never measured: "
+                    f"{', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''} (profile the family first)")
+            self._compiled[base.digest] = compiled
+        return compiled
+
+    # --- lookup ------------------------------------------------------------------------------
+    def layer_latency(self, batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(N, L) layer latency (overhead removed), interpolation uncertainty, out-of-range flags."""
+        n, n_layers = batch.cin.shape
+        lat = np.zeros((n, n_layers))
+        unc = np.zeros((n, n_layers))
+        oor = np.zeros((n, n_layers), dtype=bool)
+        for j, grid in self._compile(batch.base):
+            lo_i, t_i, out_i = _axis(grid.in_values, batch.cin[:, j], self.step)
+            if grid.one_d:
+                v0, v1 = grid.table[lo_i, 0], grid.table[np.minimum(lo_i + 1, len(grid.in_values) - 1), 0]
+                value = v0 + t_i * (v1 - v0)
+                spread = np.abs(v1 - v0) * 2 * t_i * (1 - t_i)
+                out = out_i
+            else:
+                lo_o, t_o, out_o = _axis(grid.out_values, batch.cout[:, j], self.step)
+                hi_i = np.minimum(lo_i + 1, len(grid.in_values) - 1)
+                hi_o = np.minimum(lo_o + 1, len(grid.out_values) - 1)
+                t00, t01 = grid.table[lo_i, lo_o], grid.table[lo_i, hi_o]
+                t10, t11 = grid.table[hi_i, lo_o], grid.table[hi_i, hi_o]
+                value = (t00 * (1 - t_i) * (1 - t_o) + t01 * (1 - t_i) * t_o + t10 * t_i * (1 - t_o)
+                         + t11 * t_i * t_o)
+                spread = (np.abs(t10 - t00) * 2 * t_i * (1 - t_i) + np.abs(t01 - t00) * 2 * t_o * (1 - t_o))
+                out = out_i | out_o
+            core = np.maximum(value - self.overhead_us, 0.02 * value)
+            lat[:, j] = core
+            unc[:, j] = 0.5 * spread + np.where(out, 0.5 * core, 0.0)
+            oor[:, j] = out
+        lat *= batch.active
+        unc *= batch.active
+        oor &= batch.active
+        return lat, unc, oor
+
+    def features(self, batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lat, unc, oor = self.layer_latency(batch)
+        feats = np.stack([np.ones(len(lat)), lat.sum(axis=1), batch.active.sum(axis=1)], axis=1)
+        return feats, np.sqrt((unc**2).sum(axis=1)), oor
+
+    def fit(self, archs: Sequence[Arch], measured_us: np.ndarray) -> None:
+        groups, order = _by_base(archs)
+        feats = np.concatenate([self.features(CandidateBatch.of(group))[0] for group in groups])
+        coef, sigma = fit_relative(feats, np.asarray(measured_us, dtype=float)[order])
+        self.calibration = {"intercept_us": float(coef[0]), "scale": float(coef[1]), "per_layer_us": float(coef[2]),
+                            "rel_sigma": sigma, "n": len(order)}
+
+    # --- prediction --------------------------------------------------------------------------
+    def predict_many(self, archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray]:
+        """(latency_us, rel_sigma), each (N,), in the order of ``archs``."""
+        groups, order = _by_base(archs)
+        lat = np.empty(len(archs))
+        sig = np.empty(len(archs))
+        pos = 0
+        c = self.calibration
+        coef = np.array([c["intercept_us"], c["scale"], c["per_layer_us"]])
+        for group in groups:
+            feats, unc, _ = self.features(CandidateBatch.of(group))
+            pred = feats @ coef
+            idx = order[pos:pos + len(group)]
+            lat[idx] = pred
+            sig[idx] = np.sqrt(c["rel_sigma"] ** 2 + (c["scale"] * unc / np.maximum(pred, 1e-9)) ** 2)
+            pos += len(group)
+        return lat, sig
+
+    def predict(self, arch: Arch) -> Prediction:
+        batch = CandidateBatch.of([arch])
+        lat, _, oor = self.layer_latency(batch)
+        (pred,), (sig,) = self.predict_many([arch])
+        lo, hi = interval(np.array([pred]), np.array([sig]))
+        names = [layer.name for layer in arch.base.layers]
+        breakdown = [{"layer": names[j], "latency_us": float(lat[0, j] * self.calibration["scale"]),
+                      "share": float(lat[0, j] / lat[0].sum()) if lat[0].sum() else 0.0}
+                     for j in range(len(names)) if batch.active[0, j]]
+        notes = [f"{names[j]}: channels outside the profiled range, clamped" for j in np.flatnonzero(oor[0])]
+        return Prediction(float(pred), float(lo[0]), float(hi[0]), float(sig), self.name, breakdown, notes)
+
+
+def _by_base(archs: Sequence[Arch]) -> tuple[list[list[Arch]], np.ndarray]:
+    """Candidates grouped by base (first-seen order) and the original index of each, grouped."""
+    groups: dict[str, list[int]] = {}
+    for i, a in enumerate(archs):
+        groups.setdefault(a.base.digest, []).append(i)
+    order = np.array([i for idx in groups.values() for i in idx], dtype=np.int64)
+    return [[archs[i] for i in idx] for idx in groups.values()], order

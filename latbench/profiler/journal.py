@@ -1,0 +1,52 @@
+"""Append-only CSV journals: one row per measurement, flushed and fsynced, so nothing is lost.
+
+A run killed mid-write (kill -9) can leave a torn last line; reopening drops it. Rows carry a
+``key``; a resumed run skips keys already present, so nothing is measured or written twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+
+class Journal:
+    def __init__(self, path: str | Path, columns: list[str]) -> None:
+        self.path = Path(path)
+        self.columns = columns
+        self.rows: list[dict[str, str]] = []
+        if self.path.exists():
+            self._recover()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_line(columns)
+        self.keys = {row["key"] for row in self.rows}
+
+    def _recover(self) -> None:
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):  # torn last line of a killed run
+            data = data[: data.rfind(b"\n") + 1]
+            with open(self.path, "r+b") as f:
+                f.truncate(len(data))
+        reader = csv.DictReader(io.StringIO(data.decode()))
+        if reader.fieldnames != self.columns:
+            raise ValueError(f"{self.path} has columns {reader.fieldnames}, expected {self.columns}")
+        self.rows = list(reader)
+
+    def _write_line(self, values: list[Any]) -> None:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(values)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+
+    def append(self, row: dict[str, Any]) -> None:
+        if row["key"] in self.keys:
+            return
+        self._write_line([row.get(c, "") for c in self.columns])
+        self.rows.append({c: str(row.get(c, "")) for c in self.columns})
+        self.keys.add(row["key"])

@@ -1,0 +1,148 @@
+"""What a profiling run measures: layer grids per distinct layer shape, and whole-network variants.
+
+Every distinct layer of the profiled families at full width gets a grid over its channel counts:
+2-D (in x out) for convs and linear layers, 1-D for depthwise convs and channel-preserving ops.
+Grid values are multiples of the backend's channel ``step`` (its latency staircase) between the
+smallest sensible width (10% of full, at least one step) and the full width, which is always
+included. Values come in nested passes: pass 1 is the two ends, pass 2 adds the middle, pass 3
+the quarters, so a run cut short by its budget still holds complete (coarser) grids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from dataclasses import dataclass, replace
+
+from latbench.arch import Arch
+from latbench.arch.spec import LayerSpec
+
+ONE_D_OPS = ("dwconv", "maxpool", "avgpool", "gap", "add", "mul", "bn", "act")
+PASS_FRACTIONS = {1: (0.0, 1.0), 2: (0.5,), 3: (0.25, 0.75)}
+MIN_FRACTION = 0.1
+
+
+def shape_key(spec: LayerSpec) -> str:
+    """Everything about a layer but its channel counts: the lookup table's outer key."""
+    return "|".join([
+        spec.op, f"k{spec.kernel[0]}x{spec.kernel[1]}", f"s{spec.stride[0]}x{spec.stride[1]}",
+        f"p{spec.padding[0]}x{spec.padding[1]}", f"d{spec.dilation[0]}x{spec.dilation[1]}",
+        f"hw{spec.in_hw[0]}x{spec.in_hw[1]}", f"b{spec.batch}", spec.dtype, f"bias{int(spec.bias)}",
+        "+".join(spec.epilogue) or "-", f"m{spec.in_mult}",
+    ])
+
+
+def spec_key(spec: LayerSpec) -> str:
+    """Stable id of one measured layer sample."""
+    return hashlib.sha1(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def with_channels(spec: LayerSpec, cin: int, cout: int) -> LayerSpec:
+    groups = cin if spec.op == "dwconv" else spec.groups
+    return replace(spec, in_channels=cin, out_channels=cout, groups=groups)
+
+
+def axis_values(full: int, step: int, fixed: bool, passes: int = 3) -> list[tuple[int, int]]:
+    """(channels, pass) along one axis: multiples of ``step`` from the smallest sensible width to ``full``."""
+    if fixed or full <= step:
+        return [(full, 1)]
+    lo = min(full, max(step, math.ceil(MIN_FRACTION * full / step) * step))
+    out: dict[int, int] = {}
+    for p in range(1, passes + 1):
+        for f in PASS_FRACTIONS[p]:
+            v = full if f == 1.0 else max(step, round((lo + f * (full - lo)) / step) * step)
+            out.setdefault(min(v, full), p)
+    return sorted(out.items())
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A lookup grid for one distinct layer: its shape key, full widths, and axis values."""
+
+    key: str
+    template: LayerSpec  # the layer at full width
+    in_values: tuple[tuple[int, int], ...]
+    out_values: tuple[tuple[int, int], ...]
+
+    @property
+    def one_d(self) -> bool:
+        return self.template.op in ONE_D_OPS
+
+    def points(self) -> list[tuple[LayerSpec, int]]:
+        """(spec, pass) for every grid point."""
+        if self.one_d:
+            return [(with_channels(self.template, c, c), p) for c, p in self.in_values]
+        return [(with_channels(self.template, ci, co), max(pi, po))
+                for ci, pi in self.in_values for co, po in self.out_values]
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "template": self.template.to_dict(),
+                "in_values": [list(v) for v in self.in_values], "out_values": [list(v) for v in self.out_values]}
+
+
+def layer_grids(archs: list[Arch], step: int, passes: int = 3) -> list[Grid]:
+    """One grid per distinct (shape, full widths, fixed axes) over the layers of ``archs``."""
+    grids: dict[tuple, Grid] = {}
+    for arch in archs:
+        fixed = {g.id for g in arch.groups if g.fixed}
+        for layer in arch.base.layers:
+            spec = layer.spec
+            in_fixed = all(g in fixed for g in layer.in_groups)
+            out_fixed = all(g in fixed for g in layer.out_groups)
+            ident = (shape_key(spec), spec.in_channels, spec.out_channels, in_fixed, out_fixed)
+            if ident in grids:
+                continue
+            grids[ident] = Grid(
+                key=shape_key(spec), template=spec,
+                in_values=tuple(axis_values(spec.in_channels, step, in_fixed, passes)),
+                out_values=tuple(axis_values(spec.out_channels, step, out_fixed, passes)),
+            )
+    return list(grids.values())
+
+
+def layer_samples(grids: list[Grid]) -> list[tuple[LayerSpec, int]]:
+    """Distinct (spec, pass) to measure, ordered pass by pass."""
+    seen: dict[str, tuple[LayerSpec, int]] = {}
+    for grid in grids:
+        for spec, p in grid.points():
+            key = spec_key(spec)
+            if key not in seen or seen[key][1] > p:
+                seen[key] = (spec, p)
+    return sorted(seen.values(), key=lambda sp: sp[1])
+
+
+@dataclass(frozen=True)
+class NetworkVariant:
+    family: str
+    widths: tuple[int, ...]
+    removed: tuple[str, ...]
+    split: str  # "calib" or "valid"
+
+    @property
+    def key(self) -> str:
+        payload = json.dumps([self.family, list(self.widths), list(self.removed)])
+        return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+    def arch(self, base: Arch) -> Arch:
+        return Arch(base.base, self.widths).without_blocks(self.removed)
+
+
+def network_variants(family: str, base: Arch, count: int, seed: int = 0, valid_every: int = 4,
+                     low: float = 0.3) -> list[NetworkVariant]:
+    """The full network, then random-width variants (keep ratio ~ U(low, 1) per group), about a
+    third of them with 1-3 removable blocks dropped. Every ``valid_every``-th is held out."""
+    rng = random.Random(f"{family}-{seed}")
+    removable = [b.name for b in base.blocks if b.removable]
+    out = [NetworkVariant(family, base.width_tuple, (), "calib")]
+    while len(out) < count:
+        widths = list(base.width_tuple)
+        for g in base.prunable_groups:
+            widths[g.id] = max(1, round(g.channels * rng.uniform(low, 1.0)))
+        removed: tuple[str, ...] = ()
+        if removable and rng.random() < 0.35:
+            removed = tuple(sorted(rng.sample(removable, min(len(removable), rng.randint(1, 3)))))
+        split = "valid" if len(out) % valid_every == 0 else "calib"
+        out.append(NetworkVariant(family, tuple(widths), removed, split))
+    return out

@@ -1,0 +1,281 @@
+"""Profile a device: measure layer grids and whole networks through one backend, write a profile.
+
+Phases, each resumable: run overhead, staircase step, layer grids (pass by pass), whole-network
+variants, then the predictors' calibration and validation. Rows go to ``layers.csv`` and
+``models.csv`` as they are measured; ``profile.json`` holds settings, plan, timings and metrics.
+Re-running the same command on the same folder resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from latbench.arch import Arch, trace
+from latbench.arch.spec import LayerSpec
+from latbench.device_profile import SCHEMA, ProfileError
+from latbench.jsonio import dump_json
+from latbench.measure import MeasureSettings, measure
+from latbench.profiler import staircase
+from latbench.profiler.journal import Journal
+from latbench.profiler.microbench import build_layer
+from latbench.profiler.plan import (
+    NetworkVariant,
+    layer_grids,
+    layer_samples,
+    network_variants,
+    shape_key,
+    spec_key,
+)
+
+SPEC_COLUMNS = ["op", "in_channels", "out_channels", "kernel", "stride", "padding", "groups", "dilation", "in_hw",
+                "batch", "dtype", "bias", "epilogue", "in_mult"]
+MEASURE_COLUMNS = ["median_us", "ci_low_us", "ci_high_us", "p90_us", "runs", "stop_reason", "wall_s"]
+LAYER_COLUMNS = ["key", "shape_key", *SPEC_COLUMNS, "pass", *MEASURE_COLUMNS, "measured_at"]
+MODEL_COLUMNS = ["key", "family", "split", "widths", "removed", "flops", "params", *MEASURE_COLUMNS, "measured_at"]
+LAYER_SETTINGS = MeasureSettings(target_rel_ci=0.02, budget_s=2.0, min_time_s=0.15, warmup_min_s=0.05,
+                                 min_blocks=6, block_s=0.01)
+NETWORK_SETTINGS = MeasureSettings(target_rel_ci=0.01, budget_s=4.0, min_time_s=0.3, warmup_min_s=0.1)
+
+
+@dataclass
+class ProfileSettings:
+    families: list[str]
+    backend: str = "onnxruntime"
+    device: str | None = None
+    threads: int | None = None
+    precision: str = "fp32"
+    batch: int = 1
+    budget_min: float = 15.0
+    networks_per_family: int = 32
+    min_networks_per_family: int = 12
+    passes: int = 3
+    step: int | None = None  # None: measure the staircase
+    layer_share: float = 0.6  # of the budget, for layers beyond the first pass
+    seed: int = 0
+
+    def comparable(self) -> dict[str, Any]:
+        """What must match for a folder to be resumed."""
+        d = asdict(self)
+        for k in ("budget_min", "networks_per_family", "min_networks_per_family", "layer_share"):
+            d.pop(k)
+        return d
+
+
+def spec_row(spec: LayerSpec) -> dict[str, Any]:
+    d = spec.to_dict()
+    return {k: "x".join(map(str, d[k])) if isinstance(d[k], list) and k != "epilogue" else
+            ("+".join(d[k]) if k == "epilogue" else d[k]) for k in SPEC_COLUMNS}
+
+
+def measurement_row(m) -> dict[str, Any]:
+    s = m.summary
+    return {"median_us": round(s.median, 3), "ci_low_us": round(s.ci_low, 3), "ci_high_us": round(s.ci_high, 3),
+            "p90_us": round(s.p90, 3), "runs": s.n, "stop_reason": m.stop_reason, "wall_s": round(m.wall_time_s, 3),
+            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def default_name(fingerprint: dict[str, Any], settings: ProfileSettings) -> str:
+    device = fingerprint.get("gpu") or fingerprint.get("cpu") or "device"
+    slug = re.sub(r"[^a-z0-9]+", "-", str(device).lower()).strip("-")
+    if fingerprint.get("threads"):
+        slug += f"-{fingerprint['threads']}t"
+    return f"{slug}-{settings.backend}-{settings.precision}-bs{settings.batch}"
+
+
+def trace_family(name: str, batch: int = 1) -> Arch:
+    import torch
+
+    from latbench.models import build_model, get_entry
+
+    entry = get_entry(name)
+    return trace(build_model(name), torch.zeros(batch, *entry.input_shape), name)
+
+
+class _Progress:
+    """A rich progress bar with ETA over all planned measurements (or silence)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task("profiling", total=1)
+
+    def phase(self, description: str, total: int, done: int = 0) -> None:
+        if self.bar:
+            self.bar.update(self.task, description=description, total=max(total, 1), completed=done)
+
+    def advance(self) -> None:
+        if self.bar:
+            self.bar.advance(self.task)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.stop()
+
+
+def profile_device(settings: ProfileSettings, out: str | Path | None = None, progress: bool = True,
+                   root: str | Path = "device_profiles") -> Path:
+    """Profile this device for ``settings.families``; returns the profile folder.
+
+    The budget counts the time of earlier, interrupted runs on the same folder too. The first
+    grid pass and ``min_networks_per_family`` networks are always measured, whatever the budget.
+    """
+    from latbench.backends import require_backend
+    from latbench.models import get_entry
+
+    if not settings.families:
+        raise ProfileError("no model families to profile: give at least one, e.g. --models resnet56")
+    for fam in settings.families:
+        get_entry(fam)  # an unknown name is one line listing the registry
+    backend = require_backend(settings.backend, device=settings.device, threads=settings.threads,
+                              precision=settings.precision)
+    fingerprint = backend.fingerprint()
+    folder = Path(out) if out else Path(root) / default_name(fingerprint, settings)
+    meta = _open_folder(folder, settings, fingerprint)
+    timings = meta.setdefault("timings_s", {})
+    before = dict(timings)
+    started = time.perf_counter()
+    budget_s = settings.budget_min * 60
+
+    def spent() -> float:
+        return before.get("total", 0.0) + time.perf_counter() - started
+
+    def run_layer(spec: LayerSpec):
+        module, x = build_layer(spec)
+        return measure(backend.deploy(module, x), LAYER_SETTINGS)
+
+    bar = _Progress(progress)
+    try:
+        if "overhead_us" not in meta:
+            meta["overhead_us"] = run_layer(LayerSpec("act", 1, 1, epilogue=("relu",))).median_us
+            _save(folder, meta)
+        if settings.step is None and "staircase" not in meta:
+            bar.phase("staircase sweep", 2 * max(staircase.CANDIDATE_STEPS))
+            raw = staircase.sweep(lambda s: _advance_after(bar, run_layer(s).median_us))
+            step, scores, found = staircase.detect_step(staircase.smooth(raw))
+            meta["staircase"] = {"probe": staircase.PROBE.to_dict(), "latency_us": raw, "scores": scores,
+                                 "step": step, "found": found}
+            _save(folder, meta)
+        step = settings.step or meta["staircase"]["step"]
+        archs = {fam: trace_family(fam, settings.batch) for fam in settings.families}
+        grids = layer_grids(list(archs.values()), step, settings.passes)
+        samples = layer_samples(grids)
+        variants = _interleave([network_variants(f, a, settings.networks_per_family, settings.seed)
+                                for f, a in archs.items()])
+        meta["plan"] = {"step": step, "grids": [g.to_dict() for g in grids], "layer_samples": len(samples),
+                        "network_variants": len(variants)}
+        _save(folder, meta)
+
+        layers = Journal(folder / "layers.csv", LAYER_COLUMNS)
+        t0 = time.perf_counter()
+        bar.phase("layers", len(samples), sum(spec_key(s) in layers.keys for s, _ in samples))
+        complete = settings.passes
+        for spec, p in samples:
+            key = spec_key(spec)
+            if key in layers.keys:
+                continue
+            if p > 1 and spent() > settings.layer_share * budget_s:
+                complete = p - 1
+                break
+            m = run_layer(spec)
+            layers.append({"key": key, "shape_key": shape_key(spec), **spec_row(spec), "pass": p,
+                           **measurement_row(m)})
+            bar.advance()
+        timings["layers"] = before.get("layers", 0.0) + time.perf_counter() - t0
+        meta["layers_complete_through_pass"] = complete
+
+        models = Journal(folder / "models.csv", MODEL_COLUMNS)
+        t0 = time.perf_counter()
+        bar.phase("networks", len(variants), sum(v.key in models.keys for v in variants))
+        per_family = {f: sum(r["family"] == f for r in models.rows) for f in archs}
+        for v in variants:
+            if v.key in models.keys:
+                continue
+            if spent() > budget_s and per_family[v.family] >= settings.min_networks_per_family:
+                continue
+            _measure_network(backend, archs[v.family], v, models)
+            per_family[v.family] += 1
+            bar.advance()
+        timings["networks"] = before.get("networks", 0.0) + time.perf_counter() - t0
+    finally:
+        bar.close()
+        timings["total"] = spent()
+        _save(folder, meta)
+
+    from latbench.device_profile import DeviceProfile
+
+    profile = DeviceProfile.load(folder, check_fingerprint=False)
+    meta["validation"] = profile.validate()
+    meta["calibration"] = {k: profile.predictor(k).calibration for k in ("lut", "flops")}
+    meta["status"] = "complete"
+    meta["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    _save(folder, meta)
+    return folder
+
+
+def _advance_after(bar: _Progress, value: float) -> float:
+    bar.advance()
+    return value
+
+
+def _interleave(lists: list[list[NetworkVariant]]) -> list[NetworkVariant]:
+    out = []
+    for i in range(max(len(x) for x in lists)):
+        out.extend(x[i] for x in lists if i < len(x))
+    return out
+
+
+def _measure_network(backend, base: Arch, variant: NetworkVariant, journal: Journal) -> None:
+    import torch
+
+    from latbench.models import build_candidate
+
+    arch = variant.arch(base)
+    model = build_candidate(variant.family, arch)
+    x = torch.randn(*base.base.input_shape)
+    m = measure(backend.deploy(model, x), NETWORK_SETTINGS)
+    journal.append({"key": variant.key, "family": variant.family, "split": variant.split,
+                    "widths": " ".join(map(str, variant.widths)), "removed": ";".join(variant.removed),
+                    "flops": arch.flops(), "params": arch.params(), **measurement_row(m)})
+
+
+def _open_folder(folder: Path, settings: ProfileSettings, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    path = folder / "profile.json"
+    if path.exists():
+        try:
+            meta = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ProfileError(f"cannot resume {folder}: profile.json is corrupt ({exc})") from None
+        if meta.get("schema") != SCHEMA:
+            raise ProfileError(f"cannot resume {folder}: schema {meta.get('schema')!r}, expected {SCHEMA!r}")
+        if meta.get("settings", {}) != settings.comparable():
+            raise ProfileError(f"cannot resume {folder}: it was started with other settings "
+                               f"({meta.get('settings')}); use another --out or remove the folder")
+        meta["status"] = "running"
+        return meta
+    folder.mkdir(parents=True, exist_ok=True)
+    from latbench import __version__
+
+    return {"schema": SCHEMA, "name": folder.name, "status": "running",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "latbench": __version__,
+            "fingerprint": fingerprint, "settings": settings.comparable(),
+            "measure_settings": {"layers": asdict(LAYER_SETTINGS), "networks": asdict(NETWORK_SETTINGS)},
+            "families": settings.families}
+
+
+def _save(folder: Path, meta: dict[str, Any]) -> None:
+    tmp = folder / "profile.json.tmp"
+    dump_json(meta, tmp)
+    tmp.replace(folder / "profile.json")
+
+
