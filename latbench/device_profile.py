@@ -54,6 +54,27 @@ def _read_csv(path: Path, columns: list[str]):
     return df
 
 
+def pd_numeric(series):
+    import pandas as pd
+
+    return pd.to_numeric(series, errors="coerce")
+
+
+def reference_factors(layers) -> np.ndarray:
+    """Per layer row, the factor that brings it to the median state of the reference layer.
+
+    The profiler re-measures one fixed layer (rows with ``shape_key == "reference"``) every few
+    samples; its latency, interpolated over measurement order, tracks the machine's speed.
+    """
+    is_ref = (layers["shape_key"] == "reference").to_numpy()
+    if is_ref.sum() < 2:
+        return np.ones(len(layers))
+    pos = np.arange(len(layers))
+    ref = layers["median_us"].to_numpy(dtype=float)
+    at = np.interp(pos, pos[is_ref], ref[is_ref])
+    return np.median(ref[is_ref]) / at
+
+
 class DeviceProfile:
     """A loaded profile: metadata, layer samples, network samples, and its predictors."""
 
@@ -128,17 +149,27 @@ class DeviceProfile:
         return {fam: trace_family(fam, batch) for fam in self.meta.get("families", [])}
 
     def network_samples(self, split: str | None = None) -> tuple[list[Any], np.ndarray]:
-        """(candidate archs, measured median us) of the profile's whole-network samples."""
+        """(candidate archs, median us) of the whole-network samples, in one machine state.
+
+        Each row was measured interleaved with its family's full-width network (the anchor);
+        scaling it by the family's median anchor over its anchor in the same run removes the
+        machine's drift between chunks.
+        """
         from latbench.arch import Arch
 
-        rows = self.models if split is None else self.models[self.models["split"] == split]
+        models = self.models
+        anchor = pd_numeric(models["anchor_us"])
+        reference = anchor.groupby(models["family"]).transform("median")
+        normalised = models["median_us"] * (reference / anchor).fillna(1.0)
+        keep = slice(None) if split is None else (models["split"] == split).to_numpy()
+        rows = models[keep]
         archs = []
         for r in rows.itertuples():
             base = self.family_archs[r.family]
             widths = tuple(int(w) for w in str(r.widths).split())
             removed = [b for b in str(r.removed).split(";") if b]
             archs.append(Arch(base.base, widths).without_blocks(removed))
-        return archs, rows["median_us"].to_numpy(dtype=float)
+        return archs, normalised[keep].to_numpy(dtype=float)
 
     # --- predictors --------------------------------------------------------------------------
     def predictor(self, kind: str = "lut"):

@@ -34,10 +34,16 @@ def interval(pred: np.ndarray, rel_sigma: np.ndarray) -> tuple[np.ndarray, np.nd
     return pred / factor, pred * factor
 
 
-def fit_relative(features: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, float]:
+def fit_relative(features: np.ndarray, measured: np.ndarray, nonnegative: bool = False) -> tuple[np.ndarray, float]:
     """Least squares minimising relative error; returns (coefficients, RMS relative residual)."""
     weights = 1.0 / measured
-    coef, *_ = np.linalg.lstsq(features * weights[:, None], np.ones_like(measured), rcond=None)
+    a, b = features * weights[:, None], np.ones_like(measured)
+    if nonnegative:
+        from scipy.optimize import nnls
+
+        coef, _ = nnls(a, b)
+    else:
+        coef, *_ = np.linalg.lstsq(a, b, rcond=None)
     residual = (features @ coef - measured) / measured
     dof = max(1, len(measured) - features.shape[1])
     return coef, float(np.sqrt(np.sum(residual**2) / dof))

@@ -15,8 +15,12 @@ into a ramp and underestimate layers just past a boundary.
 **Calibration.** Layers measured alone pay the engine's per-run overhead (``overhead_us``,
 measured on a trivial model), which is subtracted. Inside a network they are fused and
 scheduled together, so the network latency is fitted on the profile's whole-network samples as
-``intercept + scale * sum(layer latencies) + per_layer * active layers``, by least squares on
-relative error.
+``intercept + sum over op kinds of scale_kind * (summed latency of that kind) + per_layer * active
+layers``, by non-negative least squares on relative error. The kinds (3x3-style convs, 1x1
+convs, depthwise convs, element-wise ops, the rest) fuse differently: ONNX Runtime folds a
+residual add into the conv before it, so the add's isolated time mostly disappears in context.
+Layer samples are first brought to one machine state with the profile's reference layer, and
+network samples with their family anchor (see ``DeviceProfile``).
 
 **Uncertainty.** The relative spread is the root sum of squares of the calibration's
 residual spread and each layer's interpolation uncertainty (half the change across its grid
@@ -40,6 +44,20 @@ from latbench.arch.spec import LayerSpec
 from latbench.errors import LatbenchError
 from latbench.predictors.base import Prediction, fit_relative, interval
 from latbench.predictors.batch import CandidateBatch
+
+#: calibration features: intercept, summed layer latency per op kind, number of active layers
+FEATURES = ("intercept_us", "conv", "pointwise", "depthwise", "eltwise", "other", "per_layer_us")
+
+
+def _kind(spec: LayerSpec) -> int:
+    """Column of ``FEATURES`` that a layer's latency is summed into."""
+    if spec.op == "conv":
+        return 2 if spec.kernel == (1, 1) else 1
+    if spec.op == "dwconv":
+        return 3
+    if spec.op in ("add", "mul"):
+        return 4
+    return 5
 
 
 class OutOfProfileError(LatbenchError):
@@ -82,15 +100,18 @@ class LutPredictor:
         self.grids = grids
         self.step = step
         self.overhead_us = overhead_us
-        self.calibration: dict[str, Any] = {"intercept_us": 0.0, "scale": 1.0, "per_layer_us": 0.0, "rel_sigma": 0.0}
+        self.calibration: dict[str, Any] = {"coefficients": dict.fromkeys(FEATURES, 1.0) | {"intercept_us": 0.0,
+                                            "per_layer_us": 0.0}, "rel_sigma": 0.0}
         self._compiled: dict[str, list[tuple[int, _Grid | None]]] = {}
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
     def from_profile(cls, meta: dict[str, Any], layers) -> LutPredictor:
+        from latbench.device_profile import reference_factors
         from latbench.profiler.plan import Grid, spec_key, with_channels
 
-        measured = dict(zip(layers["key"], layers["median_us"].astype(float), strict=True))
+        corrected = layers["median_us"].to_numpy(dtype=float) * reference_factors(layers)
+        measured = dict(zip(layers["key"], corrected, strict=True))
         grids: dict[str, list[_Grid]] = defaultdict(list)
         for g in meta["plan"]["grids"]:
             template = LayerSpec.from_dict(g["template"])
@@ -168,16 +189,24 @@ class LutPredictor:
         return lat, unc, oor
 
     def features(self, batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(N, len(FEATURES)) calibration features, (N, kinds) uncertainty, out-of-range flags."""
         lat, unc, oor = self.layer_latency(batch)
-        feats = np.stack([np.ones(len(lat)), lat.sum(axis=1), batch.active.sum(axis=1)], axis=1)
-        return feats, np.sqrt((unc**2).sum(axis=1)), oor
+        kinds = np.array([_kind(layer.spec) for layer in batch.base.layers])
+        feats = np.zeros((len(lat), len(FEATURES)))
+        feats[:, 0] = 1.0
+        feats[:, -1] = batch.active.sum(axis=1)
+        unc_by_kind = np.zeros((len(lat), len(FEATURES)))
+        for k in range(1, len(FEATURES) - 1):
+            feats[:, k] = lat[:, kinds == k].sum(axis=1)
+            unc_by_kind[:, k] = np.sqrt((unc[:, kinds == k] ** 2).sum(axis=1))
+        return feats, unc_by_kind, oor
 
     def fit(self, archs: Sequence[Arch], measured_us: np.ndarray) -> None:
         groups, order = _by_base(archs)
         feats = np.concatenate([self.features(CandidateBatch.of(group))[0] for group in groups])
-        coef, sigma = fit_relative(feats, np.asarray(measured_us, dtype=float)[order])
-        self.calibration = {"intercept_us": float(coef[0]), "scale": float(coef[1]), "per_layer_us": float(coef[2]),
-                            "rel_sigma": sigma, "n": len(order)}
+        coef, sigma = fit_relative(feats, np.asarray(measured_us, dtype=float)[order], nonnegative=True)
+        self.calibration = {"coefficients": dict(zip(FEATURES, map(float, coef), strict=True)), "rel_sigma": sigma,
+                            "n": len(order)}
 
     # --- prediction --------------------------------------------------------------------------
     def predict_many(self, archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray]:
@@ -187,13 +216,14 @@ class LutPredictor:
         sig = np.empty(len(archs))
         pos = 0
         c = self.calibration
-        coef = np.array([c["intercept_us"], c["scale"], c["per_layer_us"]])
+        coef = np.array([c["coefficients"][f] for f in FEATURES])
         for group in groups:
             feats, unc, _ = self.features(CandidateBatch.of(group))
             pred = feats @ coef
             idx = order[pos:pos + len(group)]
             lat[idx] = pred
-            sig[idx] = np.sqrt(c["rel_sigma"] ** 2 + (c["scale"] * unc / np.maximum(pred, 1e-9)) ** 2)
+            interp = np.sqrt(((unc * coef) ** 2).sum(axis=1)) / np.maximum(pred, 1e-9)
+            sig[idx] = np.sqrt(c["rel_sigma"] ** 2 + interp**2)
             pos += len(group)
         return lat, sig
 
@@ -203,7 +233,8 @@ class LutPredictor:
         (pred,), (sig,) = self.predict_many([arch])
         lo, hi = interval(np.array([pred]), np.array([sig]))
         names = [layer.name for layer in arch.base.layers]
-        breakdown = [{"layer": names[j], "latency_us": float(lat[0, j] * self.calibration["scale"]),
+        scale = [self.calibration["coefficients"][FEATURES[_kind(layer.spec)]] for layer in arch.base.layers]
+        breakdown = [{"layer": names[j], "latency_us": float(lat[0, j] * scale[j]),
                       "share": float(lat[0, j] / lat[0].sum()) if lat[0].sum() else 0.0}
                      for j in range(len(names)) if batch.active[0, j]]
         notes = [f"{names[j]}: channels outside the profiled range, clamped" for j in np.flatnonzero(oor[0])]

@@ -1,7 +1,9 @@
 """Profile a device: measure layer grids and whole networks through one backend, write a profile.
 
-Phases, each resumable: run overhead, staircase step, layer grids (pass by pass), whole-network
-variants, then the predictors' calibration and validation. Rows go to ``layers.csv`` and
+Phases, each resumable: run overhead, staircase step, layer grids (pass by pass, with a fixed
+reference layer re-measured every ``REFERENCE_EVERY`` samples to track the machine's speed),
+whole-network variants (measured interleaved in chunks, each with the full-width network of
+every family as an anchor), then the predictors' calibration and validation. Rows go to ``layers.csv`` and
 ``models.csv`` as they are measured; ``profile.json`` holds settings, plan, timings and metrics.
 Re-running the same command on the same folder resumes where it stopped.
 """
@@ -37,10 +39,12 @@ SPEC_COLUMNS = ["op", "in_channels", "out_channels", "kernel", "stride", "paddin
                 "batch", "dtype", "bias", "epilogue", "in_mult"]
 MEASURE_COLUMNS = ["median_us", "ci_low_us", "ci_high_us", "p90_us", "runs", "stop_reason", "wall_s"]
 LAYER_COLUMNS = ["key", "shape_key", *SPEC_COLUMNS, "pass", *MEASURE_COLUMNS, "measured_at"]
-MODEL_COLUMNS = ["key", "family", "split", "widths", "removed", "flops", "params", *MEASURE_COLUMNS, "measured_at"]
+MODEL_COLUMNS = ["key", "family", "split", "widths", "removed", "flops", "params", "anchor_us", *MEASURE_COLUMNS,
+                 "measured_at"]
 LAYER_SETTINGS = MeasureSettings(target_rel_ci=0.02, budget_s=2.0, min_time_s=0.15, warmup_min_s=0.05,
                                  min_blocks=6, block_s=0.01)
-NETWORK_SETTINGS = MeasureSettings(target_rel_ci=0.01, budget_s=4.0, min_time_s=0.3, warmup_min_s=0.1)
+NETWORK_SETTINGS = MeasureSettings(target_rel_ci=0.02, budget_s=40.0, min_time_s=0.3, warmup_min_s=0.1)
+REFERENCE_EVERY = 20  # layer samples between two measurements of the reference layer
 
 
 @dataclass
@@ -57,12 +61,13 @@ class ProfileSettings:
     passes: int = 3
     step: int | None = None  # None: measure the staircase
     layer_share: float = 0.6  # of the budget, for layers beyond the first pass
+    chunk: int = 12  # networks measured interleaved together (plus one anchor per family)
     seed: int = 0
 
     def comparable(self) -> dict[str, Any]:
         """What must match for a folder to be resumed."""
         d = asdict(self)
-        for k in ("budget_min", "networks_per_family", "min_networks_per_family", "layer_share"):
+        for k in ("budget_min", "networks_per_family", "min_networks_per_family", "layer_share", "chunk"):
             d.pop(k)
         return d
 
@@ -187,6 +192,10 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
             if p > 1 and spent() > settings.layer_share * budget_s:
                 complete = p - 1
                 break
+            if len(layers.rows) % (REFERENCE_EVERY + 1) == 0:
+                ref = run_layer(staircase.PROBE)
+                layers.append({"key": f"ref-{len(layers.rows)}", "shape_key": "reference",
+                               **spec_row(staircase.PROBE), "pass": 0, **measurement_row(ref)})
             m = run_layer(spec)
             layers.append({"key": key, "shape_key": shape_key(spec), **spec_row(spec), "pass": p,
                            **measurement_row(m)})
@@ -198,14 +207,20 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
         t0 = time.perf_counter()
         bar.phase("networks", len(variants), sum(v.key in models.keys for v in variants))
         per_family = {f: sum(r["family"] == f for r in models.rows) for f in archs}
+        pending = []
         for v in variants:
             if v.key in models.keys:
                 continue
             if spent() > budget_s and per_family[v.family] >= settings.min_networks_per_family:
                 continue
-            _measure_network(backend, archs[v.family], v, models)
+            pending.append(v)
             per_family[v.family] += 1
-            bar.advance()
+        anchors = {f: next(v for v in variants if v.family == f) for f in archs}  # full width, first of each
+        for start in range(0, len(pending), settings.chunk):
+            chunk = pending[start:start + settings.chunk]
+            _measure_chunk(backend, archs, chunk, anchors, models)
+            for _ in chunk:
+                bar.advance()
         timings["networks"] = before.get("networks", 0.0) + time.perf_counter() - t0
     finally:
         bar.close()
@@ -235,18 +250,31 @@ def _interleave(lists: list[list[NetworkVariant]]) -> list[NetworkVariant]:
     return out
 
 
-def _measure_network(backend, base: Arch, variant: NetworkVariant, journal: Journal) -> None:
+def _measure_chunk(backend, archs: dict[str, Arch], chunk: list[NetworkVariant],
+                   anchors: dict[str, NetworkVariant], journal: Journal) -> None:
+    """Measure ``chunk`` interleaved with the full-width network of every family (the anchors).
+
+    Each row records its family anchor's latency in the same interleaved run, so rows measured
+    at different times can be brought to one machine state (``DeviceProfile`` does this).
+    """
     import torch
 
+    from latbench.measure import compare
     from latbench.models import build_candidate
 
-    arch = variant.arch(base)
-    model = build_candidate(variant.family, arch)
-    x = torch.randn(*base.base.input_shape)
-    m = measure(backend.deploy(model, x), NETWORK_SETTINGS)
-    journal.append({"key": variant.key, "family": variant.family, "split": variant.split,
-                    "widths": " ".join(map(str, variant.widths)), "removed": ";".join(variant.removed),
-                    "flops": arch.flops(), "params": arch.params(), **measurement_row(m)})
+    members = {f"anchor:{f}": v for f, v in anchors.items()} | {v.key: v for v in chunk}
+    runnables = {}
+    for name, v in members.items():
+        arch = v.arch(archs[v.family])
+        runnables[name] = backend.deploy(build_candidate(v.family, arch), torch.randn(*arch.base.input_shape))
+    result = compare(runnables, NETWORK_SETTINGS, min_rounds=8)
+    for v in chunk:
+        arch = v.arch(archs[v.family])
+        journal.append({"key": v.key, "family": v.family, "split": v.split,
+                        "widths": " ".join(map(str, v.widths)), "removed": ";".join(v.removed),
+                        "flops": arch.flops(), "params": arch.params(),
+                        "anchor_us": round(result.measurements[f"anchor:{v.family}"].median_us, 3),
+                        **measurement_row(result.measurements[v.key])})
 
 
 def _open_folder(folder: Path, settings: ProfileSettings, fingerprint: dict[str, Any]) -> dict[str, Any]:

@@ -3,10 +3,12 @@
 A probe conv (3x3, 64 input channels, 16x16, BN + ReLU) is timed at every output width from 1
 to ``2 * max_step``. On an engine that pads channels to blocks of ``S``, latency jumps right
 after multiples of ``S`` and stays flat in between. For each candidate step ``s`` the score is the
-share of the total absolute change between neighbours that happens at multiples of ``s``: noise
-alone gives about ``1/s``; a staircase of period ``S`` keeps the score of every ``s`` dividing
-``S`` near the score of ``S`` and halves it at ``2S``. The step is the largest candidate that keeps
-at least ``keep`` of the finest candidate's score and is ``enrichment`` times above noise.
+share of the total absolute change between neighbours that happens at multiples of ``s``. Noise
+alone gives about ``1/s``, so ``s * score`` measures enrichment over noise. A staircase of period
+``S`` keeps the score of ``S`` close to that of ``S / 2`` (its jumps are at multiples of both) and
+roughly halves it at ``2S``. The step is the largest candidate at least ``enrichment`` times above
+noise that keeps ``keep`` of the score at half its size; a single noisy jump therefore cannot
+promote or veto a step.
 """
 
 from __future__ import annotations
@@ -30,12 +32,11 @@ def step_scores(latencies: dict[int, float]) -> dict[int, float]:
     return {s: sum(d for c, d in deltas.items() if c % s == 0) / total for s in CANDIDATE_STEPS}
 
 
-def detect_step(latencies: dict[int, float], keep: float = 0.7, enrichment: float = 3.0,
+def detect_step(latencies: dict[int, float], keep: float = 0.6, enrichment: float = 3.0,
                 ) -> tuple[int, dict[int, float], bool]:
     """(step, scores, found): see the module docstring; ``FALLBACK_STEP`` when no staircase shows."""
     scores = step_scores(latencies)
-    finest = scores[CANDIDATE_STEPS[0]]
-    good = [s for s, v in scores.items() if v >= keep * finest and v >= enrichment / s]
+    good = [s for s in CANDIDATE_STEPS[1:] if s * scores[s] >= enrichment and scores[s] >= keep * scores[s // 2]]
     return (max(good), scores, True) if good else (FALLBACK_STEP, scores, False)
 
 

@@ -1,0 +1,154 @@
+"""How well does a device profile predict networks it never saw? LUT vs FLOPs, side by side.
+
+Held-out random-width (and some block-removed) variants of each profiled family are drawn with
+a seed the profiler never used, deployed on the profile's backend, and measured *interleaved*
+(``latbench.measure.compare``: round-robin blocks, so machine drift hits every network alike).
+Both predictors then predict every network; the script reports share within +-5% / +-10%,
+RMSPE, Spearman, 90%-interval coverage, profiling wall time and batched predictions per second,
+writes JSON and a predicted-vs-measured scatter plot.
+
+    python benchmarks/predictor_accuracy.py [--profile DIR] [--per-family 24] [--budget 240]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from latbench.backends import require_backend
+from latbench.device_profile import DeviceProfile, list_profiles
+from latbench.measure import MeasureSettings, compare
+from latbench.models import build_candidate
+from latbench.predictors import PREDICTORS, accuracy
+from latbench.profiler.plan import network_variants
+from latbench.profiler.run import ProfileSettings, profile_device
+
+FAMILIES = ["resnet56", "vgg16", "mobilenetv2"]
+RESULTS = Path(__file__).parent / "results"
+
+
+def find_or_build(path: str | None, budget_min: float) -> Path:
+    if path:
+        return Path(path)
+    for row in list_profiles():
+        if row.get("status") == "complete" and row.get("backend") == "onnxruntime" and set(FAMILIES) <= set(
+                str(row.get("families", "")).split(",")):
+            return Path("device_profiles") / row["name"]
+    return profile_device(ProfileSettings(families=FAMILIES, budget_min=budget_min))
+
+
+def predictions_per_second(profile: DeviceProfile, family: str, n: int = 20_000) -> float:
+    base = profile.family_archs[family]
+    rng = np.random.default_rng(0)
+    groups = base.prunable_groups
+    ratios = rng.uniform(0.3, 1.0, (n, len(groups)))
+    archs = [base.with_widths({g.id: max(1, int(g.channels * r)) for g, r in zip(groups, row, strict=True)})
+             for row in ratios]
+    pred = profile.predictor("lut")
+    pred.predict_many(archs[:10])  # compile once
+    best = np.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        pred.predict_many(archs)
+        best = min(best, time.perf_counter() - t0)
+    return n / best
+
+
+def plot(rows: list[dict], metrics: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(PREDICTORS), figsize=(6 * len(PREDICTORS), 5.2), sharex=True, sharey=True)
+    measured = np.array([r["measured_us"] for r in rows]) / 1e3
+    lim = (measured.min() * 0.7, measured.max() * 1.4)
+    line = np.geomspace(*lim, 50)
+    for ax, kind in zip(axes, PREDICTORS, strict=True):
+        for fam, marker in zip(FAMILIES, "osD", strict=True):
+            sel = [r for r in rows if r["family"] == fam]
+            ax.scatter([r["measured_us"] / 1e3 for r in sel], [r[f"{kind}_us"] / 1e3 for r in sel], s=22,
+                       marker=marker, label=fam, alpha=0.8)
+        ax.plot(line, line, "k-", lw=1)
+        ax.fill_between(line, line * 0.9, line * 1.1, color="0.85", label="±10%")
+        m = metrics[kind]
+        ax.set_title(f"{kind.upper()}: {m['within_10pct'] * 100:.0f}% within ±10%, RMSPE {m['rmspe'] * 100:.1f}%, "
+                     f"Spearman {m['spearman']:.3f}", fontsize=10)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lim)
+        ax.set_ylim(lim)
+        ax.set_xlabel("measured latency (ms)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("predicted latency (ms)")
+    axes[0].legend(loc="upper left")
+    fig.suptitle(f"Held-out networks, ONNX Runtime on this CPU ({len(rows)} networks, measured interleaved)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", help="profile folder (default: a complete one under device_profiles/, else build)")
+    p.add_argument("--per-family", type=int, default=24)
+    p.add_argument("--budget", type=float, default=240.0, help="seconds for the interleaved measurement")
+    p.add_argument("--profile-budget-min", type=float, default=15.0)
+    p.add_argument("--out", default=str(RESULTS / "predictor_accuracy.json"))
+    args = p.parse_args()
+
+    folder = find_or_build(args.profile, args.profile_budget_min)
+    profile = DeviceProfile.load(folder)
+    s = profile.meta["settings"]
+    backend = require_backend(s["backend"], device=s.get("device"), threads=s.get("threads"),
+                              precision=s.get("precision"))
+    variants = []
+    for fam in FAMILIES:
+        base = profile.family_archs[fam]
+        variants += [(fam, v) for v in network_variants(fam, base, args.per_family + 1, seed=1000)[1:]]
+    runnables, archs = {}, []
+    for i, (fam, v) in enumerate(variants):
+        arch = v.arch(profile.family_archs[fam])
+        x = torch.randn(*arch.base.input_shape)
+        runnables[f"{fam}-{i}"] = backend.deploy(build_candidate(fam, arch), x)
+        archs.append(arch)
+    print(f"measuring {len(runnables)} held-out networks interleaved (budget {args.budget:.0f} s) ...", flush=True)
+    result = compare(runnables, MeasureSettings(target_rel_ci=0.02, budget_s=args.budget), min_rounds=10)
+    measured = np.array([result.measurements[name].median_us for name in runnables])
+
+    rows = [{"family": fam, "removed": list(v.removed), "flops": a.flops(), "measured_us": float(m)}
+            for (fam, v), a, m in zip(variants, archs, measured, strict=True)]
+    metrics, per_family = {}, {}
+    for kind in PREDICTORS:
+        pred, sig = profile.predictor(kind).predict_many(archs)
+        for r, v in zip(rows, pred, strict=True):
+            r[f"{kind}_us"] = float(v)
+        metrics[kind] = accuracy(pred, measured, sig)
+        per_family[kind] = {fam: accuracy(pred[[r["family"] == fam for r in rows]],
+                                          measured[[r["family"] == fam for r in rows]]) for fam in FAMILIES}
+    rate = {fam: predictions_per_second(profile, fam) for fam in FAMILIES}
+    report = {
+        "benchmark": "predictor_accuracy", "profile": profile.name, "networks": len(rows),
+        "profiling_wall_time_min": profile.meta["timings_s"]["total"] / 60,
+        "interleaved_rounds": result.rounds, "measurement_stop": result.stop_reason,
+        "metrics": metrics, "per_family": per_family, "lut_predictions_per_second": rate, "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    plot(rows, metrics, out.with_suffix(".png"))
+    print(f"\nprofile {profile.name}: profiled in {report['profiling_wall_time_min']:.1f} min")
+    print(f"{'':16}{'LUT':>10}{'FLOPs':>10}")
+    for key in ("within_5pct", "within_10pct", "rmspe", "spearman", "coverage_90"):
+        print(f"{key:16}" + "".join(f"{metrics[k][key]:10.3f}" for k in PREDICTORS))
+    print("LUT predictions/s: " + ", ".join(f"{f} {r:,.0f}" for f, r in rate.items()))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""Profiling runs, device profiles on disk, and the LUT / FLOPs predictors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from latbench.arch import trace
+from latbench.arch.spec import LayerSpec
+from latbench.device_profile import DeviceProfile, ProfileError, ProfileMismatchWarning
+from latbench.models import build_candidate, build_model
+from latbench.predictors import OutOfProfileError
+from latbench.predictors.batch import CandidateBatch
+from latbench.predictors.lut import LutPredictor, _Grid
+from latbench.profiler.journal import Journal
+from latbench.profiler.plan import axis_values, layer_grids, layer_samples
+from latbench.profiler.run import ProfileSettings, profile_device
+from latbench.profiler.staircase import FALLBACK_STEP, detect_step
+
+TINY = dict(families=["smallconv"], budget_min=5, networks_per_family=8, min_networks_per_family=8, passes=2, step=16)
+
+
+@pytest.fixture(scope="module")
+def tiny_profile(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("profiles") / "tiny"
+    profile_device(ProfileSettings(**TINY), out=folder, progress=False)
+    return folder
+
+
+# --- staircase and interpolation ---------------------------------------------------------------
+@pytest.mark.parametrize("period", [8, 16])
+def test_detects_the_period_of_a_staircase(period):
+    rng = np.random.default_rng(period)
+    lat = {c: 20.0 + 7.0 * ((c - 1) // period) + rng.normal(0, 0.2) for c in range(1, 65)}
+    step, scores, found = detect_step(lat)
+    assert found and step == period
+    assert scores[2 * period] < scores[period] if 2 * period in scores else True
+
+
+def test_one_noisy_bump_does_not_hide_the_staircase():
+    lat = {c: 20.0 + 7.0 * ((c - 1) // 16) for c in range(1, 65)}
+    for c in (40, 41, 42, 43):  # a burst of interference, as seen in a real sweep
+        lat[c] += 11.0
+    assert detect_step(lat)[0] == 16
+
+
+def test_no_staircase_falls_back():
+    rng = np.random.default_rng(0)
+    step, _, found = detect_step({c: 20.0 + 0.3 * c + rng.normal(0, 0.2) for c in range(1, 65)})
+    assert not found and step == FALLBACK_STEP
+
+
+def test_axis_values_are_step_multiples_with_the_full_width_and_nested_passes():
+    vals = axis_values(576, 16, fixed=False, passes=3)
+    chans = [c for c, _ in vals]
+    assert chans[-1] == 576 and all(c % 16 == 0 for c in chans) and chans == sorted(set(chans))
+    assert {c for c, p in vals if p == 1} == {chans[0], 576}
+    assert axis_values(3, 16, fixed=True) == [(3, 1)]
+    assert axis_values(1000, 16, fixed=True) == [(1000, 1)]
+
+
+def _staircase_lut() -> tuple[LutPredictor, callable]:
+    """A synthetic 1-D staircase: latency = 10 us per started block of 8 channels."""
+    def true_latency(c):
+        return 10.0 * np.ceil(c / 8)
+
+    values = np.array([8, 16, 32, 64])
+    grid = _Grid(values, np.array([0]), true_latency(values)[:, None], one_d=True)
+    spec = LayerSpec("dwconv", 64, 64, (3, 3), (1, 1), (1, 1), groups=64, in_hw=(8, 8))
+    from latbench.profiler.plan import shape_key
+
+    return LutPredictor({shape_key(spec): [grid]}, step=8, overhead_us=0.0), true_latency
+
+
+def test_interpolation_is_exact_at_measured_points_and_flat_within_a_step():
+    lut, true_latency = _staircase_lut()
+    arch = trace(torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False)),
+                 torch.zeros(1, 64, 8, 8))
+    widths = [8, 16, 32, 64, 9, 15, 17, 33, 40]
+    batch = CandidateBatch(arch.base, np.array(widths)[:, None], np.array(widths)[:, None],
+                           np.ones((len(widths), 1), dtype=bool))
+    lat, unc, _ = lut.layer_latency(batch)
+    got = dict(zip(widths, lat[:, 0], strict=True))
+    for c in (8, 16, 32, 64):
+        assert got[c] == pytest.approx(true_latency(c)) and unc[widths.index(c), 0] == 0.0
+    assert got[9] == got[15] == pytest.approx(20.0)  # rounded up to the block the engine computes
+    assert got[17] == pytest.approx(30.0)  # 17 -> 24: halfway between the measured 16 (20 us) and 32 (40 us)
+    assert got[33] == got[40] == pytest.approx(50.0)  # 33 -> 40: a quarter from 32 (40 us) to 64 (80 us)
+
+
+# --- journal -----------------------------------------------------------------------------------
+def test_journal_drops_a_torn_line_and_never_duplicates(tmp_path):
+    path = tmp_path / "j.csv"
+    j = Journal(path, ["key", "value"])
+    j.append({"key": "a", "value": 1})
+    j.append({"key": "b", "value": 2})
+    j.append({"key": "a", "value": 99})
+    with open(path, "a") as f:
+        f.write("c,3")  # a write cut off by kill -9
+    j2 = Journal(path, ["key", "value"])
+    assert [r["key"] for r in j2.rows] == ["a", "b"] and j2.rows[0]["value"] == "1"
+    j2.append({"key": "c", "value": 3})
+    assert path.read_text() == "key,value\na,1\nb,2\nc,3\n"
+
+
+# --- profiling runs ------------------------------------------------------------------------------
+def _rows(folder: Path) -> tuple[list[str], list[str]]:
+    def keys(name: str) -> list[str]:
+        path = folder / name
+        return pd.read_csv(path, dtype={"key": str})["key"].tolist() if path.exists() else []
+
+    return keys("layers.csv"), keys("models.csv")
+
+
+def test_killed_and_resumed_run_has_the_same_rows(tiny_profile, tmp_path):
+    folder = tmp_path / "killed"
+    code = ("from latbench.profiler.run import ProfileSettings, profile_device;"
+            f"profile_device(ProfileSettings(**{TINY!r}), out={str(folder)!r}, progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent.parent)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill -9 once a few layer rows are on disk
+        layers = folder / "layers.csv"
+        if layers.exists() and layers.read_text().count("\n") >= 4:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial_layers, _ = _rows(folder)
+    assert len(partial_layers) >= 3
+    profile_device(ProfileSettings(**TINY), out=folder, progress=False)
+    layers, models = _rows(folder)
+    ref_layers, ref_models = _rows(tiny_profile)
+    assert sorted(layers) == sorted(ref_layers) and len(set(layers)) == len(layers)
+    assert sorted(models) == sorted(ref_models) and len(set(models)) == len(models)
+    assert layers[: len(partial_layers)] == partial_layers  # nothing measured before the kill was redone
+    assert json.loads((folder / "profile.json").read_text())["status"] == "complete"
+
+
+def test_resuming_with_other_settings_is_refused(tiny_profile):
+    with pytest.raises(ProfileError, match="other settings"):
+        profile_device(ProfileSettings(**{**TINY, "passes": 3}), out=tiny_profile, progress=False)
+
+
+def test_profile_records_plan_timings_and_validation(tiny_profile):
+    meta = json.loads((tiny_profile / "profile.json").read_text())
+    assert meta["plan"]["step"] == 16 and meta["overhead_us"] > 0
+    assert meta["timings_s"]["total"] > 0 and meta["fingerprint"]["backend"] == "onnxruntime"
+    assert set(meta["validation"]) == {"lut", "flops"} and meta["validation"]["lut"]["n"] >= 1
+    assert meta["layers_complete_through_pass"] == 2
+
+
+# --- predictors ----------------------------------------------------------------------------------
+def test_predictions_are_positive_ordered_and_batched_consistently(tiny_profile):
+    profile = DeviceProfile.load(tiny_profile)
+    base = trace(build_model("smallconv"), torch.zeros(1, 3, 32, 32), "smallconv")
+    small = base.with_widths({g.id: max(1, g.channels // 4) for g in base.prunable_groups})
+    for kind in ("lut", "flops"):
+        pred = profile.predictor(kind)
+        one = pred.predict(base)
+        assert one.low_us < one.latency_us < one.high_us
+        assert pred.predict(small).latency_us < one.latency_us
+        many, sig = pred.predict_many([small, base, small])
+        assert many[1] == pytest.approx(one.latency_us) and many[0] == pytest.approx(many[2])
+        assert (sig > 0).all()
+
+
+def test_lut_prediction_is_close_to_a_measurement(tiny_profile):
+    from latbench.backends import require_backend
+    from latbench.measure import measure
+
+    profile = DeviceProfile.load(tiny_profile)
+    base = trace(build_model("smallconv"), torch.zeros(1, 3, 32, 32), "smallconv")
+    cand = base.with_widths({g.id: max(1, int(g.channels * 0.6)) for g in base.prunable_groups})
+    measured = measure(require_backend("onnxruntime").deploy(build_candidate("smallconv", cand),
+                                                             torch.randn(1, 3, 32, 32))).median_us
+    assert abs(profile.predictor("lut").predict(cand).latency_us / measured - 1) < 0.5  # sanity, not the benchmark
+
+
+def test_unprofiled_layers_are_named(tiny_profile):
+    profile = DeviceProfile.load(tiny_profile)
+    arch = trace(build_model("resnet20"), torch.zeros(1, 3, 32, 32), "resnet20")
+    with pytest.raises(OutOfProfileError, match=r"resnet20: \d+ layer\(s\) have shapes this profile never measured"):
+        profile.predictor("lut").predict(arch)
+
+
+# --- bad profiles ----------------------------------------------------------------------------------
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_corrupt_profiles_are_one_line_errors(tiny_profile, tmp_path):
+    with pytest.raises(ProfileError, match=r"no profile\.json"):
+        DeviceProfile.load(tmp_path)
+    p = _copy(tiny_profile, tmp_path / "schema")
+    meta = json.loads((p / "profile.json").read_text())
+    (p / "profile.json").write_text(json.dumps({**meta, "schema": "latbench.profile/0"}))
+    with pytest.raises(ProfileError, match="schema"):
+        DeviceProfile.load(p)
+    p = _copy(tiny_profile, tmp_path / "json")
+    (p / "profile.json").write_text("{not json")
+    with pytest.raises(ProfileError, match=r"corrupt JSON"):
+        DeviceProfile.load(p)
+    p = _copy(tiny_profile, tmp_path / "column")
+    df = pd.read_csv(p / "layers.csv", dtype=str, keep_default_na=False)
+    df.drop(columns=["median_us"]).to_csv(p / "layers.csv", index=False)
+    with pytest.raises(ProfileError, match=r"missing column.*median_us"):
+        DeviceProfile.load(p)
+    p = _copy(tiny_profile, tmp_path / "nan")
+    df = pd.read_csv(p / "layers.csv", dtype=str, keep_default_na=False)
+    df.loc[2, "median_us"] = "nan"
+    df.to_csv(p / "layers.csv", index=False)
+    with pytest.raises(ProfileError, match=r"median_us .* at data row 3"):
+        DeviceProfile.load(p)
+    p = _copy(tiny_profile, tmp_path / "missing")
+    (p / "models.csv").unlink()
+    with pytest.raises(ProfileError, match=r"missing models\.csv"):
+        DeviceProfile.load(p)
+
+
+def test_fingerprint_mismatch_warns_and_strict_refuses(tiny_profile, tmp_path):
+    p = _copy(tiny_profile, tmp_path / "other")
+    meta = json.loads((p / "profile.json").read_text())
+    meta["fingerprint"]["cpu"] = "Some Other CPU"
+    (p / "profile.json").write_text(json.dumps(meta))
+    with pytest.warns(ProfileMismatchWarning, match="cpu: profile 'Some Other CPU'"):
+        DeviceProfile.load(p)
+    with pytest.raises(ProfileError, match="another configuration"):
+        DeviceProfile.load(p, strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DeviceProfile.load(tiny_profile)  # this machine: no warning
+
+
+# --- plan ------------------------------------------------------------------------------------------
+def test_plan_covers_every_layer_of_the_families():
+    archs = [trace(build_model(n), torch.zeros(1, 3, 32, 32), n) for n in ("resnet20", "vgg16")]
+    grids = layer_grids(archs, step=16)
+    samples = layer_samples(grids)
+    from latbench.profiler.plan import shape_key, spec_key
+
+    keys = {spec_key(s) for s, _ in samples}
+    assert len(keys) == len(samples)
+    shapes = {g.key for g in grids}
+    assert all(shape_key(layer.spec) in shapes for a in archs for layer in a.base.layers)
+    full = {spec_key(layer.spec) for a in archs for layer in a.base.layers}
+    assert full <= keys  # every layer at full width is measured exactly
