@@ -15,9 +15,12 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 
 install: $(STAMP)
 
+PROFILE ?= device_profiles/amd-epyc-2t-onnxruntime-fp32-bs1
+
 demo: $(STAMP)
 	$(VENV)/bin/latbench backends
-	$(VENV)/bin/latbench measure --model smallconv --backend onnxruntime --layers 5 --json results/demo_measure.json
+	$(VENV)/bin/latbench measure --model resnet56 --backend onnxruntime --layers 5 --json results/demo_measure.json
+	$(VENV)/bin/latbench predict --profile $(PROFILE) --model resnet56 --keep 0.5 --measure
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check latbench pruners tests benchmarks
@@ -25,6 +28,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/measurement_stability.py
+	$(PY) benchmarks/arch_candidates.py
+	$(PY) benchmarks/predictor_accuracy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
