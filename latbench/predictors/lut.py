@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -46,7 +46,7 @@ from latbench.predictors.base import Prediction, fit_relative, interval
 from latbench.predictors.batch import CandidateBatch
 
 #: calibration features: intercept, summed layer latency per op kind, number of active layers
-FEATURES = ("intercept_us", "conv", "pointwise", "depthwise", "eltwise", "other", "per_layer_us")
+FEATURES = ("intercept_us", "conv", "pointwise", "depthwise", "eltwise", "other", "per_layer_us", "off_layout_us")
 
 
 def _kind(spec: LayerSpec) -> int:
@@ -60,6 +60,15 @@ def _kind(spec: LayerSpec) -> int:
     return 5
 
 
+class LayerLookup(NamedTuple):
+    """(N, L) arrays for N candidates and L layers."""
+
+    latency: np.ndarray  # us, engine overhead removed, 0 for removed layers
+    uncertainty: np.ndarray  # us, from interpolation and clamping
+    out_of_range: np.ndarray  # bool: channels clamped to the grid
+    off_layout: np.ndarray  # bool: input channels off the engine's blocked layout
+
+
 class OutOfProfileError(LatbenchError):
     """A layer shape the profile never measured."""
 
@@ -70,6 +79,7 @@ class _Grid:
     out_values: np.ndarray
     table: np.ndarray  # (len(in), len(out)) latency in us; one_d grids have a single column
     one_d: bool
+    unaligned: _Grid | None = None  # input channels off the engine's blocked layout
 
     @property
     def in_max(self) -> int:
@@ -78,6 +88,20 @@ class _Grid:
     @property
     def out_max(self) -> int:
         return int(self.out_values[-1])
+
+
+def _table(grid, ins: list[int], outs: list[int], measured: dict[str, float]) -> _Grid | None:
+    """The measured table of one grid's points; a budget-truncated run keeps its complete sub-grid."""
+    from latbench.profiler.plan import spec_key, with_channels
+
+    outs = outs if not grid.one_d else [0]
+    table = np.array([[measured.get(spec_key(with_channels(grid.template, ci, ci if grid.one_d else co)), np.nan)
+                       for co in outs] for ci in ins])
+    keep_in = ~np.isnan(table).any(axis=1)
+    table, ins = table[keep_in], [c for c, k in zip(ins, keep_in, strict=True) if k]
+    keep_out = ~np.isnan(table).any(axis=0) if table.size else np.zeros(len(outs), dtype=bool)
+    table, outs = table[:, keep_out], [c for c, k in zip(outs, keep_out, strict=True) if k]
+    return _Grid(np.array(ins), np.array(outs), table, grid.one_d) if table.size else None
 
 
 def _axis(values: np.ndarray, c: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -91,6 +115,22 @@ def _axis(values: np.ndarray, c: np.ndarray, step: int) -> tuple[np.ndarray, np.
     lo = np.clip(np.searchsorted(values, q, side="right") - 1, 0, len(values) - 2)
     t = (q - values[lo]) / (values[lo + 1] - values[lo])
     return lo, t, out
+
+
+def _lookup(grid: _Grid, cin: np.ndarray, cout: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Interpolated latency, interpolation spread and out-of-range flag for one grid."""
+    lo_i, t_i, out_i = _axis(grid.in_values, cin, step)
+    hi_i = np.minimum(lo_i + 1, len(grid.in_values) - 1)
+    if grid.one_d:
+        v0, v1 = grid.table[lo_i, 0], grid.table[hi_i, 0]
+        return v0 + t_i * (v1 - v0), np.abs(v1 - v0) * 2 * t_i * (1 - t_i), out_i
+    lo_o, t_o, out_o = _axis(grid.out_values, cout, step)
+    hi_o = np.minimum(lo_o + 1, len(grid.out_values) - 1)
+    t00, t01 = grid.table[lo_i, lo_o], grid.table[lo_i, hi_o]
+    t10, t11 = grid.table[hi_i, lo_o], grid.table[hi_i, hi_o]
+    value = t00 * (1 - t_i) * (1 - t_o) + t01 * (1 - t_i) * t_o + t10 * t_i * (1 - t_o) + t11 * t_i * t_o
+    spread = np.abs(t10 - t00) * 2 * t_i * (1 - t_i) + np.abs(t01 - t00) * 2 * t_o * (1 - t_o)
+    return value, spread, out_i | out_o
 
 
 class LutPredictor:
@@ -108,28 +148,21 @@ class LutPredictor:
     @classmethod
     def from_profile(cls, meta: dict[str, Any], layers) -> LutPredictor:
         from latbench.device_profile import reference_factors
-        from latbench.profiler.plan import Grid, spec_key, with_channels
+        from latbench.profiler.plan import Grid
 
         corrected = layers["median_us"].to_numpy(dtype=float) * reference_factors(layers)
         measured = dict(zip(layers["key"], corrected, strict=True))
         grids: dict[str, list[_Grid]] = defaultdict(list)
         for g in meta["plan"]["grids"]:
             template = LayerSpec.from_dict(g["template"])
-            grid = Grid(g["key"], template, tuple(map(tuple, g["in_values"])), tuple(map(tuple, g["out_values"])))
-            ins = [c for c, _ in grid.in_values]
-            outs = [c for c, _ in grid.out_values] if not grid.one_d else [0]
-
-            def value(ci: int, co: int, grid=grid, template=template) -> float:
-                spec = with_channels(template, ci, ci if grid.one_d else co)
-                return measured.get(spec_key(spec), np.nan)
-
-            table = np.array([[value(ci, co) for co in outs] for ci in ins])
-            keep_in = ~np.isnan(table).any(axis=1)  # a budget-truncated run: keep the complete sub-grid
-            table, ins = table[keep_in], [c for c, k in zip(ins, keep_in, strict=True) if k]
-            keep_out = ~np.isnan(table).any(axis=0)
-            table, outs = table[:, keep_out], [c for c, k in zip(outs, keep_out, strict=True) if k]
-            if table.size:
-                grids[g["key"]].append(_Grid(np.array(ins), np.array(outs), table, grid.one_d))
+            grid = Grid(g["key"], template, tuple(map(tuple, g["in_values"])), tuple(map(tuple, g["out_values"])),
+                        tuple(map(tuple, g.get("unaligned_in", []))))
+            aligned = _table(grid, [c for c, _ in grid.in_values], [c for c, _ in grid.out_values], measured)
+            if aligned is not None:
+                if grid.unaligned_in:
+                    aligned.unaligned = _table(grid, [c for c, _ in grid.unaligned_in],
+                                               [c for c, _ in grid.unaligned_out()], measured)
+                grids[g["key"]].append(aligned)
         return cls(dict(grids), int(meta["plan"]["step"]), float(meta.get("overhead_us", 0.0)))
 
     def _grid_for(self, spec: LayerSpec) -> _Grid | None:
@@ -156,29 +189,23 @@ class LutPredictor:
         return compiled
 
     # --- lookup ------------------------------------------------------------------------------
-    def layer_latency(self, batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(N, L) layer latency (overhead removed), interpolation uncertainty, out-of-range flags."""
+    def layer_latency(self, batch: CandidateBatch) -> LayerLookup:
+        """Per candidate and layer: latency (overhead removed), interpolation uncertainty, flags."""
         n, n_layers = batch.cin.shape
+        layout = np.zeros((n, n_layers), dtype=bool)
         lat = np.zeros((n, n_layers))
         unc = np.zeros((n, n_layers))
         oor = np.zeros((n, n_layers), dtype=bool)
         for j, grid in self._compile(batch.base):
-            lo_i, t_i, out_i = _axis(grid.in_values, batch.cin[:, j], self.step)
-            if grid.one_d:
-                v0, v1 = grid.table[lo_i, 0], grid.table[np.minimum(lo_i + 1, len(grid.in_values) - 1), 0]
-                value = v0 + t_i * (v1 - v0)
-                spread = np.abs(v1 - v0) * 2 * t_i * (1 - t_i)
-                out = out_i
-            else:
-                lo_o, t_o, out_o = _axis(grid.out_values, batch.cout[:, j], self.step)
-                hi_i = np.minimum(lo_i + 1, len(grid.in_values) - 1)
-                hi_o = np.minimum(lo_o + 1, len(grid.out_values) - 1)
-                t00, t01 = grid.table[lo_i, lo_o], grid.table[lo_i, hi_o]
-                t10, t11 = grid.table[hi_i, lo_o], grid.table[hi_i, hi_o]
-                value = (t00 * (1 - t_i) * (1 - t_o) + t01 * (1 - t_i) * t_o + t10 * t_i * (1 - t_o)
-                         + t11 * t_i * t_o)
-                spread = (np.abs(t10 - t00) * 2 * t_i * (1 - t_i) + np.abs(t01 - t00) * 2 * t_o * (1 - t_o))
-                out = out_i | out_o
+            cin, cout = batch.cin[:, j], batch.cout[:, j]
+            value, spread, out = _lookup(grid, cin, cout, self.step)
+            if grid.unaligned is not None:
+                off = (cin % self.step != 0) & ~np.isin(cin, grid.in_values)
+                if off.any():
+                    u_value, u_spread, u_out = _lookup(grid.unaligned, cin, cout, 1)
+                    value, spread, out = (np.where(off, u_value, value), np.where(off, u_spread, spread),
+                                          np.where(off, u_out, out))
+                    layout[:, j] = off
             core = np.maximum(value - self.overhead_us, 0.02 * value)
             lat[:, j] = core
             unc[:, j] = 0.5 * spread + np.where(out, 0.5 * core, 0.0)
@@ -186,17 +213,18 @@ class LutPredictor:
         lat *= batch.active
         unc *= batch.active
         oor &= batch.active
-        return lat, unc, oor
+        return LayerLookup(lat, unc, oor, layout & batch.active)
 
     def features(self, batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(N, len(FEATURES)) calibration features, (N, kinds) uncertainty, out-of-range flags."""
-        lat, unc, oor = self.layer_latency(batch)
+        lat, unc, oor, off_layout = self.layer_latency(batch)
         kinds = np.array([_kind(layer.spec) for layer in batch.base.layers])
         feats = np.zeros((len(lat), len(FEATURES)))
         feats[:, 0] = 1.0
-        feats[:, -1] = batch.active.sum(axis=1)
+        feats[:, 6] = batch.active.sum(axis=1)
+        feats[:, 7] = (lat * off_layout).sum(axis=1)
         unc_by_kind = np.zeros((len(lat), len(FEATURES)))
-        for k in range(1, len(FEATURES) - 1):
+        for k in range(1, 6):
             feats[:, k] = lat[:, kinds == k].sum(axis=1)
             unc_by_kind[:, k] = np.sqrt((unc[:, kinds == k] ** 2).sum(axis=1))
         return feats, unc_by_kind, oor
@@ -229,7 +257,7 @@ class LutPredictor:
 
     def predict(self, arch: Arch) -> Prediction:
         batch = CandidateBatch.of([arch])
-        lat, _, oor = self.layer_latency(batch)
+        lat, _, oor, _ = self.layer_latency(batch)
         (pred,), (sig,) = self.predict_many([arch])
         lo, hi = interval(np.array([pred]), np.array([sig]))
         names = [layer.name for layer in arch.base.layers]

@@ -6,6 +6,11 @@ Grid values are multiples of the backend's channel ``step`` (its latency stairca
 smallest sensible width (10% of full, at least one step) and the full width, which is always
 included. Values come in nested passes: pass 1 is the two ends, pass 2 adds the middle, pass 3
 the quarters, so a run cut short by its budget still holds complete (coarser) grids.
+
+Engines with a blocked layout (ONNX Runtime's NCHWc on CPU) run a conv whose input channels are
+not a multiple of the block on another kernel, with layout reorders around it: latency is not
+a staircase there but a different curve. Convs and depthwise convs therefore also get an
+*unaligned* grid, measured one channel below each aligned input value (ends and middle only).
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from latbench.arch import Arch
 from latbench.arch.spec import LayerSpec
 
 ONE_D_OPS = ("dwconv", "maxpool", "avgpool", "gap", "add", "mul", "bn", "act")
+#: ops whose kernel changes when input channels leave the engine's blocked layout
+LAYOUT_OPS = ("conv", "dwconv")
+UNALIGNED_PASSES = 2
 PASS_FRACTIONS = {1: (0.0, 1.0), 2: (0.5,), 3: (0.25, 0.75)}
 MIN_FRACTION = 0.1
 
@@ -65,21 +73,29 @@ class Grid:
     template: LayerSpec  # the layer at full width
     in_values: tuple[tuple[int, int], ...]
     out_values: tuple[tuple[int, int], ...]
+    unaligned_in: tuple[tuple[int, int], ...] = ()
 
     @property
     def one_d(self) -> bool:
         return self.template.op in ONE_D_OPS
 
+    def unaligned_out(self) -> tuple[tuple[int, int], ...]:
+        return tuple(v for v in self.out_values if v[1] <= UNALIGNED_PASSES)
+
     def points(self) -> list[tuple[LayerSpec, int]]:
-        """(spec, pass) for every grid point."""
+        """(spec, pass) for every grid point, aligned grid first."""
         if self.one_d:
-            return [(with_channels(self.template, c, c), p) for c, p in self.in_values]
-        return [(with_channels(self.template, ci, co), max(pi, po))
-                for ci, pi in self.in_values for co, po in self.out_values]
+            values = [*self.in_values, *self.unaligned_in]
+            return [(with_channels(self.template, c, c), p) for c, p in values]
+        aligned = [(with_channels(self.template, ci, co), max(pi, po))
+                   for ci, pi in self.in_values for co, po in self.out_values]
+        return aligned + [(with_channels(self.template, ci, co), max(pi, po))
+                          for ci, pi in self.unaligned_in for co, po in self.unaligned_out()]
 
     def to_dict(self) -> dict:
         return {"key": self.key, "template": self.template.to_dict(),
-                "in_values": [list(v) for v in self.in_values], "out_values": [list(v) for v in self.out_values]}
+                "in_values": [list(v) for v in self.in_values], "out_values": [list(v) for v in self.out_values],
+                "unaligned_in": [list(v) for v in self.unaligned_in]}
 
 
 def layer_grids(archs: list[Arch], step: int, passes: int = 3) -> list[Grid]:
@@ -94,10 +110,13 @@ def layer_grids(archs: list[Arch], step: int, passes: int = 3) -> list[Grid]:
             ident = (shape_key(spec), spec.in_channels, spec.out_channels, in_fixed, out_fixed)
             if ident in grids:
                 continue
+            in_values = tuple(axis_values(spec.in_channels, step, in_fixed, passes))
+            unaligned = ()
+            if spec.op in LAYOUT_OPS and not in_fixed and step > 1:
+                unaligned = tuple((c - 1, p) for c, p in in_values if c > step and p <= UNALIGNED_PASSES)
             grids[ident] = Grid(
-                key=shape_key(spec), template=spec,
-                in_values=tuple(axis_values(spec.in_channels, step, in_fixed, passes)),
-                out_values=tuple(axis_values(spec.out_channels, step, out_fixed, passes)),
+                key=shape_key(spec), template=spec, in_values=in_values,
+                out_values=tuple(axis_values(spec.out_channels, step, out_fixed, passes)), unaligned_in=unaligned,
             )
     return list(grids.values())
 
