@@ -2,8 +2,11 @@
 
 Phases, each resumable: run overhead, staircase step, layer grids (pass by pass, with a fixed
 reference layer re-measured every ``REFERENCE_EVERY`` samples to track the machine's speed),
-whole-network variants (measured interleaved in chunks, each with the full-width network of
-every family as an anchor), then the predictors' calibration and validation. Rows go to ``layers.csv`` and
+whole-network variants (measured interleaved, by default all in one round-robin run so that
+every network sees the same machine; with ``chunk`` > 0 in chunks, each with the full-width
+network of every family as an anchor to bring chunks to one machine state), then the
+predictors' calibration and validation. Layer rows are journaled one by one; network rows when
+their chunk completes, so a run killed during a chunk measures that chunk again. Rows go to ``layers.csv`` and
 ``models.csv`` as they are measured; ``profile.json`` holds settings, plan, timings and metrics.
 Re-running the same command on the same folder resumes where it stopped.
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,7 @@ MODEL_COLUMNS = ["key", "family", "split", "widths", "removed", "flops", "params
 LAYER_SETTINGS = MeasureSettings(target_rel_ci=0.02, budget_s=2.0, min_time_s=0.15, warmup_min_s=0.05,
                                  min_blocks=6, block_s=0.01)
 NETWORK_SETTINGS = MeasureSettings(target_rel_ci=0.02, budget_s=40.0, min_time_s=0.3, warmup_min_s=0.1)
+NETWORK_SECONDS_EACH = 1.5  # interleaved measuring time per network in a chunk
 REFERENCE_EVERY = 20  # layer samples between two measurements of the reference layer
 
 
@@ -61,7 +65,7 @@ class ProfileSettings:
     passes: int = 3
     step: int | None = None  # None: measure the staircase
     layer_share: float = 0.6  # of the budget, for layers beyond the first pass
-    chunk: int = 12  # networks measured interleaved together (plus one anchor per family)
+    chunk: int = 0  # networks measured interleaved together (plus one anchor per family); 0: all at once
     seed: int = 0
 
     def comparable(self) -> dict[str, Any]:
@@ -216,8 +220,9 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
             pending.append(v)
             per_family[v.family] += 1
         anchors = {f: next(v for v in variants if v.family == f) for f in archs}  # full width, first of each
-        for start in range(0, len(pending), settings.chunk):
-            chunk = pending[start:start + settings.chunk]
+        size = settings.chunk or max(1, len(pending))
+        for start in range(0, len(pending), size):
+            chunk = pending[start:start + size]
             _measure_chunk(backend, archs, chunk, anchors, models)
             for _ in chunk:
                 bar.advance()
@@ -267,7 +272,8 @@ def _measure_chunk(backend, archs: dict[str, Arch], chunk: list[NetworkVariant],
     for name, v in members.items():
         arch = v.arch(archs[v.family])
         runnables[name] = backend.deploy(build_candidate(v.family, arch), torch.randn(*arch.base.input_shape))
-    result = compare(runnables, NETWORK_SETTINGS, min_rounds=8)
+    budget = max(NETWORK_SETTINGS.budget_s, NETWORK_SECONDS_EACH * len(runnables))
+    result = compare(runnables, replace(NETWORK_SETTINGS, budget_s=budget), min_rounds=8)
     for v in chunk:
         arch = v.arch(archs[v.family])
         journal.append({"key": v.key, "family": v.family, "split": v.split,
