@@ -97,20 +97,22 @@ def test_interpolation_is_exact_at_measured_points_and_flat_within_a_step():
     assert got[33] == got[40] == pytest.approx(50.0)  # 33 -> 40: a quarter from 32 (40 us) to 64 (80 us)
 
 
-def test_unaligned_channels_use_their_own_table_without_rounding():
+def test_off_layout_channels_use_the_table_of_their_unit_without_rounding():
     lut, true_latency = _staircase_lut()
     grid = next(iter(lut.grids.values()))[0]
-    grid.unaligned = _Grid(np.array([15, 31, 63]), np.array([0]), np.array([[100.0], [200.0], [400.0]]), one_d=True)
+    grid.off_layout = ((4, _Grid(np.array([12, 28, 60]), np.array([0]), np.array([[60.0], [80.0], [120.0]]), True)),
+                       (1, _Grid(np.array([15, 31, 63]), np.array([0]), np.array([[100.0], [200.0], [400.0]]), True)))
     arch = trace(torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False)),
                  torch.zeros(1, 64, 8, 8))
-    widths = [16, 32, 15, 23, 47]
+    widths = [16, 32, 15, 23, 47, 20]
     batch = CandidateBatch(arch.base, np.array(widths)[:, None], np.array(widths)[:, None],
                            np.ones((len(widths), 1), dtype=bool))
     found = lut.layer_latency(batch)
     got = dict(zip(widths, found.latency[:, 0], strict=True))
     assert got[16] == pytest.approx(true_latency(16)) and got[32] == pytest.approx(true_latency(32))
     assert got[15] == pytest.approx(100.0) and got[23] == pytest.approx(150.0) and got[47] == pytest.approx(300.0)
-    assert found.off_layout[:, 0].tolist() == [False, False, True, True, True]
+    assert got[20] == pytest.approx(70.0)  # a multiple of 4: the unit-4 table, halfway from 12 to 28
+    assert found.off_layout[:, 0].tolist() == [False, False, True, True, True, True]
 
 
 # --- journal -----------------------------------------------------------------------------------

@@ -1,5 +1,9 @@
 """The lookup-table predictor: measured layer latencies, staircase-aware interpolation, calibration.
 
+**Blocked layouts.** Input channels that are not a multiple of ``step`` (and not measured
+exactly) put a conv on another kernel; such queries use the off-layout table of the largest unit
+dividing their channels, interpolated linearly without rounding (see ``latbench.profiler.plan``).
+
 **Lookup.** A layer is found by its shape key (everything but channel counts) among the
 profile's grids; of the grids with that key, the smallest one whose full widths cover the query
 is used.
@@ -79,7 +83,7 @@ class _Grid:
     out_values: np.ndarray
     table: np.ndarray  # (len(in), len(out)) latency in us; one_d grids have a single column
     one_d: bool
-    unaligned: _Grid | None = None  # input channels off the engine's blocked layout
+    off_layout: tuple[tuple[int, _Grid], ...] = ()  # (unit, table) for input channels off the blocked layout
 
     @property
     def in_max(self) -> int:
@@ -156,12 +160,12 @@ class LutPredictor:
         for g in meta["plan"]["grids"]:
             template = LayerSpec.from_dict(g["template"])
             grid = Grid(g["key"], template, tuple(map(tuple, g["in_values"])), tuple(map(tuple, g["out_values"])),
-                        tuple(map(tuple, g.get("unaligned_in", []))))
+                        tuple((unit, tuple(map(tuple, values))) for unit, values in g.get("off_layout", [])))
             aligned = _table(grid, [c for c, _ in grid.in_values], [c for c, _ in grid.out_values], measured)
             if aligned is not None:
-                if grid.unaligned_in:
-                    aligned.unaligned = _table(grid, [c for c, _ in grid.unaligned_in],
-                                               [c for c, _ in grid.unaligned_out()], measured)
+                tables = ((unit, _table(grid, [c for c, _ in values], [c for c, _ in grid.unaligned_out()], measured))
+                          for unit, values in grid.off_layout)
+                aligned.off_layout = tuple(sorted(((u, t) for u, t in tables if t is not None), reverse=True))
                 grids[g["key"]].append(aligned)
         return cls(dict(grids), int(meta["plan"]["step"]), float(meta.get("overhead_us", 0.0)))
 
@@ -199,13 +203,17 @@ class LutPredictor:
         for j, grid in self._compile(batch.base):
             cin, cout = batch.cin[:, j], batch.cout[:, j]
             value, spread, out = _lookup(grid, cin, cout, self.step)
-            if grid.unaligned is not None:
+            if grid.off_layout:
                 off = (cin % self.step != 0) & ~np.isin(cin, grid.in_values)
-                if off.any():
-                    u_value, u_spread, u_out = _lookup(grid.unaligned, cin, cout, 1)
-                    value, spread, out = (np.where(off, u_value, value), np.where(off, u_spread, spread),
-                                          np.where(off, u_out, out))
-                    layout[:, j] = off
+                layout[:, j] = off
+                taken = ~off
+                for unit, table in grid.off_layout:  # largest unit first
+                    use = ~taken & (cin % unit == 0)
+                    if use.any():
+                        u_value, u_spread, u_out = _lookup(table, cin, cout, 1)
+                        value, spread, out = (np.where(use, u_value, value), np.where(use, u_spread, spread),
+                                              np.where(use, u_out, out))
+                        taken |= use
             core = np.maximum(value - self.overhead_us, 0.02 * value)
             lat[:, j] = core
             unc[:, j] = 0.5 * spread + np.where(out, 0.5 * core, 0.0)

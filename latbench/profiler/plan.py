@@ -9,8 +9,10 @@ the quarters, so a run cut short by its budget still holds complete (coarser) gr
 
 Engines with a blocked layout (ONNX Runtime's NCHWc on CPU) run a conv whose input channels are
 not a multiple of the block on another kernel, with layout reorders around it: latency is not
-a staircase there but a different curve. Convs and depthwise convs therefore also get an
-*unaligned* grid, measured one channel below each aligned input value (ends and middle only).
+a staircase there but other curves. Convs and depthwise convs therefore also get one
+*off-layout* grid per unit in ``LAYOUT_UNITS``, measured ``unit`` channels below each aligned
+input value (ends and middle only); a query uses the grid of the largest unit dividing its input
+channels.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from latbench.arch.spec import LayerSpec
 ONE_D_OPS = ("dwconv", "maxpool", "avgpool", "gap", "add", "mul", "bn", "act")
 #: ops whose kernel changes when input channels leave the engine's blocked layout
 LAYOUT_OPS = ("conv", "dwconv")
+#: sub-block channel multiples probed off the blocked layout (ONNX Runtime runs multiples of 4 on
+#: its blocked kernels with a reorder in front, other widths on a plain NCHW conv)
+LAYOUT_UNITS = (4, 1)
 UNALIGNED_PASSES = 2
 PASS_FRACTIONS = {1: (0.0, 1.0), 2: (0.5,), 3: (0.25, 0.75)}
 MIN_FRACTION = 0.1
@@ -73,7 +78,7 @@ class Grid:
     template: LayerSpec  # the layer at full width
     in_values: tuple[tuple[int, int], ...]
     out_values: tuple[tuple[int, int], ...]
-    unaligned_in: tuple[tuple[int, int], ...] = ()
+    off_layout: tuple[tuple[int, tuple[tuple[int, int], ...]], ...] = ()  # (unit, input values)
 
     @property
     def one_d(self) -> bool:
@@ -84,18 +89,18 @@ class Grid:
 
     def points(self) -> list[tuple[LayerSpec, int]]:
         """(spec, pass) for every grid point, aligned grid first."""
+        off = [v for _, values in self.off_layout for v in values]
         if self.one_d:
-            values = [*self.in_values, *self.unaligned_in]
-            return [(with_channels(self.template, c, c), p) for c, p in values]
+            return [(with_channels(self.template, c, c), p) for c, p in (*self.in_values, *off)]
         aligned = [(with_channels(self.template, ci, co), max(pi, po))
                    for ci, pi in self.in_values for co, po in self.out_values]
         return aligned + [(with_channels(self.template, ci, co), max(pi, po))
-                          for ci, pi in self.unaligned_in for co, po in self.unaligned_out()]
+                          for ci, pi in off for co, po in self.unaligned_out()]
 
     def to_dict(self) -> dict:
         return {"key": self.key, "template": self.template.to_dict(),
                 "in_values": [list(v) for v in self.in_values], "out_values": [list(v) for v in self.out_values],
-                "unaligned_in": [list(v) for v in self.unaligned_in]}
+                "off_layout": [[unit, [list(v) for v in values]] for unit, values in self.off_layout]}
 
 
 def layer_grids(archs: list[Arch], step: int, passes: int = 3) -> list[Grid]:
@@ -111,12 +116,14 @@ def layer_grids(archs: list[Arch], step: int, passes: int = 3) -> list[Grid]:
             if ident in grids:
                 continue
             in_values = tuple(axis_values(spec.in_channels, step, in_fixed, passes))
-            unaligned = ()
+            off: list[tuple[int, tuple[tuple[int, int], ...]]] = []
             if spec.op in LAYOUT_OPS and not in_fixed and step > 1:
-                unaligned = tuple((c - 1, p) for c, p in in_values if c > step and p <= UNALIGNED_PASSES)
+                for unit in (u for u in LAYOUT_UNITS if u < step):
+                    off.append((unit, tuple((c - unit, p) for c, p in in_values
+                                            if c > step and p <= UNALIGNED_PASSES)))
             grids[ident] = Grid(
                 key=shape_key(spec), template=spec, in_values=in_values,
-                out_values=tuple(axis_values(spec.out_channels, step, out_fixed, passes)), unaligned_in=unaligned,
+                out_values=tuple(axis_values(spec.out_channels, step, out_fixed, passes)), off_layout=tuple(off),
             )
     return list(grids.values())
 
