@@ -3,7 +3,9 @@
 Held-out random-width (and some block-removed) variants of each profiled family are drawn with
 a seed the profiler never used, deployed on the profile's backend, and measured *interleaved*
 (``latbench.measure.compare``: round-robin blocks, so machine drift hits every network alike).
-Both predictors then predict every network; the script reports share within +-5% / +-10%,
+The full-width network of each family is measured in the same run; the ``+rescaled``
+predictors scale each family by measured / predicted for it (one measurement per family, the
+machine's speed now). Every predictor then predicts every network; the script reports share within +-5% / +-10%,
 RMSPE, Spearman, 90%-interval coverage, profiling wall time and batched predictions per second,
 writes JSON and a predicted-vs-measured scatter plot.
 
@@ -24,7 +26,7 @@ from latbench.backends import require_backend
 from latbench.device_profile import DeviceProfile, list_profiles
 from latbench.measure import MeasureSettings, compare
 from latbench.models import build_candidate
-from latbench.predictors import PREDICTORS, accuracy
+from latbench.predictors import PREDICTORS, Rescaled, accuracy
 from latbench.profiler.plan import network_variants
 from latbench.profiler.run import ProfileSettings, profile_device
 
@@ -65,11 +67,12 @@ def plot(rows: list[dict], metrics: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(PREDICTORS), figsize=(6 * len(PREDICTORS), 5.2), sharex=True, sharey=True)
+    kinds = ["lut", "lut+rescaled", "flops"]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 5.2), sharex=True, sharey=True)
     measured = np.array([r["measured_us"] for r in rows]) / 1e3
     lim = (measured.min() * 0.7, measured.max() * 1.4)
     line = np.geomspace(*lim, 50)
-    for ax, kind in zip(axes, PREDICTORS, strict=True):
+    for ax, kind in zip(axes, kinds, strict=True):
         for fam, marker in zip(FAMILIES, "osD", strict=True):
             sel = [r for r in rows if r["family"] == fam]
             ax.scatter([r["measured_us"] / 1e3 for r in sel], [r[f"{kind}_us"] / 1e3 for r in sel], s=22,
@@ -112,6 +115,9 @@ def main() -> None:
         base = profile.family_archs[fam]
         variants += [(fam, v) for v in network_variants(fam, base, args.per_family + 1, seed=1000)[1:]]
     runnables, archs = {}, []
+    for fam in FAMILIES:  # the full-width network of each family, for the rescaled predictors
+        runnables[f"anchor:{fam}"] = backend.deploy(build_candidate(fam, profile.family_archs[fam]),
+                                                    torch.randn(*profile.family_archs[fam].base.input_shape))
     for i, (fam, v) in enumerate(variants):
         arch = v.arch(profile.family_archs[fam])
         x = torch.randn(*arch.base.input_shape)
@@ -119,13 +125,17 @@ def main() -> None:
         archs.append(arch)
     print(f"measuring {len(runnables)} held-out networks interleaved (budget {args.budget:.0f} s) ...", flush=True)
     result = compare(runnables, MeasureSettings(target_rel_ci=0.02, budget_s=args.budget), min_rounds=10)
-    measured = np.array([result.measurements[name].median_us for name in runnables])
+    names = [n for n in runnables if not n.startswith("anchor:")]
+    measured = np.array([result.measurements[name].median_us for name in names])
+    anchors = [(profile.family_archs[f], result.measurements[f"anchor:{f}"].median_us) for f in FAMILIES]
+    predictors = {k: profile.predictor(k) for k in PREDICTORS}
+    predictors |= {f"{k}+rescaled": Rescaled(profile.predictor(k), anchors) for k in PREDICTORS}
 
     rows = [{"family": fam, "removed": list(v.removed), "flops": a.flops(), "measured_us": float(m)}
             for (fam, v), a, m in zip(variants, archs, measured, strict=True)]
     metrics, per_family = {}, {}
-    for kind in PREDICTORS:
-        pred, sig = profile.predictor(kind).predict_many(archs)
+    for kind, predictor in predictors.items():
+        pred, sig = predictor.predict_many(archs)
         for r, v in zip(rows, pred, strict=True):
             r[f"{kind}_us"] = float(v)
         metrics[kind] = accuracy(pred, measured, sig)
@@ -143,9 +153,9 @@ def main() -> None:
     out.write_text(json.dumps(report, indent=2) + "\n")
     plot(rows, metrics, out.with_suffix(".png"))
     print(f"\nprofile {profile.name}: profiled in {report['profiling_wall_time_min']:.1f} min")
-    print(f"{'':16}{'LUT':>10}{'FLOPs':>10}")
+    print(f"{'':16}" + "".join(f"{k:>16}" for k in metrics))
     for key in ("within_5pct", "within_10pct", "rmspe", "spearman", "coverage_90"):
-        print(f"{key:16}" + "".join(f"{metrics[k][key]:10.3f}" for k in PREDICTORS))
+        print(f"{key:16}" + "".join(f"{metrics[k][key]:16.3f}" for k in metrics))
     print("LUT predictions/s: " + ", ".join(f"{f} {r:,.0f}" for f, r in rate.items()))
     print(f"wrote {out} and {out.with_suffix('.png')}")
 

@@ -203,6 +203,21 @@ def test_lut_prediction_is_close_to_a_measurement(tiny_profile):
     assert abs(profile.predictor("lut").predict(cand).latency_us / measured - 1) < 0.5  # sanity, not the benchmark
 
 
+def test_rescaled_predictor_follows_a_reference_measured_now(tiny_profile):
+    from latbench.predictors import Rescaled
+
+    profile = DeviceProfile.load(tiny_profile)
+    lut = profile.predictor("lut")
+    base = trace(build_model("smallconv"), torch.zeros(1, 3, 32, 32), "smallconv")
+    small = base.with_widths({g.id: max(1, g.channels // 2) for g in base.prunable_groups})
+    full_now = 1.3 * lut.predict(base).latency_us  # the machine is 30% slower than when profiled
+    rescaled = Rescaled(lut, [(base, full_now)])
+    assert rescaled.predict(base).latency_us == pytest.approx(full_now)
+    assert rescaled.predict(small).latency_us == pytest.approx(1.3 * lut.predict(small).latency_us)
+    other = trace(build_model("smallconv", width=8), torch.zeros(1, 3, 32, 32), "smallconv-8")
+    assert rescaled._factor([other])[0] == 1.0  # no reference for that base: unchanged
+
+
 def test_unprofiled_layers_are_named(tiny_profile):
     profile = DeviceProfile.load(tiny_profile)
     arch = trace(build_model("resnet20"), torch.zeros(1, 3, 32, 32), "resnet20")

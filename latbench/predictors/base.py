@@ -68,3 +68,34 @@ def accuracy(predicted: np.ndarray, measured: np.ndarray, rel_sigma: np.ndarray 
         lo, hi = interval(predicted, rel_sigma)
         out["coverage_90"] = float(np.mean((measured >= lo) & (measured <= hi)))
     return out
+
+
+class Rescaled:
+    """A predictor scaled, per base architecture, by measurements taken now.
+
+    A shared machine's speed drifts between profiling and use. Measuring one network of a family
+    now (typically its full-width network) and scaling that family's predictions by measured /
+    predicted brings the profile to the machine's current state and keeps its relative
+    structure. Families without a reference keep the profile's absolute scale.
+    """
+
+    def __init__(self, inner, references: list[tuple[Any, float]]) -> None:
+        self.inner = inner
+        self.name = f"{inner.name}+rescaled"
+        predicted, _ = inner.predict_many([arch for arch, _ in references])
+        self.factors = {arch.base.digest: measured / p for (arch, measured), p in zip(references, predicted,
+                                                                                     strict=True)}
+        self.calibration = {**inner.calibration, "rescale_factors": list(self.factors.values())}
+
+    def _factor(self, archs) -> np.ndarray:
+        return np.array([self.factors.get(a.base.digest, 1.0) for a in archs])
+
+    def predict_many(self, archs) -> tuple[np.ndarray, np.ndarray]:
+        latency, sigma = self.inner.predict_many(archs)
+        return latency * self._factor(archs), sigma
+
+    def predict(self, arch) -> Prediction:
+        p = self.inner.predict(arch)
+        f = float(self._factor([arch])[0])
+        return Prediction(p.latency_us * f, p.low_us * f, p.high_us * f, p.rel_sigma, self.name,
+                          [{**row, "latency_us": row["latency_us"] * f} for row in p.breakdown], p.notes)

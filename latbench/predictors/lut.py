@@ -99,6 +99,8 @@ def _table(grid, ins: list[int], outs: list[int], measured: dict[str, float]) ->
     from latbench.profiler.plan import spec_key, with_channels
 
     outs = outs if not grid.one_d else [0]
+    if not ins or not outs:
+        return None
     table = np.array([[measured.get(spec_key(with_channels(grid.template, ci, ci if grid.one_d else co)), np.nan)
                        for co in outs] for ci in ins])
     keep_in = ~np.isnan(table).any(axis=1)
@@ -165,7 +167,7 @@ class LutPredictor:
             if aligned is not None:
                 tables = ((unit, _table(grid, [c for c, _ in values], [c for c, _ in grid.unaligned_out()], measured))
                           for unit, values in grid.off_layout)
-                aligned.off_layout = tuple(sorted(((u, t) for u, t in tables if t is not None), reverse=True))
+                aligned.off_layout = tuple(sorted(((u, t) for u, t in tables if t is not None), key=lambda ut: -ut[0]))
                 grids[g["key"]].append(aligned)
         return cls(dict(grids), int(meta["plan"]["step"]), float(meta.get("overhead_us", 0.0)))
 
