@@ -1,7 +1,8 @@
 """How well does a device profile predict networks it never saw? LUT vs FLOPs, side by side.
 
 Held-out random-width (and some block-removed) variants of each profiled family are drawn with
-a seed the profiler never used, deployed on the profile's backend, and measured *interleaved*
+a seed the profiler never used (a third with widths on multiples of the profile's step, as
+group-wise pruners produce), deployed on the profile's backend, and measured *interleaved*
 (``latbench.measure.compare``: round-robin blocks, so machine drift hits every network alike).
 The full-width network of each family is measured in the same run; the ``+rescaled``
 predictors scale each family by measured / predicted for it (one measurement per family, the
@@ -113,7 +114,8 @@ def main() -> None:
     variants = []
     for fam in FAMILIES:
         base = profile.family_archs[fam]
-        variants += [(fam, v) for v in network_variants(fam, base, args.per_family + 1, seed=1000)[1:]]
+        variants += [(fam, v) for v in network_variants(fam, base, args.per_family + 1, seed=1000,
+                                                        align=int(profile.meta["plan"]["step"]))[1:]]
     runnables, archs = {}, []
     for fam in FAMILIES:  # the full-width network of each family, for the rescaled predictors
         runnables[f"anchor:{fam}"] = backend.deploy(build_candidate(fam, profile.family_archs[fam]),

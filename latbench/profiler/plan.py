@@ -70,6 +70,15 @@ def axis_values(full: int, step: int, fixed: bool, passes: int = 3) -> list[tupl
     return sorted(out.items())
 
 
+def sub_step_values(step: int, unit: int, full: int) -> list[tuple[int, int]]:
+    """Widths below one step on the off-layout grid of ``unit`` (first pass), so narrow layers are
+    not clamped to a whole step: a quarter and half of a step for sub-block units, one below half
+    and one below a full step for unit 1."""
+    fractions = (0.25, 0.5) if unit > 1 else (0.5, 1.0)
+    values = {max(unit, round(f * step)) - (1 if unit == 1 else 0) for f in fractions}
+    return [(v, 1) for v in sorted(values) if v % step and 0 < v < full]
+
+
 @dataclass(frozen=True)
 class Grid:
     """A lookup grid for one distinct layer: its shape key, full widths, and axis values."""
@@ -119,8 +128,11 @@ def layer_grids(archs: list[Arch], step: int, passes: int = 3) -> list[Grid]:
             off: list[tuple[int, tuple[tuple[int, int], ...]]] = []
             if spec.op in LAYOUT_OPS and not in_fixed and step > 1:
                 for unit in (u for u in LAYOUT_UNITS if u < step):
-                    off.append((unit, tuple((c - unit, p) for c, p in in_values
-                                            if c > step and p <= UNALIGNED_PASSES)))
+                    values = dict(sub_step_values(step, unit, spec.in_channels))
+                    for c, p in in_values:
+                        if c > step and p <= UNALIGNED_PASSES:
+                            values.setdefault(c - unit, p)
+                    off.append((unit, tuple(sorted(values.items()))))
             grids[ident] = Grid(
                 key=shape_key(spec), template=spec, in_values=in_values,
                 out_values=tuple(axis_values(spec.out_channels, step, out_fixed, passes)), off_layout=tuple(off),
@@ -156,16 +168,19 @@ class NetworkVariant:
 
 
 def network_variants(family: str, base: Arch, count: int, seed: int = 0, valid_every: int = 4,
-                     low: float = 0.3) -> list[NetworkVariant]:
+                     low: float = 0.3, align: int = 1) -> list[NetworkVariant]:
     """The full network, then random-width variants (keep ratio ~ U(low, 1) per group), about a
-    third of them with 1-3 removable blocks dropped. Every ``valid_every``-th is held out."""
+    third of them with 1-3 removable blocks dropped. Every third variant has its widths rounded
+    to multiples of ``align`` (as group-wise pruners produce); every ``valid_every``-th is held out."""
     rng = random.Random(f"{family}-{seed}")
     removable = [b.name for b in base.blocks if b.removable]
     out = [NetworkVariant(family, base.width_tuple, (), "calib")]
     while len(out) < count:
         widths = list(base.width_tuple)
+        aligned = align > 1 and len(out) % 3 == 2
         for g in base.prunable_groups:
-            widths[g.id] = max(1, round(g.channels * rng.uniform(low, 1.0)))
+            w = max(1, round(g.channels * rng.uniform(low, 1.0)))
+            widths[g.id] = min(g.channels, max(align, round(w / align) * align)) if aligned else w
         removed: tuple[str, ...] = ()
         if removable and rng.random() < 0.35:
             removed = tuple(sorted(rng.sample(removable, min(len(removable), rng.randint(1, 3)))))

@@ -179,7 +179,7 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
         archs = {fam: trace_family(fam, settings.batch) for fam in settings.families}
         grids = layer_grids(list(archs.values()), step, settings.passes)
         samples = layer_samples(grids)
-        variants = _interleave([network_variants(f, a, settings.networks_per_family, settings.seed)
+        variants = _interleave([network_variants(f, a, settings.networks_per_family, settings.seed, align=step)
                                 for f, a in archs.items()])
         meta["plan"] = {"step": step, "grids": [g.to_dict() for g in grids], "layer_samples": len(samples),
                         "network_variants": len(variants)}
