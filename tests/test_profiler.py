@@ -277,6 +277,27 @@ def test_fingerprint_mismatch_warns_and_strict_refuses(tiny_profile, tmp_path):
 
 
 # --- plan ------------------------------------------------------------------------------------------
+def test_narrow_layers_get_off_layout_points_below_one_step():
+    arch = trace(build_model("resnet20"), torch.zeros(1, 3, 32, 32), "resnet20")
+    stage1 = next(g for g in layer_grids([arch], step=16) if g.template.in_channels == 16
+                  and g.template.op == "conv" and g.template.in_hw == (32, 32) and g.template.out_channels == 16)
+    units = dict(stage1.off_layout)
+    assert [c for c, _ in units[4]] == [4, 8] and [c for c, _ in units[1]] == [7, 15]
+    assert stage1.in_values == ((16, 1),)
+
+
+def test_every_third_variant_sits_on_step_multiples():
+    from latbench.profiler.plan import network_variants
+
+    base = trace(build_model("resnet20"), torch.zeros(1, 3, 32, 32), "resnet20")
+    variants = network_variants("resnet20", base, 12, align=16)
+    prunable = [g.id for g in base.prunable_groups]
+    for i, v in enumerate(variants[1:], start=1):
+        on_steps = all(v.widths[g] % 16 == 0 for g in prunable)
+        assert on_steps if i % 3 == 2 else True
+    assert sum(all(v.widths[g] % 16 == 0 for g in prunable) for v in variants[1:]) >= 3
+
+
 def test_plan_covers_every_layer_of_the_families():
     archs = [trace(build_model(n), torch.zeros(1, 3, 32, 32), n) for n in ("resnet20", "vgg16")]
     grids = layer_grids(archs, step=16)
