@@ -275,7 +275,9 @@ class LutPredictor:
         breakdown = [{"layer": names[j], "latency_us": float(lat[0, j] * scale[j]),
                       "share": float(lat[0, j] / lat[0].sum()) if lat[0].sum() else 0.0}
                      for j in range(len(names)) if batch.active[0, j]]
-        notes = [f"{names[j]}: channels outside the profiled range, clamped" for j in np.flatnonzero(oor[0])]
+        clamped = [names[j] for j in np.flatnonzero(oor[0])]
+        notes = [f"{len(clamped)} layer(s) with channels outside the profiled range, clamped (uncertainty widened): "
+                 f"{', '.join(clamped[:4])}{' ...' if len(clamped) > 4 else ''}"] if clamped else []
         return Prediction(float(pred), float(lo[0]), float(hi[0]), float(sig), self.name, breakdown, notes)
 
 
