@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latbench.backends import require_backend
 from latbench.device_profile import DeviceProfile, list_profiles
 from latbench.measure import MeasureSettings, compare
 from latbench.models import build_candidate
@@ -108,9 +107,7 @@ def main() -> None:
 
     folder = find_or_build(args.profile, args.profile_budget_min)
     profile = DeviceProfile.load(folder)
-    s = profile.meta["settings"]
-    backend = require_backend(s["backend"], device=s.get("device"), threads=s.get("threads"),
-                              precision=s.get("precision"))
+    backend = profile.backend()
     variants = []
     for fam in FAMILIES:
         base = profile.family_archs[fam]

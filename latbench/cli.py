@@ -318,16 +318,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _measure_candidate(profile, name: str, arch, shape) -> float:
     import torch
 
-    from latbench.backends import require_backend
     from latbench.measure import MeasureSettings, measure
     from latbench.models import REGISTRY, build_candidate
 
     if name not in REGISTRY:
         raise UsageError(f"--measure rebuilds built-in networks only; {name} is not one")
-    s = profile.meta["settings"]
-    backend = require_backend(s["backend"], device=s.get("device"), threads=s.get("threads"),
-                              precision=s.get("precision"))
-    runnable = backend.deploy(build_candidate(name, arch), torch.randn(*shape))
+    runnable = profile.backend().deploy(build_candidate(name, arch), torch.randn(*shape))
     return _measure_with_progress(measure, runnable, MeasureSettings(), name).median_us
 
 

@@ -120,12 +120,17 @@ class DeviceProfile:
     def name(self) -> str:
         return self.meta.get("name", self.path.name)
 
-    def current_fingerprint(self) -> dict[str, Any]:
-        from latbench.backends import get_backend
+    def backend(self, require: bool = True):
+        """The backend this profile was made with, configured the same way (device, threads,
+        precision). With ``require``, a backend that cannot run here is a one-line error."""
+        from latbench.backends import get_backend, require_backend
 
         s = self.meta["settings"]
-        backend = get_backend(s["backend"], device=s.get("device"), threads=s.get("threads"),
-                              precision=s.get("precision"))
+        make = require_backend if require else get_backend
+        return make(s["backend"], device=s.get("device"), threads=s.get("threads"), precision=s.get("precision"))
+
+    def current_fingerprint(self) -> dict[str, Any]:
+        backend = self.backend(require=False)
         reason = backend.unavailable_reason()
         if reason is not None:
             return {"unavailable": reason}

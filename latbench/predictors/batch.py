@@ -58,3 +58,12 @@ class CandidateBatch:
                 macs = s.batch * oh * ow * self.cout[:, j] * per_group_in * s.kernel[0] * s.kernel[1]
             total += np.where(self.active[:, j], 2.0 * macs, 0.0)
         return total
+
+
+def group_by_base(archs: Sequence[Arch]) -> tuple[list[list[Arch]], np.ndarray]:
+    """Candidates grouped by base (first-seen order) and the original index of each, grouped."""
+    groups: dict[str, list[int]] = {}
+    for i, a in enumerate(archs):
+        groups.setdefault(a.base.digest, []).append(i)
+    order = np.array([i for idx in groups.values() for i in idx], dtype=np.int64)
+    return [[archs[i] for i in idx] for idx in groups.values()], order

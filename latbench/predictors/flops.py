@@ -9,8 +9,7 @@ import numpy as np
 
 from latbench.arch import Arch
 from latbench.predictors.base import Prediction, fit_relative, interval
-from latbench.predictors.batch import CandidateBatch
-from latbench.predictors.lut import _by_base
+from latbench.predictors.batch import CandidateBatch, group_by_base
 
 
 class FlopsPredictor:
@@ -22,7 +21,7 @@ class FlopsPredictor:
         self.calibration: dict[str, Any] = {"intercept_us": 0.0, "us_per_mflop": 0.0, "rel_sigma": 0.0}
 
     def _mflops(self, archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray]:
-        groups, order = _by_base(archs)
+        groups, order = group_by_base(archs)
         return np.concatenate([CandidateBatch.of(g).flops() for g in groups]) / 1e6, order
 
     def fit(self, archs: Sequence[Arch], measured_us: np.ndarray) -> None:

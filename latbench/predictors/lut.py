@@ -47,9 +47,10 @@ from latbench.arch import Arch, ArchBase
 from latbench.arch.spec import LayerSpec
 from latbench.errors import LatbenchError
 from latbench.predictors.base import Prediction, fit_relative, interval
-from latbench.predictors.batch import CandidateBatch
+from latbench.predictors.batch import CandidateBatch, group_by_base
 
-#: calibration features: intercept, summed layer latency per op kind, number of active layers
+#: calibration features: intercept, summed layer latency per op kind, number of active layers,
+#: summed latency of layers whose input channels are off the engine's blocked layout
 FEATURES = ("intercept_us", "conv", "pointwise", "depthwise", "eltwise", "other", "per_layer_us", "off_layout_us")
 
 
@@ -227,48 +228,58 @@ class LutPredictor:
 
     def features(self, batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(N, len(FEATURES)) calibration features, (N, kinds) uncertainty, out-of-range flags."""
-        lat, unc, oor, off_layout = self.layer_latency(batch)
+        lookup = self.layer_latency(batch)
+        feats, unc = self._features(batch, lookup)
+        return feats, unc, lookup.out_of_range
+
+    @staticmethod
+    def _features(batch: CandidateBatch, lookup: LayerLookup) -> tuple[np.ndarray, np.ndarray]:
+        lat, unc = lookup.latency, lookup.uncertainty
         kinds = np.array([_kind(layer.spec) for layer in batch.base.layers])
         feats = np.zeros((len(lat), len(FEATURES)))
         feats[:, 0] = 1.0
         feats[:, 6] = batch.active.sum(axis=1)
-        feats[:, 7] = (lat * off_layout).sum(axis=1)
+        feats[:, 7] = (lat * lookup.off_layout).sum(axis=1)
         unc_by_kind = np.zeros((len(lat), len(FEATURES)))
         for k in range(1, 6):
             feats[:, k] = lat[:, kinds == k].sum(axis=1)
             unc_by_kind[:, k] = np.sqrt((unc[:, kinds == k] ** 2).sum(axis=1))
-        return feats, unc_by_kind, oor
+        return feats, unc_by_kind
 
     def fit(self, archs: Sequence[Arch], measured_us: np.ndarray) -> None:
-        groups, order = _by_base(archs)
+        groups, order = group_by_base(archs)
         feats = np.concatenate([self.features(CandidateBatch.of(group))[0] for group in groups])
         coef, sigma = fit_relative(feats, np.asarray(measured_us, dtype=float)[order], nonnegative=True)
         self.calibration = {"coefficients": dict(zip(FEATURES, map(float, coef), strict=True)), "rel_sigma": sigma,
                             "n": len(order)}
 
     # --- prediction --------------------------------------------------------------------------
+    def _calibrated(self, batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, LayerLookup]:
+        """(latency_us, rel_sigma) of every candidate in ``batch``, and the layer lookup behind them."""
+        c = self.calibration
+        coef = np.array([c["coefficients"][f] for f in FEATURES])
+        lookup = self.layer_latency(batch)
+        feats, unc = self._features(batch, lookup)
+        pred = feats @ coef
+        interp = np.sqrt(((unc * coef) ** 2).sum(axis=1)) / np.maximum(pred, 1e-9)
+        return pred, np.sqrt(c["rel_sigma"] ** 2 + interp**2), lookup
+
     def predict_many(self, archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray]:
         """(latency_us, rel_sigma), each (N,), in the order of ``archs``."""
-        groups, order = _by_base(archs)
+        groups, order = group_by_base(archs)
         lat = np.empty(len(archs))
         sig = np.empty(len(archs))
         pos = 0
-        c = self.calibration
-        coef = np.array([c["coefficients"][f] for f in FEATURES])
         for group in groups:
-            feats, unc, _ = self.features(CandidateBatch.of(group))
-            pred = feats @ coef
             idx = order[pos:pos + len(group)]
-            lat[idx] = pred
-            interp = np.sqrt(((unc * coef) ** 2).sum(axis=1)) / np.maximum(pred, 1e-9)
-            sig[idx] = np.sqrt(c["rel_sigma"] ** 2 + interp**2)
+            lat[idx], sig[idx], _ = self._calibrated(CandidateBatch.of(group))
             pos += len(group)
         return lat, sig
 
     def predict(self, arch: Arch) -> Prediction:
         batch = CandidateBatch.of([arch])
-        lat, _, oor, _ = self.layer_latency(batch)
-        (pred,), (sig,) = self.predict_many([arch])
+        (pred,), (sig,), lookup = self._calibrated(batch)
+        lat, oor = lookup.latency, lookup.out_of_range
         lo, hi = interval(np.array([pred]), np.array([sig]))
         names = [layer.name for layer in arch.base.layers]
         scale = [self.calibration["coefficients"][FEATURES[_kind(layer.spec)]] for layer in arch.base.layers]
@@ -279,12 +290,3 @@ class LutPredictor:
         notes = [f"{len(clamped)} layer(s) with channels outside the profiled range, clamped (uncertainty widened): "
                  f"{', '.join(clamped[:4])}{' ...' if len(clamped) > 4 else ''}"] if clamped else []
         return Prediction(float(pred), float(lo[0]), float(hi[0]), float(sig), self.name, breakdown, notes)
-
-
-def _by_base(archs: Sequence[Arch]) -> tuple[list[list[Arch]], np.ndarray]:
-    """Candidates grouped by base (first-seen order) and the original index of each, grouped."""
-    groups: dict[str, list[int]] = {}
-    for i, a in enumerate(archs):
-        groups.setdefault(a.base.digest, []).append(i)
-    order = np.array([i for idx in groups.values() for i in idx], dtype=np.int64)
-    return [[archs[i] for i in idx] for idx in groups.values()], order

@@ -5,9 +5,9 @@ reference layer re-measured every ``REFERENCE_EVERY`` samples to track the machi
 whole-network variants (measured interleaved, by default all in one round-robin run so that
 every network sees the same machine; with ``chunk`` > 0 in chunks, each with the full-width
 network of every family as an anchor to bring chunks to one machine state), then the
-predictors' calibration and validation. Layer rows are journaled one by one; network rows when
-their chunk completes, so a run killed during a chunk measures that chunk again. Rows go to ``layers.csv`` and
-``models.csv`` as they are measured; ``profile.json`` holds settings, plan, timings and metrics.
+predictors' calibration and validation. Layer rows go to ``layers.csv`` one by one as they are
+measured; network rows go to ``models.csv`` when their chunk completes, so a run killed during a
+chunk measures that chunk again. ``profile.json`` holds settings, plan, timings and metrics.
 Re-running the same command on the same folder resumes where it stopped.
 """
 
@@ -77,9 +77,10 @@ class ProfileSettings:
 
 
 def spec_row(spec: LayerSpec) -> dict[str, Any]:
+    """A spec as CSV cells: pairs as ``3x3``, the epilogue as ``bn+relu``."""
     d = spec.to_dict()
-    return {k: "x".join(map(str, d[k])) if isinstance(d[k], list) and k != "epilogue" else
-            ("+".join(d[k]) if k == "epilogue" else d[k]) for k in SPEC_COLUMNS}
+    d["epilogue"] = "+".join(d["epilogue"])
+    return {k: "x".join(map(str, d[k])) if isinstance(d[k], list) else d[k] for k in SPEC_COLUMNS}
 
 
 def measurement_row(m) -> dict[str, Any]:
@@ -268,14 +269,14 @@ def _measure_chunk(backend, archs: dict[str, Arch], chunk: list[NetworkVariant],
     from latbench.models import build_candidate
 
     members = {f"anchor:{f}": v for f, v in anchors.items()} | {v.key: v for v in chunk}
-    runnables = {}
-    for name, v in members.items():
-        arch = v.arch(archs[v.family])
-        runnables[name] = backend.deploy(build_candidate(v.family, arch), torch.randn(*arch.base.input_shape))
+    candidates = {name: v.arch(archs[v.family]) for name, v in members.items()}
+    runnables = {name: backend.deploy(build_candidate(members[name].family, arch),
+                                      torch.randn(*arch.base.input_shape))
+                 for name, arch in candidates.items()}
     budget = max(NETWORK_SETTINGS.budget_s, NETWORK_SECONDS_EACH * len(runnables))
     result = compare(runnables, replace(NETWORK_SETTINGS, budget_s=budget), min_rounds=8)
     for v in chunk:
-        arch = v.arch(archs[v.family])
+        arch = candidates[v.key]
         journal.append({"key": v.key, "family": v.family, "split": v.split,
                         "widths": " ".join(map(str, v.widths)), "removed": ";".join(v.removed),
                         "flops": arch.flops(), "params": arch.params(),
