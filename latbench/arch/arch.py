@@ -30,22 +30,24 @@ class ArchError(LatbenchError):
 class Layer:
     """One layer of the traced network. Channel counts come from groups: a layer reads the
     channels of ``in_groups`` (several when its input is a concatenation) and writes those of
-    ``out_groups`` (its input's groups for depthwise convs and element-wise ops)."""
+    ``out_groups`` (its input's groups for depthwise convs and element-wise ops). ``inputs`` are the
+    indices of the layers whose outputs it reads, -1 for the network input (empty when unknown)."""
 
     name: str
     spec: LayerSpec
     in_groups: tuple[int, ...]
     out_groups: tuple[int, ...]
     block: str | None = None
+    inputs: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "spec": self.spec.to_dict(), "in_groups": list(self.in_groups),
-                "out_groups": list(self.out_groups), "block": self.block}
+                "out_groups": list(self.out_groups), "block": self.block, "inputs": list(self.inputs)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Layer:
         return cls(d["name"], LayerSpec.from_dict(d["spec"]), tuple(d["in_groups"]), tuple(d["out_groups"]),
-                   d.get("block"))
+                   d.get("block"), tuple(d.get("inputs", ())))
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ class _Tracer:
         self.chan: dict[fx.Node, tuple[int, ...]] = {}
         self.mult: dict[fx.Node, int] = {}
         self.producer: dict[fx.Node, int] = {}  # node -> index of the layer whose output it is
+        self.sources: dict[fx.Node, tuple[int, ...]] = {}  # node -> layers whose outputs it carries (-1: input)
         self.layers: list[dict[str, Any]] = []
         self.adds: list[fx.Node] = []
         self.dtype = str(example.dtype).replace("torch.", "")
@@ -120,9 +121,12 @@ class _Tracer:
     def add_layer(self, node: fx.Node, name: str, spec_kwargs: dict[str, Any], in_groups: tuple[int, ...],
                   out_groups: tuple[int, ...]) -> None:
         batch = self.shape(node.args[0])[0] if node.args and isinstance(node.args[0], fx.Node) else 1
+        inputs = tuple(dict.fromkeys(i for a in node.all_input_nodes for i in self.sources.get(a, ())))
         self.layers.append({"name": name, "node": node, "in_groups": in_groups, "out_groups": out_groups,
+                            "inputs": inputs,
                             "spec": dict(spec_kwargs, batch=int(batch), dtype=self.dtype, epilogue=[])})
         self.producer[node] = len(self.layers) - 1
+        self.sources[node] = (len(self.layers) - 1,)
         self.chan[node] = out_groups
 
     def fuse(self, node: fx.Node, src: fx.Node, what: str) -> bool:
@@ -137,12 +141,14 @@ class _Tracer:
             return False
         layer["spec"]["epilogue"].append(what)
         self.producer[node] = idx
+        self.sources[node] = (idx,)
         self.chan[node] = self.chan[src]
         self.mult[node] = self.mult.get(src, 1)
         return True
 
     def passthrough(self, node: fx.Node, src: fx.Node) -> None:
         self.chan[node] = self.chan[src]
+        self.sources[node] = self.sources.get(src, ())
         self.mult[node] = self.mult.get(src, 1)
 
     def function_layer_name(self, node: fx.Node, op: str) -> str:
@@ -243,6 +249,7 @@ class _Tracer:
             if dim != 1:
                 raise self.unsupported(node, f"cat along dim {dim}; only channels (dim=1)")
             self.chan[node] = tuple(g for t in node.args[0] for g in self.chan[t])
+            self.sources[node] = tuple(dict.fromkeys(i for t in node.args[0] for i in self.sources.get(t, ())))
         elif target in GAP_FUNCTIONS or (node.op == "call_method" and target == "mean"):
             rank = len(self.shape(node))
             if rank not in (2, 4) or (rank == 4 and self.hw(node) != (1, 1)):
@@ -277,6 +284,7 @@ class _Tracer:
             if node.op == "placeholder":
                 shape = self.shape(node)
                 self.chan[node] = (self.uf.new(int(shape[1]) if len(shape) > 1 else 1, "input", fixed=True),)
+                self.sources[node] = (-1,)
             elif node.op == "call_module":
                 self.visit_module(node)
             elif node.op in ("call_function", "call_method"):
@@ -332,7 +340,7 @@ class _Tracer:
             spec = dict(layer["spec"])
             spec["epilogue"] = tuple(spec["epilogue"])
             layers.append(Layer(layer["name"], LayerSpec(**spec), canon(layer["in_groups"]),
-                                canon(layer["out_groups"]), layer_block.get(i)))
+                                canon(layer["out_groups"]), layer_block.get(i), layer["inputs"]))
         groups = []
         for r in roots:
             writers = tuple(layer.name for layer in layers if renum[r] in layer.out_groups
