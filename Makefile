@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 
 install: $(STAMP)
 
-PROFILE ?= device_profiles/amd-epyc-2t-onnxruntime-fp32-bs1
+PROFILE ?= device_profiles/amd-epyc-1t-onnxruntime-fp32-bs1
 
 demo: $(STAMP)
 	$(VENV)/bin/latbench backends

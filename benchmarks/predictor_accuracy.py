@@ -4,13 +4,17 @@ Held-out random-width (and some block-removed) variants of each profiled family 
 a seed the profiler never used (a third with widths on multiples of the profile's step, as
 group-wise pruners produce), deployed on the profile's backend, and measured *interleaved*
 (``latbench.measure.compare``: round-robin blocks, so machine drift hits every network alike).
-The full-width network of each family is measured in the same run; the ``+rescaled``
-predictors scale each family by measured / predicted for it (one measurement per family, the
-machine's speed now). Every predictor then predicts every network; the script reports share within +-5% / +-10%,
+Five reference networks per family (its full-width network and four of the profile's own
+calibration networks) are measured in the same run; the ``+rescaled`` predictors scale each
+family by the median of measured / predicted over them (the machine's speed now, see
+``Rescaled``). Every predictor then predicts every network; the script reports share within +-5% / +-10%,
 RMSPE, Spearman, 90%-interval coverage, profiling wall time and batched predictions per second,
 writes JSON and a predicted-vs-measured scatter plot.
 
-    python benchmarks/predictor_accuracy.py [--profile DIR] [--per-family 24] [--budget 240]
+    python benchmarks/predictor_accuracy.py [--profile DIR] [--per-family 24] [--budget 240] [--reuse]
+
+``--reuse`` keeps the networks and measurements of the existing result file and only predicts
+again (to evaluate a predictor change against the same measurements).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latbench.arch import Arch
 from latbench.device_profile import DeviceProfile, list_profiles
 from latbench.measure import MeasureSettings, compare
 from latbench.models import build_candidate
@@ -31,6 +36,7 @@ from latbench.profiler.plan import network_variants
 from latbench.profiler.run import ProfileSettings, profile_device
 
 FAMILIES = ["resnet56", "vgg16", "mobilenetv2"]
+REFERENCES_PER_FAMILY = 5  # measured again with the held-out networks for the ``+rescaled`` predictors
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -59,6 +65,44 @@ def predictions_per_second(profile: DeviceProfile, family: str, n: int = 20_000)
         pred.predict_many(archs)
         best = min(best, time.perf_counter() - t0)
     return n / best
+
+
+def reference_archs(profile: DeviceProfile, per_family: int) -> list[tuple[str, Arch]]:
+    """Per family, its full-width network and the first calibration networks of the profile."""
+    archs, _ = profile.network_samples("calib")
+    out = []
+    for fam in FAMILIES:
+        out.append((fam, profile.family_archs[fam]))
+        out += [(fam, a) for a in [a for a in archs if a.name == fam][: per_family - 1]]
+    return out
+
+
+def measure_variants(profile: DeviceProfile, per_family: int, budget: float):
+    """Held-out variants of every family, measured interleaved with the full-width networks."""
+    backend = profile.backend()
+    variants = []
+    for fam in FAMILIES:
+        base = profile.family_archs[fam]
+        variants += [(fam, v) for v in network_variants(fam, base, per_family + 1, seed=1000,
+                                                        align=int(profile.meta["plan"]["step"]))[1:]]
+    runnables, archs = {}, []
+    references = reference_archs(profile, REFERENCES_PER_FAMILY)
+    for i, (fam, arch) in enumerate(references):  # measured again now, for the rescaled predictors
+        runnables[f"reference:{fam}:{i}"] = backend.deploy(build_candidate(fam, arch),
+                                                           torch.randn(*arch.base.input_shape))
+    for i, (fam, v) in enumerate(variants):
+        arch = v.arch(profile.family_archs[fam])
+        runnables[f"{fam}-{i}"] = backend.deploy(build_candidate(fam, arch), torch.randn(*arch.base.input_shape))
+        archs.append(arch)
+    print(f"measuring {len(runnables)} held-out networks interleaved (budget {budget:.0f} s) ...", flush=True)
+    result = compare(runnables, MeasureSettings(target_rel_ci=0.02, budget_s=budget), min_rounds=10)
+    names = [n for n in runnables if not n.startswith("reference:")]
+    measured = np.array([result.measurements[name].median_us for name in names])
+    anchors = [(arch, result.measurements[f"reference:{fam}:{i}"].median_us)
+               for i, (fam, arch) in enumerate(references)]
+    rows = [{"family": fam, "widths": list(a.width_tuple), "removed": sorted(a.removed), "flops": a.flops(),
+             "measured_us": float(m)} for (fam, _), a, m in zip(variants, archs, measured, strict=True)]
+    return rows, archs, measured, anchors, result.rounds, result.stop_reason
 
 
 def plot(rows: list[dict], metrics: dict, path: Path) -> None:
@@ -103,35 +147,24 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=240.0, help="seconds for the interleaved measurement")
     p.add_argument("--profile-budget-min", type=float, default=15.0)
     p.add_argument("--out", default=str(RESULTS / "predictor_accuracy.json"))
+    p.add_argument("--reuse", action="store_true", help="predict the stored networks again, measure nothing")
     args = p.parse_args()
 
     folder = find_or_build(args.profile, args.profile_budget_min)
     profile = DeviceProfile.load(folder)
-    backend = profile.backend()
-    variants = []
-    for fam in FAMILIES:
-        base = profile.family_archs[fam]
-        variants += [(fam, v) for v in network_variants(fam, base, args.per_family + 1, seed=1000,
-                                                        align=int(profile.meta["plan"]["step"]))[1:]]
-    runnables, archs = {}, []
-    for fam in FAMILIES:  # the full-width network of each family, for the rescaled predictors
-        runnables[f"anchor:{fam}"] = backend.deploy(build_candidate(fam, profile.family_archs[fam]),
-                                                    torch.randn(*profile.family_archs[fam].base.input_shape))
-    for i, (fam, v) in enumerate(variants):
-        arch = v.arch(profile.family_archs[fam])
-        x = torch.randn(*arch.base.input_shape)
-        runnables[f"{fam}-{i}"] = backend.deploy(build_candidate(fam, arch), x)
-        archs.append(arch)
-    print(f"measuring {len(runnables)} held-out networks interleaved (budget {args.budget:.0f} s) ...", flush=True)
-    result = compare(runnables, MeasureSettings(target_rel_ci=0.02, budget_s=args.budget), min_rounds=10)
-    names = [n for n in runnables if not n.startswith("anchor:")]
-    measured = np.array([result.measurements[name].median_us for name in names])
-    anchors = [(profile.family_archs[f], result.measurements[f"anchor:{f}"].median_us) for f in FAMILIES]
+    if args.reuse:
+        stored = json.loads(Path(args.out).read_text())
+        rows = [{k: r[k] for k in ("family", "widths", "removed", "flops", "measured_us")} for r in stored["rows"]]
+        archs = [Arch(profile.family_archs[r["family"]].base, tuple(r["widths"])).without_blocks(r["removed"])
+                 for r in rows]
+        measured = np.array([r["measured_us"] for r in rows])
+        anchors = [(Arch(profile.family_archs[r["family"]].base, tuple(r["widths"])).without_blocks(r["removed"]),
+                    r["measured_us"]) for r in stored["references"]]
+        rounds, stop = stored["interleaved_rounds"], stored["measurement_stop"]
+    else:
+        rows, archs, measured, anchors, rounds, stop = measure_variants(profile, args.per_family, args.budget)
     predictors = {k: profile.predictor(k) for k in PREDICTORS}
     predictors |= {f"{k}+rescaled": Rescaled(profile.predictor(k), anchors) for k in PREDICTORS}
-
-    rows = [{"family": fam, "removed": list(v.removed), "flops": a.flops(), "measured_us": float(m)}
-            for (fam, v), a, m in zip(variants, archs, measured, strict=True)]
     metrics, per_family = {}, {}
     for kind, predictor in predictors.items():
         pred, sig = predictor.predict_many(archs)
@@ -144,7 +177,9 @@ def main() -> None:
     report = {
         "benchmark": "predictor_accuracy", "profile": profile.name, "networks": len(rows),
         "profiling_wall_time_min": profile.meta["timings_s"]["total"] / 60,
-        "interleaved_rounds": result.rounds, "measurement_stop": result.stop_reason,
+        "interleaved_rounds": rounds, "measurement_stop": stop,
+        "references": [{"family": a.name, "widths": list(a.width_tuple), "removed": sorted(a.removed),
+                        "measured_us": m} for a, m in anchors],
         "metrics": metrics, "per_family": per_family, "lut_predictions_per_second": rate, "rows": rows,
     }
     out = Path(args.out)

@@ -212,3 +212,48 @@ def test_ctrl_c_during_warm_up_propagates(fake):
 
     with pytest.raises(KeyboardInterrupt):
         measure(interrupt_at_once, timer=make(noisy(100, 0.1)), clock=clock)
+
+
+class _SwitchCost:
+    """Runnables of one fake machine whose first 3 calls after switching runnable cost double."""
+
+    def __init__(self, clock):
+        self.clock, self.last, self.streak = clock, None, 0
+
+    def runnable(self, name: str, base_us: float):
+        machine = self
+
+        def call() -> float:
+            if machine.last != name:
+                machine.last, machine.streak = name, 0
+            machine.streak += 1
+            cost = base_us * (2.0 if machine.streak <= 3 else 1.0)
+            machine.clock.t += cost / 1e6
+            return cost
+
+        class Timer:
+            name = "fake"
+
+            def time(self, fn, n):
+                return [call() for _ in range(n)]
+
+        class R:
+            timer, conditions = Timer(), {}
+
+            def __call__(self):
+                return call()
+
+        return R()
+
+
+@pytest.mark.parametrize(("rewarm_s", "median_a", "ratio_b"), [(0.0, 2000.0, 0.25), (0.004, 1000.0, 0.5)])
+def test_each_block_is_rewarmed_after_a_switch(fake, rewarm_s, median_a, ratio_b):
+    """Blocks of 4 calls for ``a``, 8 for ``b`` and ``c``: without re-warming, 3 of a's 4 timed calls
+    pay the switch and the comparison is distorted; with it, every timed call is steady."""
+    clock, _ = fake
+    machine = _SwitchCost(clock)
+    settings = MeasureSettings(target_rel_ci=0.01, budget_s=5, block_s=0.004, rewarm_s=rewarm_s)
+    runnables = {name: machine.runnable(name, us) for name, us in (("a", 1000.0), ("b", 500.0), ("c", 500.0))}
+    result = compare(runnables, settings, min_rounds=5, clock=clock)
+    assert result.measurements["a"].median_us == pytest.approx(median_a)
+    assert result.ratios["b"].ratio == pytest.approx(ratio_b)

@@ -26,7 +26,8 @@ from latbench.profiler.plan import axis_values, layer_grids, layer_samples
 from latbench.profiler.run import ProfileSettings, profile_device
 from latbench.profiler.staircase import FALLBACK_STEP, detect_step
 
-TINY = dict(families=["smallconv"], budget_min=5, networks_per_family=8, min_networks_per_family=8, passes=2, step=16)
+TINY = dict(families=["smallconv"], threads=1, budget_min=5, networks_per_family=8, min_networks_per_family=8,
+            passes=2, step=16)
 
 
 @pytest.fixture(scope="module")
@@ -192,15 +193,15 @@ def test_predictions_are_positive_ordered_and_batched_consistently(tiny_profile)
 
 
 def test_lut_prediction_is_close_to_a_measurement(tiny_profile):
-    from latbench.backends import require_backend
     from latbench.measure import measure
 
     profile = DeviceProfile.load(tiny_profile)
     base = trace(build_model("smallconv"), torch.zeros(1, 3, 32, 32), "smallconv")
     cand = base.with_widths({g.id: max(1, int(g.channels * 0.6)) for g in base.prunable_groups})
-    measured = measure(require_backend("onnxruntime").deploy(build_candidate("smallconv", cand),
-                                                             torch.randn(1, 3, 32, 32))).median_us
-    assert abs(profile.predictor("lut").predict(cand).latency_us / measured - 1) < 0.5  # sanity, not the benchmark
+    runnable = profile.backend().deploy(build_candidate("smallconv", cand), torch.randn(1, 3, 32, 32))
+    measured = measure(runnable).median_us
+    predicted = profile.predictor("lut").predict(cand).latency_us
+    assert abs(predicted / measured - 1) < 0.5, (predicted, measured)  # sanity, not the benchmark
 
 
 def test_rescaled_predictor_follows_a_reference_measured_now(tiny_profile):
@@ -310,3 +311,12 @@ def test_plan_covers_every_layer_of_the_families():
     assert all(shape_key(layer.spec) in shapes for a in archs for layer in a.base.layers)
     full = {spec_key(layer.spec) for a in archs for layer in a.base.layers}
     assert full <= keys  # every layer at full width is measured exactly
+
+
+def test_few_calibration_networks_fit_few_terms(tiny_profile):
+    lut = DeviceProfile.load(tiny_profile).predictor("lut")
+    cal = lut.calibration
+    assert cal["n"] < 4 * 6 and cal["terms"] == 2  # intercept and one scale shared by every kind
+    kinds = {cal["coefficients"][k] for k in ("conv", "pointwise", "depthwise", "eltwise", "other")}
+    assert len(kinds) == 1 and kinds.pop() > 0
+    assert cal["coefficients"]["conversion_us"] == cal["coefficients"]["us_per_kweight"] == 0.0

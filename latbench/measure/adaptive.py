@@ -56,6 +56,7 @@ class MeasureSettings:
     warmup_max_frac: float = 0.3
     settle_tol: float = 0.05
     block_s: float = 0.02
+    rewarm_s: float = 0.01
     min_blocks: int = 10
     min_time_s: float = 0.5
     drift_tol: float = 0.02

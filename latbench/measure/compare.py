@@ -1,9 +1,13 @@
 """Compare several runnables on a noisy machine: interleaved blocks, paired ratios with CIs.
 
 Each round runs one block of every runnable, in an order that rotates from round to round, so
-slow drift of the machine hits all of them alike. The ratio of a runnable to the baseline is
-estimated per round (block median over the baseline's block median in the same round); the
-reported ratio is the median of those paired ratios with its distribution-free 95% CI.
+slow drift of the machine hits all of them alike. Every block starts with untimed calls for about
+``settings.rewarm_s``: switching between engine sessions costs the first calls after a switch up to
+twice their steady time (the other session's worker threads still spin, caches hold its data), and
+the quantity compared is each runnable's steady-state latency, as ``measure`` reports it. The
+ratio of a runnable to the baseline is estimated per round (block median over the baseline's
+block median in the same round); the reported ratio is the median of those paired ratios with its
+distribution-free 95% CI.
 """
 
 from __future__ import annotations
@@ -93,11 +97,12 @@ def compare(
     parts = {n: _runnable_parts(fn, None, None) for n, fn in runnables.items()}
     start = clock()
     warm_settings = MeasureSettings(**{**settings.__dict__, "budget_s": settings.budget_s / len(names)})
-    warm, blocks = {}, {}
+    warm, blocks, rewarm = {}, {}, {}
     for n, (fn, timer, _) in parts.items():
         runs, estimate, settled = warm_up(fn, timer, warm_settings, clock)
         warm[n] = (runs, settled)
         blocks[n] = max(3, _block_size(estimate, settings.block_s))
+        rewarm[n] = max(1, _block_size(estimate, settings.rewarm_s)) if settings.rewarm_s > 0 else 0
 
     samples: dict[str, list[float]] = {n: [] for n in names}
     medians: dict[str, list[float]] = {n: [] for n in names}
@@ -106,6 +111,8 @@ def compare(
         order = names[rounds % len(names):] + names[: rounds % len(names)]
         for n in order:
             fn, timer, _ = parts[n]
+            for _ in range(rewarm[n]):
+                fn()
             block = timer.time(fn, blocks[n])
             samples[n].extend(block)
             medians[n].append(float(np.median(block)))

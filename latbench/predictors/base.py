@@ -73,18 +73,22 @@ def accuracy(predicted: np.ndarray, measured: np.ndarray, rel_sigma: np.ndarray 
 class Rescaled:
     """A predictor scaled, per base architecture, by measurements taken now.
 
-    A shared machine's speed drifts between profiling and use. Measuring one network of a family
-    now (typically its full-width network) and scaling that family's predictions by measured /
-    predicted brings the profile to the machine's current state and keeps its relative
-    structure. Families without a reference keep the profile's absolute scale.
+    A shared machine's speed drifts between profiling and use. Measuring a few networks of a
+    family now and scaling that family's predictions by the median of measured / predicted over
+    them brings the profile to the machine's current state and keeps its relative structure.
+    Several references (say, some of the profile's own calibration networks) average out their
+    own measurement noise; one is enough on a quiet machine. Families without a reference keep
+    the profile's absolute scale.
     """
 
     def __init__(self, inner, references: list[tuple[Any, float]]) -> None:
         self.inner = inner
         self.name = f"{inner.name}+rescaled"
         predicted, _ = inner.predict_many([arch for arch, _ in references])
-        self.factors = {arch.base.digest: measured / p for (arch, measured), p in zip(references, predicted,
-                                                                                     strict=True)}
+        ratios: dict[str, list[float]] = {}
+        for (arch, measured), p in zip(references, predicted, strict=True):
+            ratios.setdefault(arch.base.digest, []).append(measured / p)
+        self.factors = {digest: float(np.median(r)) for digest, r in ratios.items()}
         self.calibration = {**inner.calibration, "rescale_factors": list(self.factors.values())}
 
     def _factor(self, archs) -> np.ndarray:

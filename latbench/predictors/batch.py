@@ -43,21 +43,27 @@ class CandidateBatch:
                 active[i] = [b not in a.removed for b in blocks]
         return cls(base, widths @ sel_in, widths @ sel_out, active)
 
-    def flops(self) -> np.ndarray:
-        """(N,) FLOPs per candidate, LayerSpec's convention, without building specs."""
-        total = np.zeros(self.cin.shape[0], dtype=np.float64)
+    def _weights_all(self) -> np.ndarray:
+        """(N, L) weights of every layer, removed or not (conv, depthwise conv, linear; 0 for the rest)."""
+        w = np.zeros(self.cin.shape, dtype=np.float64)
         for j, layer in enumerate(self.base.layers):
             s = layer.spec
-            if s.op not in ("conv", "dwconv", "linear"):
-                continue
             if s.op == "linear":
-                macs = s.batch * self.cin[:, j] * s.in_mult * self.cout[:, j]
-            else:
-                oh, ow = s.out_hw
+                w[:, j] = self.cin[:, j] * s.in_mult * self.cout[:, j]
+            elif s.op in ("conv", "dwconv"):
                 per_group_in = 1 if s.op == "dwconv" else self.cin[:, j]
-                macs = s.batch * oh * ow * self.cout[:, j] * per_group_in * s.kernel[0] * s.kernel[1]
-            total += np.where(self.active[:, j], 2.0 * macs, 0.0)
-        return total
+                w[:, j] = self.cout[:, j] * per_group_in * s.kernel[0] * s.kernel[1]
+        return w
+
+    def weights(self) -> np.ndarray:
+        """(N, L) weights of every active layer (conv, depthwise conv, linear; 0 for the rest)."""
+        return self._weights_all() * self.active
+
+    def flops(self) -> np.ndarray:
+        """(N,) FLOPs per candidate, LayerSpec's convention, without building specs."""
+        per_position = np.array([layer.spec.batch * (1 if layer.spec.op == "linear" else np.prod(layer.spec.out_hw))
+                                 for layer in self.base.layers], dtype=np.float64)
+        return 2.0 * (self.weights() * per_position).sum(axis=1)
 
 
 def group_by_base(archs: Sequence[Arch]) -> tuple[list[list[Arch]], np.ndarray]:

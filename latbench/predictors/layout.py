@@ -41,6 +41,7 @@ class Conversions:
     elements: np.ndarray  # (N,) elements those nodes move
     isolated_count: np.ndarray  # (N,) conversions inside the active layers' isolated measurements
     isolated_elements: np.ndarray
+    blocked: np.ndarray  # (N, L) the layer runs on the blocked layout (an add: fused into its conv)
 
 
 def _tensor_elements(batch: CandidateBatch) -> np.ndarray:
@@ -62,30 +63,39 @@ def conversions(batch: CandidateBatch, block: int) -> Conversions:
     n, n_layers = batch.cin.shape
     zeros = np.zeros(n)
     if not base.layers or not all(layer.inputs for layer in base.layers):
-        return Conversions(zeros, zeros, zeros.copy(), zeros.copy())  # no dataflow known: nothing to replay
+        # no dataflow known: nothing to replay
+        return Conversions(zeros, zeros, zeros.copy(), zeros.copy(), np.zeros((n, n_layers), dtype=bool))
     rows = np.arange(n)
     col = lambda i: n_layers if i < 0 else i  # noqa: E731 - column of a producer (-1: network input)
-    elements = _tensor_elements(batch)
-    blocked = np.zeros((n, n_layers + 1), dtype=bool)  # native layout of each tensor
-    converted = np.zeros((n, n_layers + 1), dtype=bool)  # its other layout has been made
-    alias = np.tile(np.arange(n_layers + 1), (n, 1))  # removed blocks pass their input through
+    # tensors are rows of these (L + 1, N) arrays; a producer is one row for the whole batch, or,
+    # where blocks are removed, a row per candidate (``alias``: removed blocks pass their input on)
+    elements = _tensor_elements(batch).T.copy()
+    blocked = np.zeros((n_layers + 1, n), dtype=bool)  # native layout of each tensor
+    converted = np.zeros((n_layers + 1, n), dtype=bool)  # its other layout has been made
+    alias = None if batch.active.all() else np.tile(np.arange(n_layers + 1)[:, None], (1, n))
     count, moved = np.zeros(n), np.zeros(n)
     iso_count, iso_moved = np.zeros(n), np.zeros(n)
 
-    def need(src: np.ndarray, want: np.ndarray, where: np.ndarray) -> None:
-        new = where & (blocked[rows, src] != want) & ~converted[rows, src]
+    def at(table: np.ndarray, src: int | np.ndarray) -> np.ndarray:
+        return table[src] if isinstance(src, int) else table[src, rows]
+
+    def need(src: int | np.ndarray, want: np.ndarray, where: np.ndarray) -> None:
+        new = where & (at(blocked, src) != want) & ~at(converted, src)
         count[:] += new
-        moved[:] += np.where(new, elements[rows, src], 0.0)
-        converted[rows[new], src[new]] = True
+        moved[:] += np.where(new, at(elements, src), 0.0)
+        if isinstance(src, int):
+            converted[src] |= new
+        else:
+            converted[src[new], rows[new]] = True
 
     for j, layer in enumerate(base.layers):
         s, act = layer.spec, batch.active[:, j]
-        srcs = [alias[:, col(i)] for i in layer.inputs]
+        srcs = [col(i) if alias is None else alias[col(i)] for i in layer.inputs]
         src = srcs[0]
         cin = batch.cin[:, j]
-        in_el, out_el = elements[rows, src], elements[:, j]
+        in_el, out_el = at(elements, src), elements[j]
         if s.op == "add":
-            out = np.logical_and.reduce([blocked[rows, sk] for sk in srcs])
+            out = np.logical_and.reduce([at(blocked, sk) for sk in srcs])
             for sk in srcs:
                 need(sk, out, act)
             iso = iso_pair = np.zeros(n, dtype=bool)
@@ -97,24 +107,24 @@ def conversions(batch: CandidateBatch, block: int) -> Conversions:
             iso, iso_pair = out, reads_blocked
         elif s.op in _POOLS:
             aligned = cin % block == 0
-            out = aligned & (blocked[rows, src] | (src == n_layers)) if s.op == "gap" else aligned
+            out = aligned & (at(blocked, src) | (np.asarray(src) == n_layers)) if s.op == "gap" else aligned
             need(src, out, act)
             iso, iso_pair = aligned, aligned
         elif s.op == "act":
-            out = blocked[rows, src]
+            out = at(blocked, src)
             iso = iso_pair = np.zeros(n, dtype=bool)
         else:
             for sk in srcs:
                 need(sk, np.zeros(n, dtype=bool), act)
             out = np.zeros(n, dtype=bool)
             iso = iso_pair = out
-        blocked[:, j] = out & act
+        blocked[j] = out & act
         # isolated sample: network input NCHW -> layer -> NCHW output
         iso_count += act * (iso.astype(float) + iso_pair)
         iso_moved += act * (np.where(iso, out_el, 0.0) + np.where(iso_pair, in_el, 0.0))
-        if not act.all():  # a removed layer's output is its block's input (the block is an identity)
+        if alias is not None and not act.all():  # a removed block's output is its input
             outside = [i for i in layer.inputs if i < 0 or base.layers[i].block != layer.block]
-            alias[~act, j] = alias[~act, col((outside or layer.inputs)[0])]
-    last = alias[:, n_layers - 1]
+            alias[j, ~act] = alias[col((outside or layer.inputs)[0]), ~act]
+    last = n_layers - 1 if alias is None else alias[n_layers - 1]
     need(last, np.zeros(n, dtype=bool), np.ones(n, dtype=bool))
-    return Conversions(count, moved, iso_count, iso_moved)
+    return Conversions(count, moved, iso_count, iso_moved, blocked[:n_layers].T.copy())

@@ -48,10 +48,13 @@ from latbench.arch.spec import LayerSpec
 from latbench.errors import LatbenchError
 from latbench.predictors.base import Prediction, fit_relative, interval
 from latbench.predictors.batch import CandidateBatch, group_by_base
+from latbench.predictors.layout import conversions
 
 #: calibration features: intercept, summed layer latency per op kind, number of active layers,
-#: summed latency of layers whose input channels are off the engine's blocked layout
-FEATURES = ("intercept_us", "conv", "pointwise", "depthwise", "eltwise", "other", "per_layer_us", "off_layout_us")
+#: summed latency of layers whose input channels are off the engine's blocked layout, and the
+#: layout conversions the network runs beyond those its isolated layers ran (count, elements / 1000)
+FEATURES = ("intercept_us", "conv", "pointwise", "depthwise", "eltwise", "other", "per_layer_us", "off_layout_us",
+            "conversion_us", "conversion_us_per_kelem", "us_per_kweight", "fused_eltwise")
 
 
 def _kind(spec: LayerSpec) -> int:
@@ -63,6 +66,13 @@ def _kind(spec: LayerSpec) -> int:
     if spec.op in ("add", "mul"):
         return 4
     return 5
+
+
+#: calibration samples needed per fitted term
+SAMPLES_PER_FEATURE = 4
+
+#: layers whose grids span at most this many (in, out) channel pairs are tabulated densely once
+DENSE_MAX = 1 << 18
 
 
 class LayerLookup(NamedTuple):
@@ -124,14 +134,15 @@ def _axis(values: np.ndarray, c: np.ndarray, step: int) -> tuple[np.ndarray, np.
     return lo, t, out
 
 
-def _lookup(grid: _Grid, cin: np.ndarray, cout: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _lookup(grid: _Grid, cin: np.ndarray, cout: np.ndarray, step: int,
+            out_step: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Interpolated latency, interpolation spread and out-of-range flag for one grid."""
     lo_i, t_i, out_i = _axis(grid.in_values, cin, step)
     hi_i = np.minimum(lo_i + 1, len(grid.in_values) - 1)
     if grid.one_d:
         v0, v1 = grid.table[lo_i, 0], grid.table[hi_i, 0]
         return v0 + t_i * (v1 - v0), np.abs(v1 - v0) * 2 * t_i * (1 - t_i), out_i
-    lo_o, t_o, out_o = _axis(grid.out_values, cout, step)
+    lo_o, t_o, out_o = _axis(grid.out_values, cout, step if out_step is None else out_step)
     hi_o = np.minimum(lo_o + 1, len(grid.out_values) - 1)
     t00, t01 = grid.table[lo_i, lo_o], grid.table[lo_i, hi_o]
     t10, t11 = grid.table[hi_i, lo_o], grid.table[hi_i, hi_o]
@@ -143,13 +154,18 @@ def _lookup(grid: _Grid, cin: np.ndarray, cout: np.ndarray, step: int) -> tuple[
 class LutPredictor:
     name = "lut"
 
-    def __init__(self, grids: dict[str, list[_Grid]], step: int, overhead_us: float) -> None:
+    def __init__(self, grids: dict[str, list[_Grid]], step: int, overhead_us: float,
+                 layout_block: int | None = None) -> None:
         self.grids = grids
         self.step = step
         self.overhead_us = overhead_us
-        self.calibration: dict[str, Any] = {"coefficients": dict.fromkeys(FEATURES, 1.0) | {"intercept_us": 0.0,
-                                            "per_layer_us": 0.0}, "rel_sigma": 0.0}
+        self.layout_block = layout_block
+        additive = ("intercept_us", "per_layer_us", "conversion_us", "conversion_us_per_kelem", "us_per_kweight",
+                    "fused_eltwise")
+        self.calibration: dict[str, Any] = {
+            "coefficients": dict.fromkeys(FEATURES, 1.0) | dict.fromkeys(additive, 0.0), "rel_sigma": 0.0}
         self._compiled: dict[str, list[tuple[int, _Grid | None]]] = {}
+        self._dense_tables: dict[tuple[str, int], tuple[np.ndarray, ...] | None] = {}
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
@@ -170,7 +186,10 @@ class LutPredictor:
                           for unit, values in grid.off_layout)
                 aligned.off_layout = tuple(sorted(((u, t) for u, t in tables if t is not None), key=lambda ut: -ut[0]))
                 grids[g["key"]].append(aligned)
-        return cls(dict(grids), int(meta["plan"]["step"]), float(meta.get("overhead_us", 0.0)))
+        settings = meta.get("settings", {})
+        blocked = settings.get("backend") == "onnxruntime" and settings.get("device") in (None, "cpu")
+        step = int(meta["plan"]["step"])
+        return cls(dict(grids), step, float(meta.get("overhead_us", 0.0)), step if blocked else None)
 
     def _grid_for(self, spec: LayerSpec) -> _Grid | None:
         from latbench.profiler.plan import shape_key
@@ -196,35 +215,55 @@ class LutPredictor:
         return compiled
 
     # --- lookup ------------------------------------------------------------------------------
+    def _layer(self, grid: _Grid, cin: np.ndarray, cout: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Latency (overhead removed), uncertainty, out-of-range and off-layout flags of one layer."""
+        value, spread, out = _lookup(grid, cin, cout, self.step)
+        off = np.zeros(len(cin), dtype=bool)
+        if grid.off_layout:
+            off = (cin % self.step != 0) & ~np.isin(cin, grid.in_values)
+            taken = ~off
+            for unit, table in grid.off_layout:  # largest unit first
+                use = ~taken & (cin % unit == 0)
+                if use.any():
+                    # input channels off the blocks; outputs still padded to them unless unit 1 (plain NCHW)
+                    u_value, u_spread, u_out = _lookup(table, cin, cout, 1, self.step if unit > 1 else 1)
+                    value, spread, out = (np.where(use, u_value, value), np.where(use, u_spread, spread),
+                                          np.where(use, u_out, out))
+                    taken |= use
+        core = np.maximum(value - self.overhead_us, 0.02 * value)
+        return core, 0.5 * spread + np.where(out, 0.5 * core, 0.0), out, off
+
+    def _dense(self, base: ArchBase, j: int, grid: _Grid) -> tuple[np.ndarray, ...] | None:
+        """``_layer`` for every channel pair up to the grid's full widths, once per layer (small grids)."""
+        key = (base.digest, j)
+        if key not in self._dense_tables:
+            n_in, n_out = grid.in_max + 1, (1 if grid.one_d else grid.out_max + 1)
+            table = None
+            if n_in * n_out <= DENSE_MAX:
+                ci, co = np.meshgrid(np.arange(n_in), np.arange(n_out), indexing="ij")
+                table = tuple(a.reshape(n_in, n_out) for a in self._layer(grid, ci.ravel(), co.ravel()))
+            self._dense_tables[key] = table
+        return self._dense_tables[key]
+
     def layer_latency(self, batch: CandidateBatch) -> LayerLookup:
         """Per candidate and layer: latency (overhead removed), interpolation uncertainty, flags."""
         n, n_layers = batch.cin.shape
-        layout = np.zeros((n, n_layers), dtype=bool)
-        lat = np.zeros((n, n_layers))
-        unc = np.zeros((n, n_layers))
-        oor = np.zeros((n, n_layers), dtype=bool)
+        columns = [np.zeros((n, n_layers)), np.zeros((n, n_layers)), np.zeros((n, n_layers), dtype=bool),
+                   np.zeros((n, n_layers), dtype=bool)]
         for j, grid in self._compile(batch.base):
             cin, cout = batch.cin[:, j], batch.cout[:, j]
-            value, spread, out = _lookup(grid, cin, cout, self.step)
-            if grid.off_layout:
-                off = (cin % self.step != 0) & ~np.isin(cin, grid.in_values)
-                layout[:, j] = off
-                taken = ~off
-                for unit, table in grid.off_layout:  # largest unit first
-                    use = ~taken & (cin % unit == 0)
-                    if use.any():
-                        u_value, u_spread, u_out = _lookup(table, cin, cout, 1)
-                        value, spread, out = (np.where(use, u_value, value), np.where(use, u_spread, spread),
-                                              np.where(use, u_out, out))
-                        taken |= use
-            core = np.maximum(value - self.overhead_us, 0.02 * value)
-            lat[:, j] = core
-            unc[:, j] = 0.5 * spread + np.where(out, 0.5 * core, 0.0)
-            oor[:, j] = out
+            dense = self._dense(batch.base, j, grid)
+            if dense is not None and cin.max() < dense[0].shape[0] and (grid.one_d or cout.max() < dense[0].shape[1]):
+                co = 0 if grid.one_d else cout
+                values = [t[cin, co] for t in dense]
+            else:
+                values = self._layer(grid, cin, cout)
+            for column, value in zip(columns, values, strict=True):
+                column[:, j] = value
+        lat, unc, oor, layout = columns
         lat *= batch.active
         unc *= batch.active
-        oor &= batch.active
-        return LayerLookup(lat, unc, oor, layout & batch.active)
+        return LayerLookup(lat, unc, oor & batch.active, layout & batch.active)
 
     def features(self, batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(N, len(FEATURES)) calibration features, (N, kinds) uncertainty, out-of-range flags."""
@@ -232,26 +271,42 @@ class LutPredictor:
         feats, unc = self._features(batch, lookup)
         return feats, unc, lookup.out_of_range
 
-    @staticmethod
-    def _features(batch: CandidateBatch, lookup: LayerLookup) -> tuple[np.ndarray, np.ndarray]:
+    def _features(self, batch: CandidateBatch, lookup: LayerLookup) -> tuple[np.ndarray, np.ndarray]:
         lat, unc = lookup.latency, lookup.uncertainty
         kinds = np.array([_kind(layer.spec) for layer in batch.base.layers])
         feats = np.zeros((len(lat), len(FEATURES)))
         feats[:, 0] = 1.0
         feats[:, 6] = batch.active.sum(axis=1)
         feats[:, 7] = (lat * lookup.off_layout).sum(axis=1)
+        fused = np.zeros(lat.shape, dtype=bool)
+        if self.layout_block:
+            conv = conversions(batch, self.layout_block)
+            feats[:, 8] = conv.count - conv.isolated_count
+            feats[:, 9] = (conv.elements - conv.isolated_elements) / 1000.0
+            fused = conv.blocked & (kinds == 4)  # an add on the blocked layout is folded into its conv
+        feats[:, 10] = batch.weights().sum(axis=1) / 1000.0
+        feats[:, 11] = (lat * fused).sum(axis=1)
         unc_by_kind = np.zeros((len(lat), len(FEATURES)))
         for k in range(1, 6):
-            feats[:, k] = lat[:, kinds == k].sum(axis=1)
+            feats[:, k] = (lat[:, kinds == k] * ~fused[:, kinds == k]).sum(axis=1)
             unc_by_kind[:, k] = np.sqrt((unc[:, kinds == k] ** 2).sum(axis=1))
         return feats, unc_by_kind
 
     def fit(self, archs: Sequence[Arch], measured_us: np.ndarray) -> None:
+        """Fit the calibration; few networks fit fewer terms (all of them from 4 per feature on)."""
         groups, order = group_by_base(archs)
         feats = np.concatenate([self.features(CandidateBatch.of(group))[0] for group in groups])
-        coef, sigma = fit_relative(feats, np.asarray(measured_us, dtype=float)[order], nonnegative=True)
+        n = len(order)
+        # columns of the fit: every feature, or intercept + scale per kind, or intercept + one scale
+        tiers = [[[i] for i in range(len(FEATURES))], [[0], [1], [2], [3], [4], [5]], [[0], [1, 2, 3, 4, 5]]]
+        columns = next((t for t in tiers if n >= SAMPLES_PER_FEATURE * len(t)), tiers[-1])
+        design = np.stack([feats[:, c].sum(axis=1) for c in columns], axis=1)
+        fitted, sigma = fit_relative(design, np.asarray(measured_us, dtype=float)[order], nonnegative=True)
+        coef = np.zeros(len(FEATURES))
+        for c, value in zip(columns, fitted, strict=True):
+            coef[c] = value
         self.calibration = {"coefficients": dict(zip(FEATURES, map(float, coef), strict=True)), "rel_sigma": sigma,
-                            "n": len(order)}
+                            "n": n, "terms": len(columns)}
 
     # --- prediction --------------------------------------------------------------------------
     def _calibrated(self, batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, LayerLookup]:
