@@ -77,8 +77,13 @@ def reference_archs(profile: DeviceProfile, per_family: int) -> list[tuple[str, 
     return out
 
 
+def stored_arch(profile: DeviceProfile, row: dict) -> Arch:
+    """The candidate a result row describes (family, widths, removed blocks)."""
+    return Arch(profile.family_archs[row["family"]].base, tuple(row["widths"])).without_blocks(row["removed"])
+
+
 def measure_variants(profile: DeviceProfile, per_family: int, budget: float):
-    """Held-out variants of every family, measured interleaved with the full-width networks."""
+    """Held-out variants of every family, measured interleaved with the reference networks."""
     backend = profile.backend()
     variants = []
     for fam in FAMILIES:
@@ -155,11 +160,9 @@ def main() -> None:
     if args.reuse:
         stored = json.loads(Path(args.out).read_text())
         rows = [{k: r[k] for k in ("family", "widths", "removed", "flops", "measured_us")} for r in stored["rows"]]
-        archs = [Arch(profile.family_archs[r["family"]].base, tuple(r["widths"])).without_blocks(r["removed"])
-                 for r in rows]
+        archs = [stored_arch(profile, r) for r in rows]
         measured = np.array([r["measured_us"] for r in rows])
-        anchors = [(Arch(profile.family_archs[r["family"]].base, tuple(r["widths"])).without_blocks(r["removed"]),
-                    r["measured_us"]) for r in stored["references"]]
+        anchors = [(stored_arch(profile, r), r["measured_us"]) for r in stored["references"]]
         rounds, stop = stored["interleaved_rounds"], stored["measurement_stop"]
     else:
         rows, archs, measured, anchors, rounds, stop = measure_variants(profile, args.per_family, args.budget)

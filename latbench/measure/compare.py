@@ -102,7 +102,7 @@ def compare(
         runs, estimate, settled = warm_up(fn, timer, warm_settings, clock)
         warm[n] = (runs, settled)
         blocks[n] = max(3, _block_size(estimate, settings.block_s))
-        rewarm[n] = max(1, _block_size(estimate, settings.rewarm_s)) if settings.rewarm_s > 0 else 0
+        rewarm[n] = _block_size(estimate, settings.rewarm_s) if settings.rewarm_s > 0 else 0
 
     samples: dict[str, list[float]] = {n: [] for n in names}
     medians: dict[str, list[float]] = {n: [] for n in names}

@@ -43,8 +43,8 @@ class CandidateBatch:
                 active[i] = [b not in a.removed for b in blocks]
         return cls(base, widths @ sel_in, widths @ sel_out, active)
 
-    def _weights_all(self) -> np.ndarray:
-        """(N, L) weights of every layer, removed or not (conv, depthwise conv, linear; 0 for the rest)."""
+    def weights(self) -> np.ndarray:
+        """(N, L) weights of every active layer (conv, depthwise conv, linear; 0 for the rest)."""
         w = np.zeros(self.cin.shape, dtype=np.float64)
         for j, layer in enumerate(self.base.layers):
             s = layer.spec
@@ -53,11 +53,7 @@ class CandidateBatch:
             elif s.op in ("conv", "dwconv"):
                 per_group_in = 1 if s.op == "dwconv" else self.cin[:, j]
                 w[:, j] = self.cout[:, j] * per_group_in * s.kernel[0] * s.kernel[1]
-        return w
-
-    def weights(self) -> np.ndarray:
-        """(N, L) weights of every active layer (conv, depthwise conv, linear; 0 for the rest)."""
-        return self._weights_all() * self.active
+        return w * self.active
 
     def flops(self) -> np.ndarray:
         """(N,) FLOPs per candidate, LayerSpec's convention, without building specs."""

@@ -45,15 +45,15 @@ class Conversions:
 
 
 def _tensor_elements(batch: CandidateBatch) -> np.ndarray:
-    """(N, L + 1) elements of every layer's output; column L is the network input."""
+    """(L + 1, N) elements of every layer's output; row L is the network input."""
     base = batch.base
     n, n_layers = batch.cout.shape
-    out = np.zeros((n, n_layers + 1))
+    out = np.zeros((n_layers + 1, n))
     for j, layer in enumerate(base.layers):
         s = layer.spec
         oh, ow = s.out_hw if s.op != "linear" else (1, 1)
-        out[:, j] = batch.cout[:, j] * oh * ow * s.batch
-    out[:, n_layers] = float(np.prod(base.input_shape))
+        out[j] = batch.cout[:, j] * oh * ow * s.batch
+    out[n_layers] = float(np.prod(base.input_shape))
     return out
 
 
@@ -69,7 +69,7 @@ def conversions(batch: CandidateBatch, block: int) -> Conversions:
     col = lambda i: n_layers if i < 0 else i  # noqa: E731 - column of a producer (-1: network input)
     # tensors are rows of these (L + 1, N) arrays; a producer is one row for the whole batch, or,
     # where blocks are removed, a row per candidate (``alias``: removed blocks pass their input on)
-    elements = _tensor_elements(batch).T.copy()
+    elements = _tensor_elements(batch)
     blocked = np.zeros((n_layers + 1, n), dtype=bool)  # native layout of each tensor
     converted = np.zeros((n_layers + 1, n), dtype=bool)  # its other layout has been made
     alias = None if batch.active.all() else np.tile(np.arange(n_layers + 1)[:, None], (1, n))
