@@ -97,3 +97,36 @@ def test_fingerprint_names_the_device_and_library_versions():
     assert fp["cpu"] and fp["onnxruntime"] and fp["threads"] == 2 and fp["logical_cpus"] >= 1
     fp = get_backend("torch").fingerprint()
     assert fp["torch"] == torch.__version__
+
+
+def test_layer_times_resolve_layers_inside_nested_sequentials(example_input):
+    from collections import OrderedDict
+
+    from torch import nn
+
+    class Block(nn.Module):  # MobileNet-V2's shape: scopes like /features/features.1/conv/conv.0/conv.0.0
+        def __init__(self, cin: int, cout: int) -> None:
+            super().__init__()
+            self.conv = nn.Sequential(nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                                                    nn.BatchNorm2d(cout), nn.ReLU6()), nn.Conv2d(cout, cout, 1))
+
+        def forward(self, x):
+            return self.conv(x)
+
+    net = nn.Sequential(OrderedDict(features=nn.Sequential(Block(3, 8), Block(8, 8)))).eval()
+    table = require_backend("onnxruntime", threads=1).deploy(net, example_input).layer_times(runs=3)
+    convs = {f"features.{i}.conv.{leaf}" for i in range(2) for leaf in ("0.0", "1")}
+    assert convs <= set(table["layer"])  # the conv itself, not the enclosing Sequential
+
+
+def test_layer_times_map_fused_convs_off_the_blocked_layout_to_themselves(example_input):
+    from torch import nn
+
+    # 18 and 17 input channels (16 or more, not multiples of 4) keep the last two convs off ONNX
+    # Runtime's NCHWc layout: they run as FusedConv nodes named after the ONNX conv
+    net = nn.Sequential(nn.Conv2d(3, 18, 3, padding=1), nn.ReLU(), nn.Conv2d(18, 17, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(17, 6, 3, padding=1), nn.ReLU()).eval()
+    table = require_backend("onnxruntime", threads=1).deploy(net, example_input).layer_times(runs=3)
+    assert "FusedConv" in set(table["op"])
+    convs = table[table["op"].isin(["Conv", "FusedConv"])]
+    assert sorted(convs["layer"]) == ["0", "2", "4"]

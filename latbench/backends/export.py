@@ -113,17 +113,23 @@ _SCOPE_RE = re.compile(r"^/(.*)/[^/]+$")
 
 
 def _module_from_scope(node_name: str, module_names: set[str]) -> str:
-    """Module path from a TorchScript-export node name such as ``/layer1/layer1.0/conv1/Conv``."""
+    """Module path from a TorchScript-export node name such as ``/layer1/layer1.0/conv1/Conv``.
+
+    A scope part names a child by its parent's part plus the child's own name (``/features/
+    features.1/conv/conv.0/conv.0.2/Clip`` is ``features.1.conv.0.2``).
+    """
     m = _SCOPE_RE.match(node_name)
     if not m:
         return ""
-    path = ""
+    path = parent = ""
     for part in m.group(1).split("/"):
-        nested = f"{path}.{part}" if path else part
-        if nested in module_names or not module_names:
+        child = part[len(parent) + 1:] if parent and part.startswith(parent + ".") else part
+        nested = f"{path}.{child}" if path else child
+        if not module_names or nested in module_names:
             path = nested
         elif part in module_names:
             path = part
+        parent = part
     return path
 
 
@@ -150,8 +156,15 @@ class OnnxNodeMap:
             self._module[n.name] = meta if meta is not None else _module_from_scope(n.name, module_names)
 
     def resolve(self, engine_name: str, engine_op: str | None = None) -> NodeSource | None:
-        """Source of an engine node; for fused nodes, walk back to the node of ``engine_op``."""
-        node = self._nodes.get(engine_name) or self._producer.get(engine_name)
+        """Source of an engine node; for fused nodes, walk back to the node of ``engine_op``.
+
+        An engine node that keeps its ONNX node's name is that node (ONNX Runtime's ``FusedConv``
+        keeps the conv's name); one named after a tensor is walked back from that tensor's producer.
+        """
+        node = self._nodes.get(engine_name)
+        if node is not None:
+            return NodeSource(node.name, node.op_type, self._module.get(node.name, ""))
+        node = self._producer.get(engine_name)
         if node is None:
             for suffix in ("_nchwc", "_token", "_fused"):
                 base = engine_name.split(suffix)[0]
@@ -160,8 +173,9 @@ class OnnxNodeMap:
                     break
         if node is None:
             return None
+        op = engine_op.removeprefix("Fused") if engine_op else None
         seen = 0
-        while engine_op and node.op_type != engine_op and node.input and seen < 8:
+        while op and node.op_type != op and node.input and seen < 8:
             prev = self._producer.get(node.input[0])
             if prev is None:
                 break
