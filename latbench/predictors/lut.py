@@ -16,19 +16,9 @@ interpolated linearly between the two measured grid values around it, in each di
 (bilinear for in x out channels). Interpolating the raw count instead would smear every step
 into a ramp and underestimate layers just past a boundary.
 
-**Calibration.** Layers measured alone pay the engine's per-run overhead (``overhead_us``,
-measured on a trivial model), which is subtracted. Inside a network they are fused and
-scheduled together, so the network latency is fitted on the profile's whole-network samples as
-``intercept + sum over op kinds of scale_kind * (summed latency of that kind) + per_layer * active
-layers``, by non-negative least squares on relative error. The kinds (3x3-style convs, 1x1
-convs, depthwise convs, element-wise ops, the rest) fuse differently: ONNX Runtime folds a
-residual add into the conv before it, so the add's isolated time mostly disappears in context.
-Layer samples are first brought to one machine state with the profile's reference layer, and
-network samples with their family anchor (see ``DeviceProfile``).
-
-**Uncertainty.** The relative spread is the root sum of squares of the calibration's
-residual spread and each layer's interpolation uncertainty (half the change across its grid
-cell, weighted by the distance from measured points; zero at measured points). Queries outside a
+**Calibration and uncertainty** are those of every layer-sum predictor (``latbench.predictors.
+layer_sum``). The LUT's per-layer uncertainty is half the change across a layer's grid cell,
+weighted by the distance from measured points (zero at measured points). Queries outside a
 grid's range are clamped to it and add half the layer's latency to the uncertainty, and are
 named in ``Prediction.notes``. Layers whose shape was never profiled raise ``OutOfProfileError``,
 which names them.
@@ -37,55 +27,18 @@ which names them.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from latbench.arch import Arch, ArchBase
+from latbench.arch import ArchBase
 from latbench.arch.spec import LayerSpec
-from latbench.errors import LatbenchError
-from latbench.predictors.base import Prediction, fit_relative, interval
-from latbench.predictors.batch import CandidateBatch, group_by_base
-from latbench.predictors.layout import conversions
-
-#: calibration features: intercept, summed layer latency per op kind, number of active layers,
-#: summed latency of layers whose input channels are off the engine's blocked layout, and the
-#: layout conversions the network runs beyond those its isolated layers ran (count, elements / 1000)
-FEATURES = ("intercept_us", "conv", "pointwise", "depthwise", "eltwise", "other", "per_layer_us", "off_layout_us",
-            "conversion_us", "conversion_us_per_kelem", "us_per_kweight", "fused_eltwise")
-
-
-def _kind(spec: LayerSpec) -> int:
-    """Column of ``FEATURES`` that a layer's latency is summed into."""
-    if spec.op == "conv":
-        return 2 if spec.kernel == (1, 1) else 1
-    if spec.op == "dwconv":
-        return 3
-    if spec.op in ("add", "mul"):
-        return 4
-    return 5
-
-
-#: calibration samples needed per fitted term
-SAMPLES_PER_FEATURE = 4
+from latbench.predictors.batch import CandidateBatch
+from latbench.predictors.layer_sum import LayerLookup, LayerSumPredictor, OutOfProfileError
 
 #: layers whose grids span at most this many (in, out) channel pairs are tabulated densely once
 DENSE_MAX = 1 << 18
-
-
-class LayerLookup(NamedTuple):
-    """(N, L) arrays for N candidates and L layers."""
-
-    latency: np.ndarray  # us, engine overhead removed, 0 for removed layers
-    uncertainty: np.ndarray  # us, from interpolation and clamping
-    out_of_range: np.ndarray  # bool: channels clamped to the grid
-    off_layout: np.ndarray  # bool: input channels off the engine's blocked layout
-
-
-class OutOfProfileError(LatbenchError):
-    """A layer shape the profile never measured."""
 
 
 @dataclass
@@ -151,19 +104,15 @@ def _lookup(grid: _Grid, cin: np.ndarray, cout: np.ndarray, step: int,
     return value, spread, out_i | out_o
 
 
-class LutPredictor:
+class LutPredictor(LayerSumPredictor):
     name = "lut"
 
     def __init__(self, grids: dict[str, list[_Grid]], step: int, overhead_us: float,
                  layout_block: int | None = None) -> None:
+        super().__init__(layout_block)
         self.grids = grids
         self.step = step
         self.overhead_us = overhead_us
-        self.layout_block = layout_block
-        additive = ("intercept_us", "per_layer_us", "conversion_us", "conversion_us_per_kelem", "us_per_kweight",
-                    "fused_eltwise")
-        self.calibration: dict[str, Any] = {
-            "coefficients": dict.fromkeys(FEATURES, 1.0) | dict.fromkeys(additive, 0.0), "rel_sigma": 0.0}
         self._compiled: dict[str, list[tuple[int, _Grid | None]]] = {}
         self._dense_tables: dict[tuple[str, int], tuple[np.ndarray, ...] | None] = {}
 
@@ -264,84 +213,3 @@ class LutPredictor:
         lat *= batch.active
         unc *= batch.active
         return LayerLookup(lat, unc, oor & batch.active, layout & batch.active)
-
-    def features(self, batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(N, len(FEATURES)) calibration features, (N, kinds) uncertainty, out-of-range flags."""
-        lookup = self.layer_latency(batch)
-        feats, unc = self._features(batch, lookup)
-        return feats, unc, lookup.out_of_range
-
-    def _features(self, batch: CandidateBatch, lookup: LayerLookup) -> tuple[np.ndarray, np.ndarray]:
-        lat, unc = lookup.latency, lookup.uncertainty
-        kinds = np.array([_kind(layer.spec) for layer in batch.base.layers])
-        feats = np.zeros((len(lat), len(FEATURES)))
-        feats[:, 0] = 1.0
-        feats[:, 6] = batch.active.sum(axis=1)
-        feats[:, 7] = (lat * lookup.off_layout).sum(axis=1)
-        fused = np.zeros(lat.shape, dtype=bool)
-        if self.layout_block:
-            conv = conversions(batch, self.layout_block)
-            feats[:, 8] = conv.count - conv.isolated_count
-            feats[:, 9] = (conv.elements - conv.isolated_elements) / 1000.0
-            fused = conv.blocked & (kinds == 4)  # an add on the blocked layout is folded into its conv
-        feats[:, 10] = batch.weights().sum(axis=1) / 1000.0
-        feats[:, 11] = (lat * fused).sum(axis=1)
-        unc_by_kind = np.zeros((len(lat), len(FEATURES)))
-        for k in range(1, 6):
-            feats[:, k] = (lat[:, kinds == k] * ~fused[:, kinds == k]).sum(axis=1)
-            unc_by_kind[:, k] = np.sqrt((unc[:, kinds == k] ** 2).sum(axis=1))
-        return feats, unc_by_kind
-
-    def fit(self, archs: Sequence[Arch], measured_us: np.ndarray) -> None:
-        """Fit the calibration; few networks fit fewer terms (all of them from 4 per feature on)."""
-        groups, order = group_by_base(archs)
-        feats = np.concatenate([self.features(CandidateBatch.of(group))[0] for group in groups])
-        n = len(order)
-        # columns of the fit: every feature, or intercept + scale per kind, or intercept + one scale
-        tiers = [[[i] for i in range(len(FEATURES))], [[0], [1], [2], [3], [4], [5]], [[0], [1, 2, 3, 4, 5]]]
-        columns = next((t for t in tiers if n >= SAMPLES_PER_FEATURE * len(t)), tiers[-1])
-        design = np.stack([feats[:, c].sum(axis=1) for c in columns], axis=1)
-        fitted, sigma = fit_relative(design, np.asarray(measured_us, dtype=float)[order], nonnegative=True)
-        coef = np.zeros(len(FEATURES))
-        for c, value in zip(columns, fitted, strict=True):
-            coef[c] = value
-        self.calibration = {"coefficients": dict(zip(FEATURES, map(float, coef), strict=True)), "rel_sigma": sigma,
-                            "n": n, "terms": len(columns)}
-
-    # --- prediction --------------------------------------------------------------------------
-    def _calibrated(self, batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, LayerLookup]:
-        """(latency_us, rel_sigma) of every candidate in ``batch``, and the layer lookup behind them."""
-        c = self.calibration
-        coef = np.array([c["coefficients"][f] for f in FEATURES])
-        lookup = self.layer_latency(batch)
-        feats, unc = self._features(batch, lookup)
-        pred = feats @ coef
-        interp = np.sqrt(((unc * coef) ** 2).sum(axis=1)) / np.maximum(pred, 1e-9)
-        return pred, np.sqrt(c["rel_sigma"] ** 2 + interp**2), lookup
-
-    def predict_many(self, archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray]:
-        """(latency_us, rel_sigma), each (N,), in the order of ``archs``."""
-        groups, order = group_by_base(archs)
-        lat = np.empty(len(archs))
-        sig = np.empty(len(archs))
-        pos = 0
-        for group in groups:
-            idx = order[pos:pos + len(group)]
-            lat[idx], sig[idx], _ = self._calibrated(CandidateBatch.of(group))
-            pos += len(group)
-        return lat, sig
-
-    def predict(self, arch: Arch) -> Prediction:
-        batch = CandidateBatch.of([arch])
-        (pred,), (sig,), lookup = self._calibrated(batch)
-        lat, oor = lookup.latency, lookup.out_of_range
-        lo, hi = interval(np.array([pred]), np.array([sig]))
-        names = [layer.name for layer in arch.base.layers]
-        scale = [self.calibration["coefficients"][FEATURES[_kind(layer.spec)]] for layer in arch.base.layers]
-        breakdown = [{"layer": names[j], "latency_us": float(lat[0, j] * scale[j]),
-                      "share": float(lat[0, j] / lat[0].sum()) if lat[0].sum() else 0.0}
-                     for j in range(len(names)) if batch.active[0, j]]
-        clamped = [names[j] for j in np.flatnonzero(oor[0])]
-        notes = [f"{len(clamped)} layer(s) with channels outside the profiled range, clamped (uncertainty widened): "
-                 f"{', '.join(clamped[:4])}{' ...' if len(clamped) > 4 else ''}"] if clamped else []
-        return Prediction(float(pred), float(lo[0]), float(hi[0]), float(sig), self.name, breakdown, notes)
