@@ -254,6 +254,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     con.print(f"profile written to {folder} in {meta['timings_s']['total'] / 60:.1f} min "
               f"({len(meta['plan']['grids'])} grids, step {meta['plan']['step']})")
     for kind, v in meta.get("validation", {}).items():
+        if "skipped" in v:
+            con.print(f"  {kind:5s} skipped: {v['skipped']}")
+            continue
         con.print(f"  {kind:5s} on {v['n']} held-out networks: {v['within_10pct'] * 100:.0f}% within ±10%, "
                   f"{v['within_5pct'] * 100:.0f}% within ±5%, RMSPE {v['rmspe'] * 100:.1f}%, "
                   f"Spearman {v['spearman']:.3f}")
@@ -405,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--widths", metavar="FILE", help="JSON {group id, group name or layer name: channels}")
     pd_.add_argument("--keep", type=float, help="keep this share of every prunable group's channels")
     pd_.add_argument("--remove-blocks", metavar="A,B", help="residual blocks to replace by identity")
-    pd_.add_argument("--predictor", default="all", choices=["all", "lut", "flops"])
+    pd_.add_argument("--predictor", default="all", choices=["all", "lut", "xgb", "rf", "flops"])
     pd_.add_argument("--measure", action="store_true", help="also measure the network now and print the error")
     pd_.add_argument("--strict", action="store_true", help="refuse a profile made on another configuration")
     pd_.set_defaults(func=cmd_predict)

@@ -15,17 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from latbench.errors import LatbenchError
+from latbench.errors import ProfileError
 
 SCHEMA = "latbench.profile/1"
 #: fingerprint fields that must match for a profile to describe this machine
 FINGERPRINT_KEYS = ("cpu", "gpu", "backend", "device", "precision", "threads", "onnxruntime", "torch", "tensorrt",
                     "compute_capability")
 NUMERIC = {"layers.csv": ("in_channels", "out_channels", "median_us", "batch"), "models.csv": ("median_us",)}
-
-
-class ProfileError(LatbenchError):
-    """A device profile that is missing, corrupt, or not for this machine."""
 
 
 class ProfileMismatchWarning(UserWarning):
@@ -178,29 +174,39 @@ class DeviceProfile:
 
     # --- predictors --------------------------------------------------------------------------
     def predictor(self, kind: str = "lut"):
-        """A predictor calibrated on this profile's calibration networks: ``lut`` or ``flops``."""
-        from latbench.predictors import PREDICTORS, FlopsPredictor, LutPredictor
+        """A predictor calibrated on this profile's calibration networks: ``lut``, ``xgb``, ``rf`` or
+        ``flops``."""
+        from latbench.predictors import PREDICTORS, FlopsPredictor, LearnedPredictor, LutPredictor
 
         if kind not in PREDICTORS:
             raise ProfileError(f"unknown predictor {kind!r}; choose from {', '.join(PREDICTORS)}")
         if kind not in self._predictors:
-            pred = LutPredictor.from_profile(self.meta, self.layers) if kind == "lut" else FlopsPredictor()
+            if kind == "lut":
+                pred = LutPredictor.from_profile(self.meta, self.layers)
+            elif kind == "flops":
+                pred = FlopsPredictor()
+            else:
+                pred = LearnedPredictor.from_profile(kind, self.meta, self.layers, self.path)
             archs, measured = self.network_samples("calib")
             if len(archs) >= 3:
                 pred.fit(archs, measured)
             self._predictors[kind] = pred
         return self._predictors[kind]
 
-    def validate(self) -> dict[str, dict[str, float]]:
+    def validate(self) -> dict[str, dict[str, Any]]:
         """Accuracy of each predictor on the held-out network samples."""
         from latbench.predictors import PREDICTORS, accuracy
 
         archs, measured = self.network_samples("valid")
         if not archs:
             return {}
-        out = {}
+        out: dict[str, dict[str, Any]] = {}
         for kind in PREDICTORS:
-            pred, sig = self.predictor(kind).predict_many(archs)
+            try:
+                pred, sig = self.predictor(kind).predict_many(archs)
+            except ProfileError as exc:  # e.g. too few layer samples to train a learned predictor
+                out[kind] = {"skipped": str(exc)}
+                continue
             out[kind] = accuracy(pred, measured, sig)
         return out
 

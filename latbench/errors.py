@@ -44,3 +44,7 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     text = str(exc).strip() or type(exc).__name__
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), text)
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class ProfileError(LatbenchError):
+    """A device profile that is missing, corrupt, or not for this machine."""

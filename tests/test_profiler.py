@@ -18,7 +18,7 @@ from latbench.arch import trace
 from latbench.arch.spec import LayerSpec
 from latbench.device_profile import DeviceProfile, ProfileError, ProfileMismatchWarning
 from latbench.models import build_candidate, build_model
-from latbench.predictors import OutOfProfileError
+from latbench.predictors import PREDICTORS, OutOfProfileError
 from latbench.predictors.batch import CandidateBatch
 from latbench.predictors.lut import LutPredictor, _Grid
 from latbench.profiler.journal import Journal
@@ -173,7 +173,9 @@ def test_profile_records_plan_timings_and_validation(tiny_profile):
     meta = json.loads((tiny_profile / "profile.json").read_text())
     assert meta["plan"]["step"] == 16 and meta["overhead_us"] > 0
     assert meta["timings_s"]["total"] > 0 and meta["fingerprint"]["backend"] == "onnxruntime"
-    assert set(meta["validation"]) == {"lut", "flops"} and meta["validation"]["lut"]["n"] >= 1
+    assert set(meta["validation"]) == set(PREDICTORS) and meta["validation"]["lut"]["n"] >= 1
+    trained = "skipped" not in meta["validation"]["xgb"]
+    assert trained and (tiny_profile / "predictors" / "xgb.json").exists()  # stored in its own format
     assert meta["layers_complete_through_pass"] == 2
 
 
@@ -182,7 +184,7 @@ def test_predictions_are_positive_ordered_and_batched_consistently(tiny_profile)
     profile = DeviceProfile.load(tiny_profile)
     base = trace(build_model("smallconv"), torch.zeros(1, 3, 32, 32), "smallconv")
     small = base.with_widths({g.id: max(1, g.channels // 4) for g in base.prunable_groups})
-    for kind in ("lut", "flops"):
+    for kind in PREDICTORS:
         pred = profile.predictor(kind)
         one = pred.predict(base)
         assert one.low_us < one.latency_us < one.high_us

@@ -2,8 +2,11 @@
 
 from latbench.predictors.base import Prediction, Rescaled, accuracy
 from latbench.predictors.flops import FlopsPredictor
-from latbench.predictors.lut import LutPredictor, OutOfProfileError
+from latbench.predictors.layer_sum import OutOfProfileError
+from latbench.predictors.learned import LEARNED, LearnedPredictor
+from latbench.predictors.lut import LutPredictor
 
-PREDICTORS = ("lut", "flops")
+PREDICTORS = ("lut", *LEARNED, "flops")
 
-__all__ = ["PREDICTORS", "FlopsPredictor", "LutPredictor", "OutOfProfileError", "Prediction", "Rescaled", "accuracy"]
+__all__ = ["LEARNED", "PREDICTORS", "FlopsPredictor", "LearnedPredictor", "LutPredictor", "OutOfProfileError",
+           "Prediction", "Rescaled", "accuracy"]

@@ -237,7 +237,10 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
 
     profile = DeviceProfile.load(folder, check_fingerprint=False)
     meta["validation"] = profile.validate()
-    meta["calibration"] = {k: profile.predictor(k).calibration for k in ("lut", "flops")}
+    meta["calibration"] = {k: profile.predictor(k).calibration for k in meta["validation"]
+                           if "skipped" not in meta["validation"][k]}
+    if "skipped" not in meta["validation"].get("xgb", {"skipped": ""}):
+        profile.predictor("xgb").save(folder)
     meta["status"] = "complete"
     meta["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     _save(folder, meta)

@@ -1,0 +1,168 @@
+"""Learned layer predictors: features, portable storage, bad input, and calibrated intervals."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from latbench.arch import trace
+from latbench.arch.spec import LayerSpec
+from latbench.device_profile import DeviceProfile, ProfileError
+from latbench.models import build_model
+from latbench.predictors import LearnedPredictor, OutOfProfileError, accuracy
+from latbench.predictors.base import interval
+from latbench.predictors.batch import CandidateBatch
+from latbench.predictors.layer_features import FEATURE_NAMES, spec_features, table_features
+from latbench.predictors.layer_sum import LayerLookup, LayerSumPredictor
+from latbench.predictors.learned import MIN_LAYER_SAMPLES, training_rows
+from latbench.profiler.run import spec_row
+
+SHIPPED = Path(__file__).resolve().parents[1] / "device_profiles" / "amd-epyc-1t-onnxruntime-fp32-bs1"
+
+
+@pytest.fixture(scope="module")
+def profile_copy(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("learned") / SHIPPED.name
+    shutil.copytree(SHIPPED, folder, ignore=shutil.ignore_patterns("predictors"))
+    return folder
+
+
+def _candidates(profile: DeviceProfile, family: str, n: int = 6):
+    base = profile.family_archs[family]
+    rng = np.random.default_rng(1)
+    return [base.with_widths({g.id: int(rng.integers(max(1, g.channels // 4), g.channels + 1))
+                              for g in base.prunable_groups}) for _ in range(n)]
+
+
+def test_a_table_row_and_its_spec_have_the_same_features():
+    specs = [LayerSpec("conv", 24, 40, (3, 3), (2, 2), (1, 1), in_hw=(16, 16), epilogue=("bn", "relu")),
+             LayerSpec("dwconv", 36, 36, (3, 3), groups=36, padding=(1, 1), in_hw=(8, 8), epilogue=("bn",)),
+             LayerSpec("linear", 64, 10, in_mult=4), LayerSpec("gap", 64, 64, in_hw=(4, 4))]
+    table = pd.DataFrame([spec_row(s) for s in specs])
+    rows = table_features(table)
+    for spec, row in zip(specs, rows, strict=True):
+        np.testing.assert_array_equal(spec_features(spec, np.array([spec.in_channels]),
+                                                    np.array([spec.out_channels]))[0], row)
+    flops = rows[:, FEATURE_NAMES.index("log_flops")]
+    assert np.expm1(flops[0]) == pytest.approx(specs[0].flops())
+    assert np.expm1(flops[2]) == pytest.approx(specs[2].flops())
+
+
+def test_stored_model_loads_in_a_fresh_process_and_predicts_the_same(profile_copy):
+    profile = DeviceProfile.load(profile_copy, check_fingerprint=False)
+    pred = profile.predictor("xgb")
+    assert pred.source == "trained"
+    meta_file = pred.save(profile_copy)
+    meta = json.loads(meta_file.read_text())
+    assert meta["library"] == "xgboost" and all((meta_file.parent / f).exists() for f in meta["files"])
+    archs = _candidates(profile, "resnet56")
+    here, _ = pred.predict_many(archs)
+    widths = [list(a.width_tuple) for a in archs]
+    code = (
+        "import json, sys\n"
+        "from latbench.device_profile import DeviceProfile\n"
+        f"p = DeviceProfile.load({str(profile_copy)!r}, check_fingerprint=False)\n"
+        "pred = p.predictor('xgb')\n"
+        "base = p.family_archs['resnet56']\n"
+        "archs = [base.with_widths(dict(enumerate(w))) for w in json.loads(sys.argv[1])]\n"
+        "print(json.dumps({'source': pred.source, 'us': pred.predict_many(archs)[0].tolist()}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(widths)], capture_output=True, text=True, check=True)
+    there = json.loads(out.stdout.strip().splitlines()[-1])
+    assert there["source"] == "stored"
+    np.testing.assert_allclose(there["us"], here, rtol=1e-6)
+
+
+def test_a_model_stored_for_other_layer_samples_is_retrained(profile_copy):
+    profile = DeviceProfile.load(profile_copy, check_fingerprint=False)
+    profile.predictor("xgb").save(profile_copy)
+    layers = profile.layers.copy()
+    layers.loc[5, "median_us"] *= 1.5
+    pred = LearnedPredictor.from_profile("xgb", profile.meta, layers, profile_copy)
+    assert pred.source == "trained"
+    assert LearnedPredictor.from_profile("xgb", profile.meta, profile.layers, profile_copy).source == "stored"
+
+
+def test_a_corrupt_stored_model_is_one_clear_error(profile_copy, tmp_path):
+    folder = tmp_path / "p"
+    shutil.copytree(profile_copy, folder)
+    profile = DeviceProfile.load(folder, check_fingerprint=False)
+    profile.predictor("xgb").save(folder)
+    (folder / "predictors" / "xgb-1.ubj").write_bytes(b"not a model")
+    with pytest.raises(ProfileError, match="corrupt stored xgb model"):
+        LearnedPredictor.from_profile("xgb", profile.meta, profile.layers, folder)
+
+
+def test_too_few_layer_samples_say_how_many_are_needed(profile_copy):
+    profile = DeviceProfile.load(profile_copy, check_fingerprint=False)
+    rows, target = training_rows(profile.layers.head(12), 0.0)
+    with pytest.raises(ProfileError, match=f"at least {MIN_LAYER_SAMPLES} layer samples"):
+        LearnedPredictor("rf", 0.0, 16).train(rows, target)
+
+
+def test_an_op_without_layer_samples_is_named(profile_copy):
+    profile = DeviceProfile.load(profile_copy, check_fingerprint=False)
+    no_depthwise = profile.layers[profile.layers["op"] != "dwconv"].reset_index(drop=True)
+    pred = LearnedPredictor.from_profile("rf", profile.meta, no_depthwise)
+    with pytest.raises(OutOfProfileError, match="no layer samples of op dwconv"):
+        pred.predict(profile.family_archs["mobilenetv2"])
+
+
+def test_learned_layers_track_measured_layers(profile_copy):
+    """Trained on every other layer sample, the model predicts the rest far better than FLOPs do."""
+    profile = DeviceProfile.load(profile_copy, check_fingerprint=False)
+    overhead = profile.meta["overhead_us"]
+    rows, target = training_rows(profile.layers, overhead)
+    test = np.arange(len(rows)) % 2 == 1
+    pred = LearnedPredictor("xgb", overhead, 16)
+    pred.train(rows[~test].reset_index(drop=True), target[~test])
+    x = table_features(rows)
+    got = np.exp(np.mean([m.predict(x[test]) for m in pred.members], axis=0)) + overhead
+    measured = np.exp(target[test]) + overhead
+    # baseline: per op, latency linear in FLOPs, fitted on the same training rows
+    flops, ops = np.expm1(x[:, FEATURE_NAMES.index("log_flops")]), rows["op"].to_numpy()
+    baseline = np.empty(test.sum())
+    for op in set(ops[test]):
+        fit, y = ~test & (ops == op), np.exp(target) + overhead
+        a, b = np.polyfit(flops[fit], y[fit], 1) if np.ptp(flops[fit]) > 0 else (0.0, np.median(y[fit]))
+        baseline[ops[test] == op] = a * flops[test & (ops == op)] + b
+    learned_err = np.median(np.abs(got / measured - 1))
+    flops_err = np.median(np.abs(baseline / measured - 1))
+    assert learned_err < 0.12 and learned_err < 0.5 * flops_err, (learned_err, flops_err)
+
+
+class _Synthetic(LayerSumPredictor):
+    """Layer latency proportional to channels, no lookup: a known truth for the calibration."""
+
+    name = "synthetic"
+
+    def layer_latency(self, batch: CandidateBatch) -> LayerLookup:
+        lat = (0.05 * batch.cin * batch.cout + 2.0) * batch.active
+        zeros = np.zeros(lat.shape, dtype=bool)
+        return LayerLookup(lat, np.zeros(lat.shape), zeros, zeros)
+
+
+def test_stated_90_percent_intervals_cover_about_90_percent_under_known_noise():
+    base = trace(build_model("smallconv"), torch.zeros(1, 3, 32, 32), "smallconv")
+    rng = np.random.default_rng(0)
+
+    def draw(n):
+        archs = [base.with_widths({g.id: int(rng.integers(1, g.channels + 1)) for g in base.prunable_groups})
+                 for _ in range(n)]
+        truth = 40.0 + 1.3 * _Synthetic().layer_latency(CandidateBatch.of(archs)).latency.sum(axis=1)
+        return archs, truth * np.exp(rng.normal(0.0, 0.05, n))
+
+    pred = _Synthetic()
+    pred.fit(*draw(120))
+    archs, measured = draw(2000)
+    mu, sigma = pred.predict_many(archs)
+    low, high = interval(mu, sigma)
+    coverage = np.mean((measured >= low) & (measured <= high))
+    assert 0.85 <= coverage <= 0.95, coverage
+    assert accuracy(mu, measured, sigma)["coverage_90"] == pytest.approx(coverage)
