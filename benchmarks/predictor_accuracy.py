@@ -50,14 +50,51 @@ def find_or_build(path: str | None, budget_min: float) -> Path:
     return profile_device(ProfileSettings(families=FAMILIES, budget_min=budget_min))
 
 
-def predictions_per_second(profile: DeviceProfile, family: str, n: int = 20_000) -> float:
+def leave_one_family_out(profile: DeviceProfile) -> dict[str, dict[str, dict]]:
+    """Per family F and predictor: accuracy on F's profile networks when nothing of F was seen.
+
+    The predictors are built from the layer samples of the other families (a shape key that F
+    shares with another family stays, as that family would have measured it too) and calibrated
+    on the other families' networks. F's networks are the profile's own (calibration and
+    held-out), so layer and network samples come from one machine state, free of later drift.
+    """
+    from latbench.predictors import FlopsPredictor, LearnedPredictor, LutPredictor, OutOfProfileError
+    from latbench.profiler.plan import shape_key
+
+    archs, measured = profile.network_samples()
+    keys = {fam: {shape_key(layer.spec) for layer in profile.family_archs[fam].base.layers} for fam in FAMILIES}
+    out: dict[str, dict[str, dict]] = {}
+    for fam in FAMILIES:
+        others = set().union(*(keys[f] for f in FAMILIES if f != fam))
+        layers = profile.layers[profile.layers["shape_key"].isin(others | {"reference"})].reset_index(drop=True)
+        train = np.array([a.name != fam for a in archs])
+        out[fam] = {}
+        for kind in PREDICTORS:
+            if kind == "lut":
+                pred = LutPredictor.from_profile(profile.meta, layers)
+            elif kind == "flops":
+                pred = FlopsPredictor()
+            else:
+                pred = LearnedPredictor.from_profile(kind, profile.meta, layers)
+            pred.fit([a for a, t in zip(archs, train, strict=True) if t], measured[train])
+            test = [a for a, t in zip(archs, train, strict=True) if not t]
+            try:
+                mu, sig = pred.predict_many(test)
+            except OutOfProfileError as exc:
+                out[fam][kind] = {"n": len(test), "unavailable": str(exc)}
+                continue
+            out[fam][kind] = accuracy(mu, measured[~train], sig)
+    return out
+
+
+def predictions_per_second(profile: DeviceProfile, family: str, kind: str = "lut", n: int = 20_000) -> float:
     base = profile.family_archs[family]
     rng = np.random.default_rng(0)
     groups = base.prunable_groups
     ratios = rng.uniform(0.3, 1.0, (n, len(groups)))
     archs = [base.with_widths({g.id: max(1, int(g.channels * r)) for g, r in zip(groups, row, strict=True)})
              for row in ratios]
-    pred = profile.predictor("lut")
+    pred = profile.predictor(kind)
     pred.predict_many(archs[:10])  # compile once
     best = np.inf
     for _ in range(3):
@@ -116,8 +153,8 @@ def plot(rows: list[dict], metrics: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = ["lut", "lut+rescaled", "flops"]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 5.2), sharex=True, sharey=True)
+    kinds = ["lut", "lut+rescaled", "xgb+rescaled", "flops"]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 5.2), sharex=True, sharey=True)
     measured = np.array([r["measured_us"] for r in rows]) / 1e3
     lim = (measured.min() * 0.7, measured.max() * 1.4)
     line = np.geomspace(*lim, 50)
@@ -177,13 +214,16 @@ def main() -> None:
         per_family[kind] = {fam: accuracy(pred[[r["family"] == fam for r in rows]],
                                           measured[[r["family"] == fam for r in rows]]) for fam in FAMILIES}
     rate = {fam: predictions_per_second(profile, fam) for fam in FAMILIES}
+    learned_rate = {fam: predictions_per_second(profile, fam, kind="xgb", n=2000) for fam in FAMILIES}
+    lofo = leave_one_family_out(profile)
     report = {
         "benchmark": "predictor_accuracy", "profile": profile.name, "networks": len(rows),
         "profiling_wall_time_min": profile.meta["timings_s"]["total"] / 60,
         "interleaved_rounds": rounds, "measurement_stop": stop,
         "references": [{"family": a.name, "widths": list(a.width_tuple), "removed": sorted(a.removed),
                         "measured_us": m} for a, m in anchors],
-        "metrics": metrics, "per_family": per_family, "lut_predictions_per_second": rate, "rows": rows,
+        "metrics": metrics, "per_family": per_family, "lut_predictions_per_second": rate,
+        "xgb_predictions_per_second": learned_rate, "leave_one_family_out": lofo, "rows": rows,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +234,11 @@ def main() -> None:
     for key in ("within_5pct", "within_10pct", "rmspe", "spearman", "coverage_90"):
         print(f"{key:16}" + "".join(f"{metrics[k][key]:16.3f}" for k in metrics))
     print("LUT predictions/s: " + ", ".join(f"{f} {r:,.0f}" for f, r in rate.items()))
+    print("XGB predictions/s: " + ", ".join(f"{f} {r:,.0f}" for f, r in learned_rate.items()))
+    print("leave one family out (the profile's own networks of the family left out), within +-10%:")
+    for fam, by_kind in lofo.items():
+        print(f"  {fam:12}" + "".join(f"  {k} " + (f"{m['within_10pct'] * 100:3.0f}%" if "within_10pct" in m else "n/a")
+                                      for k, m in by_kind.items()))
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 

@@ -30,7 +30,7 @@ class Prediction:
 
 def interval(pred: np.ndarray, rel_sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A log-normal 90% interval around ``pred`` with relative spread ``rel_sigma``."""
-    factor = np.exp(Z90 * rel_sigma)
+    factor = np.exp(np.minimum(Z90 * rel_sigma, 50.0))  # an unbounded spread stays finite
     return pred / factor, pred * factor
 
 
