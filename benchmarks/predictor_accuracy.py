@@ -58,7 +58,7 @@ def leave_one_family_out(profile: DeviceProfile) -> dict[str, dict[str, dict]]:
     on the other families' networks. F's networks are the profile's own (calibration and
     held-out), so layer and network samples come from one machine state, free of later drift.
     """
-    from latbench.predictors import FlopsPredictor, LearnedPredictor, LutPredictor, OutOfProfileError
+    from latbench.predictors import OutOfProfileError, build_predictor
     from latbench.profiler.plan import shape_key
 
     archs, measured = profile.network_samples()
@@ -70,12 +70,7 @@ def leave_one_family_out(profile: DeviceProfile) -> dict[str, dict[str, dict]]:
         train = np.array([a.name != fam for a in archs])
         out[fam] = {}
         for kind in PREDICTORS:
-            if kind == "lut":
-                pred = LutPredictor.from_profile(profile.meta, layers)
-            elif kind == "flops":
-                pred = FlopsPredictor()
-            else:
-                pred = LearnedPredictor.from_profile(kind, profile.meta, layers)
+            pred = build_predictor(kind, profile.meta, layers)
             pred.fit([a for a, t in zip(archs, train, strict=True) if t], measured[train])
             test = [a for a, t in zip(archs, train, strict=True) if not t]
             try:

@@ -176,17 +176,12 @@ class DeviceProfile:
     def predictor(self, kind: str = "lut"):
         """A predictor calibrated on this profile's calibration networks: ``lut``, ``xgb``, ``rf`` or
         ``flops``."""
-        from latbench.predictors import PREDICTORS, FlopsPredictor, LearnedPredictor, LutPredictor
+        from latbench.predictors import PREDICTORS, build_predictor
 
         if kind not in PREDICTORS:
             raise ProfileError(f"unknown predictor {kind!r}; choose from {', '.join(PREDICTORS)}")
         if kind not in self._predictors:
-            if kind == "lut":
-                pred = LutPredictor.from_profile(self.meta, self.layers)
-            elif kind == "flops":
-                pred = FlopsPredictor()
-            else:
-                pred = LearnedPredictor.from_profile(kind, self.meta, self.layers, self.path)
+            pred = build_predictor(kind, self.meta, self.layers, self.path)
             archs, measured = self.network_samples("calib")
             if len(archs) >= 3:
                 pred.fit(archs, measured)

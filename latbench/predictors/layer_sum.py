@@ -55,6 +55,13 @@ def feature_column(spec: LayerSpec) -> int:
 SAMPLES_PER_FEATURE = 4
 
 
+def profile_layout_block(meta: dict[str, Any]) -> int | None:
+    """The channel block of the blocked layout a profile's engine uses (ONNX Runtime on CPU), else None."""
+    settings = meta.get("settings", {})
+    blocked = settings.get("backend") == "onnxruntime" and settings.get("device") in (None, "cpu")
+    return int(meta["plan"]["step"]) if blocked else None
+
+
 class LayerLookup(NamedTuple):
     """(N, L) arrays for N candidates and L layers."""
 

@@ -29,7 +29,7 @@ import numpy as np
 from latbench.errors import ProfileError
 from latbench.predictors.batch import CandidateBatch
 from latbench.predictors.layer_features import FEATURE_NAMES, spec_features, table_features
-from latbench.predictors.layer_sum import LayerLookup, LayerSumPredictor, OutOfProfileError
+from latbench.predictors.layer_sum import LayerLookup, LayerSumPredictor, OutOfProfileError, profile_layout_block
 
 LEARNED = ("xgb", "rf")
 ENSEMBLE = 4
@@ -119,15 +119,12 @@ class LearnedPredictor(LayerSumPredictor):
     @classmethod
     def from_profile(cls, kind: str, meta: dict[str, Any], layers, folder: Path | None = None) -> LearnedPredictor:
         """Load the stored model when it matches the profile's layer samples, else train one."""
-        settings = meta.get("settings", {})
-        blocked = settings.get("backend") == "onnxruntime" and settings.get("device") in (None, "cpu")
-        step = int(meta["plan"]["step"])
-        pred = cls(kind, float(meta.get("overhead_us", 0.0)), step, step if blocked else None)
+        pred = cls(kind, float(meta.get("overhead_us", 0.0)), int(meta["plan"]["step"]), profile_layout_block(meta))
         rows, target = training_rows(layers, pred.overhead_us)
-        digest = rows_digest(rows, target)
-        if not (folder is not None and pred._load(folder, digest)):
+        if folder is not None and pred._load(folder, rows_digest(rows, target)):
+            pred.ops = set(rows["op"])
+        else:
             pred.train(rows, target)
-        pred.ops = set(rows["op"])
         return pred
 
     def train(self, rows, target: np.ndarray) -> None:
@@ -194,12 +191,13 @@ class LearnedPredictor(LayerSumPredictor):
             inverse.append(inv)
         x = np.concatenate(blocks)
         logs = np.stack([m.predict(x) for m in self.members])
-        mean, spread = np.exp(logs.mean(axis=0)), logs.std(axis=0)
+        mean = np.exp(logs.mean(axis=0))
+        spread_us = mean * logs.std(axis=0)
         lat, unc = np.empty((n, n_layers)), np.empty((n, n_layers))
         pos = 0
         for j, (block, inv) in enumerate(zip(blocks, inverse, strict=True)):
             lat[:, j] = mean[pos:pos + len(block)][inv]
-            unc[:, j] = (mean * spread)[pos:pos + len(block)][inv]
+            unc[:, j] = spread_us[pos:pos + len(block)][inv]
             pos += len(block)
         off = np.zeros((n, n_layers), dtype=bool)
         if self.layout_block:

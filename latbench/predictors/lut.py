@@ -35,7 +35,7 @@ import numpy as np
 from latbench.arch import ArchBase
 from latbench.arch.spec import LayerSpec
 from latbench.predictors.batch import CandidateBatch
-from latbench.predictors.layer_sum import LayerLookup, LayerSumPredictor, OutOfProfileError
+from latbench.predictors.layer_sum import LayerLookup, LayerSumPredictor, OutOfProfileError, profile_layout_block
 
 #: layers whose grids span at most this many (in, out) channel pairs are tabulated densely once
 DENSE_MAX = 1 << 18
@@ -135,10 +135,8 @@ class LutPredictor(LayerSumPredictor):
                           for unit, values in grid.off_layout)
                 aligned.off_layout = tuple(sorted(((u, t) for u, t in tables if t is not None), key=lambda ut: -ut[0]))
                 grids[g["key"]].append(aligned)
-        settings = meta.get("settings", {})
-        blocked = settings.get("backend") == "onnxruntime" and settings.get("device") in (None, "cpu")
-        step = int(meta["plan"]["step"])
-        return cls(dict(grids), step, float(meta.get("overhead_us", 0.0)), step if blocked else None)
+        return cls(dict(grids), int(meta["plan"]["step"]), float(meta.get("overhead_us", 0.0)),
+                   profile_layout_block(meta))
 
     def _grid_for(self, spec: LayerSpec) -> _Grid | None:
         from latbench.profiler.plan import shape_key

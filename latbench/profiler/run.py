@@ -239,7 +239,8 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
     meta["validation"] = profile.validate()
     meta["calibration"] = {k: profile.predictor(k).calibration for k in meta["validation"]
                            if "skipped" not in meta["validation"][k]}
-    if "skipped" not in meta["validation"].get("xgb", {"skipped": ""}):
+    xgb = meta["validation"].get("xgb")
+    if xgb and "skipped" not in xgb:
         profile.predictor("xgb").save(folder)
     meta["status"] = "complete"
     meta["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
