@@ -245,7 +245,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise UsageError(f"--budget-min must be positive, got {args.budget_min}")
     settings = ProfileSettings(families=families, backend=args.backend, device=args.device, threads=args.threads,
                                precision=args.precision or "fp32", batch=args.batch, budget_min=args.budget_min,
-                               networks_per_family=args.networks, step=args.step)
+                               networks_per_family=args.networks, step=args.step, refine=not args.no_refine,
+                               refine_target=args.refine_target)
     folder = profile_device(settings, out=args.out, progress=not args.quiet)
     from latbench.device_profile import DeviceProfile
 
@@ -260,6 +261,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
         con.print(f"  {kind:5s} on {v['n']} held-out networks: {v['within_10pct'] * 100:.0f}% within ±10%, "
                   f"{v['within_5pct'] * 100:.0f}% within ±5%, RMSPE {v['rmspe'] * 100:.1f}%, "
                   f"Spearman {v['spearman']:.3f}")
+    for r in meta.get("refine", {}).get("rounds", []):
+        con.print(f"  refine round {r['round']} at {r['minutes']:.1f} min: {r['layer_samples']} layer samples; "
+                  f"{r['measured']} new points had been interpolated to a median "
+                  f"{r['held_out']['median_ape'] * 100:.1f}% (90th pct {r['held_out']['p90_ape'] * 100:.1f}%)")
     return 0
 
 
@@ -398,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--budget-min", type=float, default=15.0, help="minutes the run may take (default 15)")
     pr.add_argument("--networks", type=int, default=32, help="whole-network samples per family (default 32)")
     pr.add_argument("--step", type=int, help="channel step of the grids (default: measured)")
+    pr.add_argument("--no-refine", action="store_true",
+                    help="do not spend budget left after the networks on refining the grids")
+    pr.add_argument("--refine-target", type=float, default=0.05,
+                    help="stop refining once new grid points are interpolated to this median error (default 0.05)")
     pr.add_argument("--out", help="profile folder (default device_profiles/<device>-<backend>-<dtype>-bs<batch>)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_profile)

@@ -27,7 +27,7 @@ from latbench.profiler.run import ProfileSettings, profile_device
 from latbench.profiler.staircase import FALLBACK_STEP, detect_step
 
 TINY = dict(families=["smallconv"], threads=1, budget_min=5, networks_per_family=8, min_networks_per_family=8,
-            passes=2, step=16)
+            passes=2, step=16, refine=False)
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +167,29 @@ def test_killed_and_resumed_run_has_the_same_rows(tiny_profile, tmp_path):
 def test_resuming_with_other_settings_is_refused(tiny_profile):
     with pytest.raises(ProfileError, match="other settings"):
         profile_device(ProfileSettings(**{**TINY, "passes": 3}), out=tiny_profile, progress=False)
+
+
+def test_refinement_inserts_grid_values_measures_them_and_resumes(tiny_profile, tmp_path):
+    folder = _copy(tiny_profile, tmp_path / "refined")
+    before = json.loads((folder / "profile.json").read_text())
+    rows_before = len(pd.read_csv(folder / "layers.csv"))
+    settings = ProfileSettings(**{**TINY, "refine": True, "refine_target": 1.0, "budget_min": 30})
+    profile_device(settings, out=folder, progress=False)
+    meta = json.loads((folder / "profile.json").read_text())
+    rounds, inserted = meta["refine"]["rounds"], meta["refine"]["inserted"]
+    assert len(rounds) == 1 and rounds[0]["held_out"]["median_ape"] <= 1.0  # the target stops it after one
+    assert inserted and all(r["round"] == 1 for r in inserted)
+    layers = pd.read_csv(folder / "layers.csv")
+    new = layers[layers["pass"] == 1001]
+    assert len(layers) > rows_before and len(new) >= rounds[0]["measured"] > 0
+    for rec in inserted:  # every inserted value is on its grid now, and its points were measured
+        grid = meta["plan"]["grids"][rec["grid"]]
+        assert [rec["value"], 1001] in grid[f"{rec['axis']}_values"]
+        assert rec["value"] in set(new["in_channels" if rec["axis"] == "in" else "out_channels"])
+    assert len(meta["plan"]["grids"]) == len(before["plan"]["grids"])
+    profile_device(settings, out=folder, progress=False)  # resumed: nothing more to do
+    assert len(pd.read_csv(folder / "layers.csv")) == len(layers)
+    assert json.loads((folder / "profile.json").read_text())["refine"]["inserted"] == inserted
 
 
 def test_profile_records_plan_timings_and_validation(tiny_profile):

@@ -174,6 +174,11 @@ class LearnedPredictor(LayerSumPredictor):
         return True
 
     # --- lookup ------------------------------------------------------------------------------
+    def log_estimates(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ensemble mean and spread of log latency (us, overhead removed) for feature rows ``x``."""
+        logs = np.stack([m.predict(x) for m in self.members])
+        return logs.mean(axis=0), logs.std(axis=0)
+
     def layer_latency(self, batch: CandidateBatch) -> LayerLookup:
         """Per candidate and layer: ensemble mean latency and spread (us), off-layout flags."""
         layers = batch.base.layers
@@ -189,10 +194,9 @@ class LearnedPredictor(LayerSumPredictor):
             unique, inv = np.unique(pairs, return_inverse=True)
             blocks.append(spec_features(layer.spec, unique >> 20, unique & ((1 << 20) - 1)))
             inverse.append(inv)
-        x = np.concatenate(blocks)
-        logs = np.stack([m.predict(x) for m in self.members])
-        mean = np.exp(logs.mean(axis=0))
-        spread_us = mean * logs.std(axis=0)
+        log_mean, log_spread = self.log_estimates(np.concatenate(blocks))
+        mean = np.exp(log_mean)
+        spread_us = mean * log_spread
         lat, unc = np.empty((n, n_layers)), np.empty((n, n_layers))
         pos = 0
         for j, (block, inv) in enumerate(zip(blocks, inverse, strict=True)):

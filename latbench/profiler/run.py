@@ -37,6 +37,14 @@ from latbench.profiler.plan import (
     shape_key,
     spec_key,
 )
+from latbench.profiler.refine import (
+    RefineSettings,
+    choose,
+    held_out_error,
+    insert,
+    interval_candidates,
+    missing_points,
+)
 
 SPEC_COLUMNS = ["op", "in_channels", "out_channels", "kernel", "stride", "padding", "groups", "dilation", "in_hw",
                 "batch", "dtype", "bias", "epilogue", "in_mult"]
@@ -67,11 +75,15 @@ class ProfileSettings:
     layer_share: float = 0.6  # of the budget, for layers beyond the first pass
     chunk: int = 0  # networks measured interleaved together (plus one anchor per family); 0: all at once
     seed: int = 0
+    refine: bool = True  # spend budget left after the networks on refining the grids
+    refine_target: float = 0.05  # ... until new points are interpolated to this median error
+
 
     def comparable(self) -> dict[str, Any]:
         """What must match for a folder to be resumed."""
         d = asdict(self)
-        for k in ("budget_min", "networks_per_family", "min_networks_per_family", "layer_share", "chunk"):
+        for k in ("budget_min", "networks_per_family", "min_networks_per_family", "layer_share", "chunk", "refine",
+                  "refine_target"):
             d.pop(k)
         return d
 
@@ -164,6 +176,18 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
         module, x = build_layer(spec)
         return measure(backend.deploy(module, x), LAYER_SETTINGS)
 
+    def sample_layer(spec: LayerSpec, p: int, journal: Journal) -> float:
+        """Measure one layer sample into the journal (after the reference layer when it is due)."""
+        if len(journal.rows) % (REFERENCE_EVERY + 1) == 0:
+            ref = run_layer(staircase.PROBE)
+            journal.append({"key": f"ref-{len(journal.rows)}", "shape_key": "reference",
+                            **spec_row(staircase.PROBE), "pass": 0, **measurement_row(ref)})
+        m = run_layer(spec)
+        journal.append({"key": spec_key(spec), "shape_key": shape_key(spec), **spec_row(spec), "pass": p,
+                        **measurement_row(m)})
+        bar.advance()
+        return m.median_us
+
     bar = _Progress(progress)
     try:
         if "overhead_us" not in meta:
@@ -178,7 +202,8 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
             _save(folder, meta)
         step = settings.step or meta["staircase"]["step"]
         archs = {fam: trace_family(fam, settings.batch) for fam in settings.families}
-        grids = layer_grids(list(archs.values()), step, settings.passes)
+        grids = insert(layer_grids(list(archs.values()), step, settings.passes),
+                       meta.get("refine", {}).get("inserted", []))
         samples = layer_samples(grids)
         variants = _interleave([network_variants(f, a, settings.networks_per_family, settings.seed, align=step)
                                 for f, a in archs.items()])
@@ -197,14 +222,7 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
             if p > 1 and spent() > settings.layer_share * budget_s:
                 complete = p - 1
                 break
-            if len(layers.rows) % (REFERENCE_EVERY + 1) == 0:
-                ref = run_layer(staircase.PROBE)
-                layers.append({"key": f"ref-{len(layers.rows)}", "shape_key": "reference",
-                               **spec_row(staircase.PROBE), "pass": 0, **measurement_row(ref)})
-            m = run_layer(spec)
-            layers.append({"key": key, "shape_key": shape_key(spec), **spec_row(spec), "pass": p,
-                           **measurement_row(m)})
-            bar.advance()
+            sample_layer(spec, p, layers)
         timings["layers"] = before.get("layers", 0.0) + time.perf_counter() - t0
         meta["layers_complete_through_pass"] = complete
 
@@ -228,6 +246,11 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
             for _ in chunk:
                 bar.advance()
         timings["networks"] = before.get("networks", 0.0) + time.perf_counter() - t0
+
+        if settings.refine and spent() < budget_s:
+            t0 = time.perf_counter()
+            _refine(folder, meta, grids, step, settings, layers, sample_layer, spent, budget_s, bar)
+            timings["refine"] = before.get("refine", 0.0) + time.perf_counter() - t0
     finally:
         bar.close()
         timings["total"] = spent()
@@ -246,6 +269,57 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
     meta["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     _save(folder, meta)
     return folder
+
+
+def _refine(folder: Path, meta: dict[str, Any], grids: list, step: int, settings: ProfileSettings,
+            layers: Journal, sample_layer, spent, budget_s: float, bar: _Progress) -> None:
+    """Refinement rounds (``latbench.profiler.refine``) until the target or the budget. Inserted
+    grid values and each round's accuracy (held-out layers, and the lookup table on the held-out
+    networks before the round) go to ``meta["refine"]``."""
+    import numpy as np
+
+    from latbench.device_profile import DeviceProfile
+    from latbench.predictors import LutPredictor, accuracy
+
+    rs = RefineSettings(target=settings.refine_target)
+    state = meta.setdefault("refine", {"settings": asdict(rs), "inserted": [], "rounds": []})
+    rounds = state["rounds"]
+    while spent() < budget_s and not (rounds and rounds[-1]["held_out"]["median_ape"] <= rs.target):
+        n = len(rounds) + 1
+        measured = {r["key"]: float(r["median_us"]) for r in layers.rows}
+        picks = choose(interval_candidates(grids, step, measured), rs.batch)
+        if not picks:
+            break
+        record: dict[str, Any] = {"round": n, "minutes": round(spent() / 60, 2),
+                                  "layer_samples": sum(r["shape_key"] != "reference" for r in layers.rows)}
+        profile = DeviceProfile.load(folder, check_fingerprint=False)
+        calib, valid = profile.network_samples("calib"), profile.network_samples("valid")
+        if len(calib[0]) >= 3 and len(valid[0]):
+            lut = LutPredictor.from_profile(meta, profile.layers)
+            lut.fit(*calib)
+            net = accuracy(lut.predict_many(valid[0])[0], valid[1])
+            record["lut_networks"] = {k: round(net[k], 4) for k in ("within_10pct", "rmspe")}
+        inserted = [p.to_dict(n) for p in picks]
+        state["inserted"] += inserted
+        grids[:] = insert(grids, inserted)
+        meta["plan"]["grids"] = [g.to_dict() for g in grids]
+        _save(folder, meta)
+        predicted = {spec_key(s): us for p in picks for s, us in p.points}
+        todo = missing_points(grids, layers.keys)
+        bar.phase(f"refining grids (round {n})", len(todo))
+        pairs = []
+        for spec in todo:
+            if spent() > budget_s:
+                break
+            us = sample_layer(spec, 1000 + n, layers)
+            if spec_key(spec) in predicted:
+                pairs.append((predicted[spec_key(spec)], us))
+        if not pairs:
+            break
+        record["held_out"] = held_out_error(*np.array(pairs).T)
+        record["measured"] = len(pairs)
+        rounds.append(record)
+        _save(folder, meta)
 
 
 def _advance_after(bar: _Progress, value: float) -> float:
