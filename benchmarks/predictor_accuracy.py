@@ -12,15 +12,23 @@ RMSPE, Spearman, 90%-interval coverage, profiling wall time and batched predicti
 writes JSON and a predicted-vs-measured scatter plot.
 
     python benchmarks/predictor_accuracy.py [--profile DIR] [--per-family 24] [--budget 240] [--reuse]
+        [--rebuild-min 12] [--adapt-from DIR --adapt-samples 10,30,100]
 
 ``--reuse`` keeps the networks and measurements of the existing result file and only predicts
-again (to evaluate a predictor change against the same measurements).
+again (to evaluate a predictor change against the same measurements). ``--rebuild-min M``
+profiles the profile's configuration again from scratch first (M minutes, into the same folder),
+so that it and the adapted profiles are measured in one run with the held-out networks.
+``--adapt-from`` adapts another profile (e.g. the 2-thread one) to this profile's configuration
+with each number of measurements in ``--adapt-samples`` (``latbench profile --from``) and
+compares them with the profile from scratch on the same held-out networks: share within +-10%,
+measurements and minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -48,6 +56,48 @@ def find_or_build(path: str | None, budget_min: float) -> Path:
                 str(row.get("families", "")).split(",")):
             return Path("device_profiles") / row["name"]
     return profile_device(ProfileSettings(families=FAMILIES, budget_min=budget_min))
+
+
+def rebuild(folder: Path, minutes: float) -> Path:
+    """Profile ``folder``'s configuration again from scratch, into ``folder``."""
+    old = DeviceProfile.load(folder, check_fingerprint=False).meta["settings"]
+    shutil.rmtree(folder)
+    return profile_device(ProfileSettings(families=FAMILIES, threads=old.get("threads"), budget_min=minutes),
+                          out=folder)
+
+
+def adapt(prior: str, target: DeviceProfile, samples: list[int]) -> dict[str, DeviceProfile]:
+    """``prior`` adapted to ``target``'s configuration with each number of measurements."""
+    from latbench.profiler.adapt import adapt_profile
+
+    out = {}
+    for n in samples:
+        folder = RESULTS / "profiles" / f"adapted-{n}"
+        shutil.rmtree(folder, ignore_errors=True)
+        settings = ProfileSettings(families=list(FAMILIES), threads=target.meta["settings"].get("threads"))
+        print(f"adapting {prior} with {n} measurements ...", flush=True)
+        out[f"adapted-{n}"] = DeviceProfile.load(adapt_profile(prior, settings, samples=n, out=folder,
+                                                               progress=False), check_fingerprint=False)
+    return out
+
+
+def adaptation_report(profiles: dict[str, DeviceProfile], archs, measured, anchors) -> dict[str, dict]:
+    """Per profile: measurements, minutes, and accuracy of its LUT and xgb predictors on the
+    held-out networks (raw, and rescaled by the reference networks measured with them)."""
+    out = {}
+    for name, prof in profiles.items():
+        adapted = prof.meta.get("adapted_from")
+        count = adapted["samples"] if adapted else int((prof.layers["shape_key"] != "reference").sum()
+                                                       + len(prof.models))
+        row: dict = {"measurements": count, "minutes": prof.meta["timings_s"]["total"] / 60}
+        for kind in ("lut", "xgb"):
+            for label, pred in ((kind, prof.predictor(kind)), (f"{kind}+rescaled", Rescaled(prof.predictor(kind),
+                                                                                             anchors))):
+                p, sig = pred.predict_many(archs)
+                m = accuracy(p, measured, sig)
+                row[label] = {k: m[k] for k in ("within_5pct", "within_10pct", "rmspe", "spearman", "coverage_90")}
+        out[name] = row
+    return out
 
 
 def leave_one_family_out(profile: DeviceProfile) -> dict[str, dict[str, dict]]:
@@ -185,10 +235,17 @@ def main() -> None:
     p.add_argument("--profile-budget-min", type=float, default=15.0)
     p.add_argument("--out", default=str(RESULTS / "predictor_accuracy.json"))
     p.add_argument("--reuse", action="store_true", help="predict the stored networks again, measure nothing")
+    p.add_argument("--rebuild-min", type=float, help="profile the configuration again from scratch first (minutes)")
+    p.add_argument("--adapt-from", help="a profile of another configuration to adapt to this one")
+    p.add_argument("--adapt-samples", default="10,30,100", help="measurements of each adaptation")
     args = p.parse_args()
 
     folder = find_or_build(args.profile, args.profile_budget_min)
+    if args.rebuild_min:
+        folder = rebuild(folder, args.rebuild_min)
     profile = DeviceProfile.load(folder)
+    adapted = adapt(args.adapt_from, profile, [int(n) for n in args.adapt_samples.split(",")]) if args.adapt_from \
+        else {}
     if args.reuse:
         stored = json.loads(Path(args.out).read_text())
         rows = [{k: r[k] for k in ("family", "widths", "removed", "flops", "measured_us")} for r in stored["rows"]]
@@ -211,6 +268,7 @@ def main() -> None:
     rate = {fam: predictions_per_second(profile, fam) for fam in FAMILIES}
     learned_rate = {fam: predictions_per_second(profile, fam, kind="xgb", n=2000) for fam in FAMILIES}
     lofo = leave_one_family_out(profile)
+    adaptation = adaptation_report({"scratch": profile, **adapted}, archs, measured, anchors) if adapted else None
     report = {
         "benchmark": "predictor_accuracy", "profile": profile.name, "networks": len(rows),
         "profiling_wall_time_min": profile.meta["timings_s"]["total"] / 60,
@@ -218,7 +276,8 @@ def main() -> None:
         "references": [{"family": a.name, "widths": list(a.width_tuple), "removed": sorted(a.removed),
                         "measured_us": m} for a, m in anchors],
         "metrics": metrics, "per_family": per_family, "lut_predictions_per_second": rate,
-        "xgb_predictions_per_second": learned_rate, "leave_one_family_out": lofo, "rows": rows,
+        "xgb_predictions_per_second": learned_rate, "leave_one_family_out": lofo,
+        "refine": profile.meta.get("refine"), "adaptation": adaptation, "rows": rows,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -234,6 +293,11 @@ def main() -> None:
     for fam, by_kind in lofo.items():
         print(f"  {fam:12}" + "".join(f"  {k} " + (f"{m['within_10pct'] * 100:3.0f}%" if "within_10pct" in m else "n/a")
                                       for k, m in by_kind.items()))
+    if adaptation:
+        print("adaptation (held-out networks within +-10%):")
+        for name, r in adaptation.items():
+            print(f"  {name:12} {r['measurements']:5d} measurements {r['minutes']:5.1f} min  " + "  ".join(
+                f"{k} {r[k]['within_10pct'] * 100:3.0f}%" for k in ("lut", "lut+rescaled", "xgb", "xgb+rescaled")))
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 

@@ -241,6 +241,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from latbench.profiler.run import ProfileSettings, profile_device
 
     families = [m for m in (args.models or "").split(",") if m]
+    if args.prior:
+        return _adapt(args, families)
+    if not families:
+        raise UsageError("give --models (e.g. resnet56,vgg16,mobilenetv2), or --from a profile to adapt")
     if args.budget_min <= 0:
         raise UsageError(f"--budget-min must be positive, got {args.budget_min}")
     settings = ProfileSettings(families=families, backend=args.backend, device=args.device, threads=args.threads,
@@ -265,6 +269,25 @@ def cmd_profile(args: argparse.Namespace) -> int:
         con.print(f"  refine round {r['round']} at {r['minutes']:.1f} min: {r['layer_samples']} layer samples; "
                   f"{r['measured']} new points had been interpolated to a median "
                   f"{r['held_out']['median_ape'] * 100:.1f}% (90th pct {r['held_out']['p90_ape'] * 100:.1f}%)")
+    return 0
+
+
+def _adapt(args: argparse.Namespace, families: list[str]) -> int:
+    from latbench.profiler.adapt import adapt_profile
+    from latbench.profiler.run import ProfileSettings
+
+    settings = ProfileSettings(families=families, backend=args.backend, device=args.device, threads=args.threads,
+                               precision=args.precision or "fp32", batch=args.batch)
+    prior = Path(args.prior)
+    if not prior.exists() and (Path("device_profiles") / args.prior).exists():
+        prior = Path("device_profiles") / args.prior
+    folder = adapt_profile(prior, settings, samples=args.samples, out=args.out, progress=not args.quiet)
+    from latbench.device_profile import DeviceProfile
+
+    meta = DeviceProfile.load(folder, check_fingerprint=False).meta
+    a = meta["adapted_from"]
+    _console().print(f"profile written to {folder} in {meta['timings_s']['total'] / 60:.1f} min: {a['profile']} "
+                     f"adapted with {a['layers']} layers and {a['networks']} networks measured here")
     return 0
 
 
@@ -394,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_inspect)
 
     pr = sub.add_parser("profile", help="profile this device: layer grids + whole networks -> device_profiles/")
-    pr.add_argument("--models", required=True, help="comma-separated families, e.g. resnet56,vgg16,mobilenetv2")
+    pr.add_argument("--models", help="comma-separated families, e.g. resnet56,vgg16,mobilenetv2 "
+                                     "(with --from: default the prior's)")
     pr.add_argument("--backend", default=DEFAULT_BACKEND, help=f"one of {', '.join(backend_names())}")
     pr.add_argument("--device", default=None, help="cpu or cuda")
     pr.add_argument("--precision", default=None, help="fp32 (default) or fp16 where supported")
@@ -408,6 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--refine-target", type=float, default=0.05,
                     help="stop refining once new grid points are interpolated to this median error (default 0.05)")
     pr.add_argument("--out", help="profile folder (default device_profiles/<device>-<backend>-<dtype>-bs<batch>)")
+    pr.add_argument("--from", dest="prior", metavar="PROFILE",
+                    help="adapt this profile of another device or configuration with --samples measurements")
+    pr.add_argument("--samples", type=int, default=30,
+                    help="with --from: layers + networks to measure here (default 30)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_profile)
 

@@ -345,3 +345,63 @@ def test_few_calibration_networks_fit_few_terms(tiny_profile):
     kinds = {cal["coefficients"][k] for k in ("conv", "pointwise", "depthwise", "eltwise", "other")}
     assert len(kinds) == 1 and kinds.pop() > 0
     assert cal["coefficients"]["conversion_us"] == cal["coefficients"]["us_per_kweight"] == 0.0
+
+
+# --- adaptation from another profile ---------------------------------------------------------------
+def test_adapting_a_profile_measures_the_given_samples_and_predicts(tiny_profile, tmp_path):
+    from latbench.profiler.adapt import adapt_profile
+
+    folder = adapt_profile(tiny_profile, ProfileSettings(families=[], threads=1), samples=8,
+                           out=tmp_path / "adapted", progress=False)
+    profile = DeviceProfile.load(folder)
+    a = profile.meta["adapted_from"]
+    assert profile.meta["status"] == "complete" and a["profile"] == "tiny"
+    assert (a["networks"], a["layers"]) == (3, 5) and len(profile.models) == 3
+    prior = pd.read_csv(tiny_profile / "layers.csv")
+    layers = profile.layers
+    assert len(layers) == len(prior) and list(layers["key"]) == list(prior["key"])
+    measured_here = layers["runs"] > 0
+    assert measured_here.sum() == 5 and (layers.loc[~measured_here, "stop_reason"] == "scaled from tiny").all()
+    assert set(a["ratios"]) >= {"*"}
+    archs, measured = DeviceProfile.load(tiny_profile).network_samples("valid")
+    for kind in ("lut", "xgb"):
+        pred = profile.predictor(kind).predict_many(archs)[0]
+        assert np.median(np.abs(pred / measured - 1)) < 0.3, kind
+
+
+def test_ratio_fits_follow_each_op_and_fall_back_to_all():
+    from latbench.profiler.adapt import apply_ratios, fit_ratios
+
+    prior = np.array([10.0, 100.0, 1000.0, 20.0, 200.0, 2000.0, 5.0, 6.0, 7.0])
+    ops = np.array(["conv"] * 6 + ["add"] * 3, dtype=object)
+    here = np.where(ops == "conv", prior ** 0.8, prior * 2.0)  # threads speed big convs up more
+    ratios = fit_ratios(ops, prior, here)
+    assert ratios["conv"]["b"] == pytest.approx(-0.2) and ratios["add"]["b"] == 0.0
+    np.testing.assert_allclose(apply_ratios(ratios, ops, prior), here, rtol=1e-9)
+    assert apply_ratios(ratios, np.array(["gap"], dtype=object), np.array([50.0]))[0] > 0  # unseen op: all ops
+
+
+def test_incompatible_priors_are_refused_with_a_reason(tiny_profile, tmp_path):
+    from latbench.profiler.adapt import adapt_profile
+
+    def prior_with(**settings):
+        folder = _copy(tiny_profile, tmp_path / f"prior{len(list(tmp_path.iterdir()))}")
+        meta = json.loads((folder / "profile.json").read_text())
+        meta["settings"].update(settings)
+        (folder / "profile.json").write_text(json.dumps(meta))
+        return folder
+
+    cases = [(prior_with(backend="tensorrt", device="cuda"), r"made on cuda \(tensorrt\).*device types"),
+             (prior_with(precision="fp16"), r"precision 'fp16', this profile 'fp32'"),
+             (prior_with(batch=8), r"batch 8, this profile 1")]
+    for prior, message in cases:
+        with pytest.raises(ProfileError, match=message):
+            adapt_profile(prior, ProfileSettings(families=[], threads=1), samples=8, out=tmp_path / "x",
+                          progress=False)
+    with pytest.raises(ProfileError, match="no samples of resnet20"):
+        adapt_profile(tiny_profile, ProfileSettings(families=["resnet20"], threads=1), samples=8,
+                      out=tmp_path / "x", progress=False)
+    with pytest.raises(ProfileError, match="--samples 1 is too few"):
+        adapt_profile(tiny_profile, ProfileSettings(families=[], threads=1), samples=1, out=tmp_path / "x",
+                      progress=False)
+    assert not (tmp_path / "x").exists()  # refused before measuring or writing anything
