@@ -207,9 +207,9 @@ def plot(rows: list[dict], metrics: dict, path: Path) -> None:
         for fam, marker in zip(FAMILIES, "osD", strict=True):
             sel = [r for r in rows if r["family"] == fam]
             ax.scatter([r["measured_us"] / 1e3 for r in sel], [r[f"{kind}_us"] / 1e3 for r in sel], s=22,
-                       marker=marker, label=fam, alpha=0.8)
+                       marker=marker, label=fam, alpha=0.8, zorder=3)
         ax.plot(line, line, "k-", lw=1)
-        ax.fill_between(line, line * 0.9, line * 1.1, color="0.85", label="±10%")
+        ax.fill_between(line, line * 0.9, line * 1.1, color="0.85", label="±10%", zorder=0)
         m = metrics[kind]
         ax.set_title(f"{kind.upper()}: {m['within_10pct'] * 100:.0f}% within ±10%, RMSPE {m['rmspe'] * 100:.1f}%, "
                      f"Spearman {m['spearman']:.3f}", fontsize=10)
