@@ -278,10 +278,8 @@ def _adapt(args: argparse.Namespace, families: list[str]) -> int:
 
     settings = ProfileSettings(families=families, backend=args.backend, device=args.device, threads=args.threads,
                                precision=args.precision or "fp32", batch=args.batch)
-    prior = Path(args.prior)
-    if not prior.exists() and (Path("device_profiles") / args.prior).exists():
-        prior = Path("device_profiles") / args.prior
-    folder = adapt_profile(prior, settings, samples=args.samples, out=args.out, progress=not args.quiet)
+    folder = adapt_profile(_profile_path(args.prior), settings, samples=args.samples, out=args.out,
+                           progress=not args.quiet)
     from latbench.device_profile import DeviceProfile
 
     meta = DeviceProfile.load(folder, check_fingerprint=False).meta
@@ -291,14 +289,20 @@ def _adapt(args: argparse.Namespace, families: list[str]) -> int:
     return 0
 
 
+def _profile_path(name: str) -> Path:
+    """A profile folder given as a path, or by its name under device_profiles/."""
+    path = Path(name)
+    if not path.exists() and (Path("device_profiles") / name).exists():
+        path = Path("device_profiles") / name
+    return path
+
+
 def _load_profile(name: str, strict: bool):
     import warnings
 
     from latbench.device_profile import DeviceProfile
 
-    path = Path(name)
-    if not path.exists() and (Path("device_profiles") / name).exists():
-        path = Path("device_profiles") / name
+    path = _profile_path(name)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         profile = DeviceProfile.load(path, strict=strict)

@@ -69,7 +69,7 @@ def layer_columns(op, cin, cout, kernel_h, kernel_w, stride, padding, dilation, 
     return np.stack([np.broadcast_to(np.asarray(c, dtype=np.float64), n) for c in columns], axis=-1)
 
 
-def _pair(value: Any) -> tuple[int, int]:
+def parse_pair(value: Any) -> tuple[int, int]:
     """``3x3`` (CSV) or ``[3, 3]`` / ``(3, 3)`` as a pair of ints."""
     if isinstance(value, str):
         a, _, b = value.partition("x")
@@ -86,11 +86,11 @@ def spec_features(spec: LayerSpec, cin: np.ndarray, cout: np.ndarray) -> np.ndar
 
 def table_features(layers) -> np.ndarray:
     """Features of every row of a profile's layer table (``layers.csv`` columns)."""
-    kernel = np.array([_pair(v) for v in layers["kernel"]])
-    stride = np.array([_pair(v)[0] for v in layers["stride"]])
-    padding = np.array([_pair(v)[0] for v in layers["padding"]])
-    dilation = np.array([_pair(v)[0] for v in layers["dilation"]])
-    hw = np.array([_pair(v) for v in layers["in_hw"]])
+    kernel = np.array([parse_pair(v) for v in layers["kernel"]])
+    stride = np.array([parse_pair(v)[0] for v in layers["stride"]])
+    padding = np.array([parse_pair(v)[0] for v in layers["padding"]])
+    dilation = np.array([parse_pair(v)[0] for v in layers["dilation"]])
+    hw = np.array([parse_pair(v) for v in layers["in_hw"]])
     epilogue = np.array([len(str(e).split("+")) if isinstance(e, str) and e else 0 for e in layers["epilogue"]])
     itemsize = np.array([np.dtype(d).itemsize for d in layers["dtype"]])
     return layer_columns(layers["op"].to_numpy(dtype=object), layers["in_channels"].to_numpy(),

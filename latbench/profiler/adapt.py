@@ -130,13 +130,13 @@ def adapt_profile(prior_path: str | Path, settings, samples: int = 30, out: str 
     measurements; returns the new profile folder (see the module docstring)."""
     import pandas as pd
 
-    from latbench.arch.spec import LayerSpec
     from latbench.backends import require_backend
     from latbench.device_profile import SCHEMA, DeviceProfile
     from latbench.jsonio import dump_json
     from latbench.measure import measure
+    from latbench.predictors import PREDICTORS
     from latbench.profiler.microbench import build_layer
-    from latbench.profiler.run import LAYER_COLUMNS, LAYER_SETTINGS, SPEC_COLUMNS, default_name, measurement_row
+    from latbench.profiler.run import LAYER_COLUMNS, LAYER_SETTINGS, default_name, measurement_row, row_spec
 
     started = time.perf_counter()
     prior = DeviceProfile.load(prior_path, check_fingerprint=False)
@@ -155,7 +155,7 @@ def adapt_profile(prior_path: str | Path, settings, samples: int = 30, out: str 
     rows = pick_layers(prior, settings.families, n_layers, settings.seed)
     measured = {}
     for i in _progress(rows, "layers", progress):
-        spec = LayerSpec.from_dict(_spec_dict(layers.iloc[i], SPEC_COLUMNS))
+        spec = row_spec(layers.iloc[i])
         module, x = build_layer(spec)
         measured[i] = measure(backend.deploy(module, x), LAYER_SETTINGS)
     ops = layers["op"].to_numpy(dtype=object)
@@ -190,7 +190,7 @@ def adapt_profile(prior_path: str | Path, settings, samples: int = 30, out: str 
     dump_json(meta, folder / "profile.json")
     profile = DeviceProfile.load(folder, check_fingerprint=False)
     meta["calibration"] = {}
-    for kind in ("lut", "xgb", "rf", "flops"):
+    for kind in PREDICTORS:
         try:
             meta["calibration"][kind] = profile.predictor(kind).calibration
         except ProfileError as exc:
@@ -214,12 +214,18 @@ def measure_networks(backend, prior, families: list[str], n: int, seed: int, pro
     from latbench.measure import compare, measure
     from latbench.models import build_candidate
     from latbench.profiler.plan import network_variants
-    from latbench.profiler.run import MODEL_COLUMNS, NETWORK_SECONDS_EACH, NETWORK_SETTINGS, measurement_row
+    from latbench.profiler.run import (
+        MODEL_COLUMNS,
+        NETWORK_SECONDS_EACH,
+        NETWORK_SETTINGS,
+        interleave,
+        measurement_row,
+    )
 
     step = int(prior.meta["plan"]["step"])
     per_family = [network_variants(f, prior.family_archs[f], n // len(families) + 2, seed=seed, align=step)
                   for f in families]
-    chosen = [x[i] for i in range(max(map(len, per_family))) for x in per_family if i < len(x)][:n]
+    chosen = interleave(per_family)[:n]
     archs = {v.key: v.arch(prior.family_archs[v.family]) for v in chosen}
     runnables = {v.key: backend.deploy(build_candidate(v.family, archs[v.key]),
                                        torch.randn(*archs[v.key].base.input_shape)) for v in chosen}
@@ -235,24 +241,6 @@ def measure_networks(backend, prior, families: list[str], n: int, seed: int, pro
                           "removed": ";".join(v.removed), "flops": archs[v.key].flops(),
                           "params": archs[v.key].params(), "anchor_us": round(anchors[v.family], 3),
                           **measurement_row(results[v.key])} for v in chosen], columns=MODEL_COLUMNS)
-
-
-def _spec_dict(row, columns: list[str]) -> dict[str, Any]:
-    """A ``layers.csv`` row's spec cells back as ``LayerSpec.from_dict`` input."""
-    d: dict[str, Any] = {}
-    for c in columns:
-        v = row[c]
-        if c in ("kernel", "stride", "padding", "dilation", "in_hw"):
-            a, _, b = str(v).partition("x")
-            v = [int(a), int(b or a)]
-        elif c == "epilogue":
-            v = [s for s in str(v).split("+") if s]
-        elif c in ("in_channels", "out_channels", "groups", "batch", "in_mult"):
-            v = int(v)
-        elif c == "bias":
-            v = str(v).lower() in ("true", "1")
-        d[c] = v
-    return d
 
 
 def _progress(items: list, label: str, enabled: bool):

@@ -95,6 +95,20 @@ def spec_row(spec: LayerSpec) -> dict[str, Any]:
     return {k: "x".join(map(str, d[k])) if isinstance(d[k], list) else d[k] for k in SPEC_COLUMNS}
 
 
+def row_spec(row) -> LayerSpec:
+    """The spec of a ``layers.csv`` row (the inverse of ``spec_row``)."""
+    from latbench.predictors.layer_features import parse_pair
+
+    d: dict[str, Any] = {c: row[c] for c in SPEC_COLUMNS}
+    for c in ("kernel", "stride", "padding", "dilation", "in_hw"):
+        d[c] = parse_pair(d[c])
+    for c in ("in_channels", "out_channels", "groups", "batch", "in_mult"):
+        d[c] = int(d[c])
+    d["epilogue"] = tuple(s for s in str(d["epilogue"]).split("+") if s)
+    d["bias"] = str(d["bias"]).lower() in ("true", "1")
+    return LayerSpec.from_dict(d)
+
+
 def measurement_row(m) -> dict[str, Any]:
     s = m.summary
     return {"median_us": round(s.median, 3), "ci_low_us": round(s.ci_low, 3), "ci_high_us": round(s.ci_high, 3),
@@ -205,7 +219,7 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
         grids = insert(layer_grids(list(archs.values()), step, settings.passes),
                        meta.get("refine", {}).get("inserted", []))
         samples = layer_samples(grids)
-        variants = _interleave([network_variants(f, a, settings.networks_per_family, settings.seed, align=step)
+        variants = interleave([network_variants(f, a, settings.networks_per_family, settings.seed, align=step)
                                 for f, a in archs.items()])
         meta["plan"] = {"step": step, "grids": [g.to_dict() for g in grids], "layer_samples": len(samples),
                         "network_variants": len(variants)}
@@ -327,7 +341,7 @@ def _advance_after(bar: _Progress, value: float) -> float:
     return value
 
 
-def _interleave(lists: list[list[NetworkVariant]]) -> list[NetworkVariant]:
+def interleave(lists: list[list[NetworkVariant]]) -> list[NetworkVariant]:
     out = []
     for i in range(max(len(x) for x in lists)):
         out.extend(x[i] for x in lists if i < len(x))
