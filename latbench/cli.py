@@ -284,8 +284,10 @@ def _adapt(args: argparse.Namespace, families: list[str]) -> int:
 
     meta = DeviceProfile.load(folder, check_fingerprint=False).meta
     a = meta["adapted_from"]
+    lut = meta["calibration"]["lut"]
     _console().print(f"profile written to {folder} in {meta['timings_s']['total'] / 60:.1f} min: {a['profile']} "
-                     f"adapted with {a['layers']} layers and {a['networks']} networks measured here")
+                     f"recalibrated on {a['networks']} networks measured here "
+                     f"(LUT leave-one-out error {100 * lut['rel_sigma']:.1f}%)")
     return 0
 
 
@@ -439,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--from", dest="prior", metavar="PROFILE",
                     help="adapt this profile of another device or configuration with --samples measurements")
     pr.add_argument("--samples", type=int, default=30,
-                    help="with --from: layers + networks to measure here (default 30)")
+                    help="with --from: networks to measure here (default 30)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_profile)
 

@@ -175,7 +175,7 @@ class DeviceProfile:
     # --- predictors --------------------------------------------------------------------------
     def predictor(self, kind: str = "lut"):
         """A predictor calibrated on this profile's calibration networks: ``lut``, ``xgb``, ``rf`` or
-        ``flops``."""
+        ``flops`` (an adapted profile's layer-sum predictors are held toward its prior's calibration)."""
         from latbench.predictors import PREDICTORS, build_predictor
 
         if kind not in PREDICTORS:
@@ -183,7 +183,10 @@ class DeviceProfile:
         if kind not in self._predictors:
             pred = build_predictor(kind, self.meta, self.layers, self.path)
             archs, measured = self.network_samples("calib")
-            if len(archs) >= 3:
+            prior = self.meta.get("adapted_from", {}).get("calibration_prior", {}).get(kind)
+            if prior is not None:
+                pred.fit(archs, measured, prior=prior)
+            elif len(archs) >= 3:
                 pred.fit(archs, measured)
             self._predictors[kind] = pred
         return self._predictors[kind]

@@ -167,3 +167,42 @@ def test_stated_90_percent_intervals_cover_about_90_percent_under_known_noise():
     coverage = np.mean((measured >= low) & (measured <= high))
     assert 0.85 <= coverage <= 0.95, coverage
     assert accuracy(mu, measured, sigma)["coverage_90"] == pytest.approx(coverage)
+
+
+# --- calibration held toward a prior ----------------------------------------------------------------
+def _calibration_case(seed: int = 0, n: int = 40):
+    """Network features of 12 terms, a prior's coefficients, and a device 1.7x slower than the prior
+    whose depthwise term (column 3) is a further 1.5x slower."""
+    rng = np.random.default_rng(seed)
+    features = rng.uniform(0.5, 2.0, (n, 12)) * rng.uniform(1, 100, 12)
+    prior = rng.uniform(0.5, 2.0, 12) * (rng.uniform(size=12) > 0.3)
+    truth = 1.7 * prior
+    truth[3] *= 1.5
+    return features, prior, truth
+
+
+def test_a_calibration_held_toward_the_prior_needs_few_networks():
+    from latbench.predictors.base import fit_relative, fit_toward
+
+    features, prior, truth = _calibration_case()
+    measured = features @ truth
+    train, test = slice(0, 6), slice(6, None)  # 6 networks for 12 terms
+    err = {}
+    for name, coef in (("toward", fit_toward(features[train], measured[train], prior)),
+                       ("free", fit_relative(features[train], measured[train], nonnegative=True)[0]),
+                       ("prior", np.median(measured[train] / (features[train] @ prior)) * prior)):
+        err[name] = np.sqrt(np.mean((features[test] @ coef / measured[test] - 1) ** 2))
+    assert err["toward"] < 0.5 * err["free"] and err["toward"] < err["prior"], err
+
+
+def test_a_device_that_only_differs_in_speed_keeps_the_priors_shape():
+    from latbench.predictors.base import fit_toward, leave_one_out_spread
+
+    features, prior, _ = _calibration_case(seed=1)
+    measured = features[:5] @ (2.5 * prior)
+    for strength in (1e-3, 0.03, 10.0):
+        np.testing.assert_allclose(fit_toward(features[:5], measured, prior, strength), 2.5 * prior, rtol=1e-3,
+                                   atol=1e-6)
+    assert leave_one_out_spread(lambda f, m: fit_toward(f, m, prior), features[:5], measured) < 1e-3
+    noisy = measured * np.random.default_rng(2).lognormal(0, 0.05, 5)
+    assert 0.01 < leave_one_out_spread(lambda f, m: fit_toward(f, m, prior), features[:5], noisy) < 0.2

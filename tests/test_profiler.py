@@ -348,37 +348,25 @@ def test_few_calibration_networks_fit_few_terms(tiny_profile):
 
 
 # --- adaptation from another profile ---------------------------------------------------------------
-def test_adapting_a_profile_measures_the_given_samples_and_predicts(tiny_profile, tmp_path):
+def test_adapting_a_profile_recalibrates_the_prior_on_networks_measured_here(tiny_profile, tmp_path):
     from latbench.profiler.adapt import adapt_profile
 
-    folder = adapt_profile(tiny_profile, ProfileSettings(families=[], threads=1), samples=8,
+    folder = adapt_profile(tiny_profile, ProfileSettings(families=[], threads=1), samples=6,
                            out=tmp_path / "adapted", progress=False)
-    profile = DeviceProfile.load(folder)
+    profile, prior = DeviceProfile.load(folder), DeviceProfile.load(tiny_profile)
     a = profile.meta["adapted_from"]
     assert profile.meta["status"] == "complete" and a["profile"] == "tiny"
-    assert (a["networks"], a["layers"]) == (3, 5) and len(profile.models) == 3
-    prior = pd.read_csv(tiny_profile / "layers.csv")
-    layers = profile.layers
-    assert len(layers) == len(prior) and list(layers["key"]) == list(prior["key"])
-    measured_here = layers["runs"] > 0
-    assert measured_here.sum() == 5 and (layers.loc[~measured_here, "stop_reason"] == "scaled from tiny").all()
-    assert set(a["ratios"]) >= {"*"}
-    archs, measured = DeviceProfile.load(tiny_profile).network_samples("valid")
+    assert a["networks"] == 6 and len(profile.models) == 6 and (profile.models["split"] == "calib").all()
+    assert (folder / "layers.csv").read_bytes() == (tiny_profile / "layers.csv").read_bytes()
+    assert profile.predictor("xgb").source == "stored"  # the prior's model, not retrained
+    for kind in ("lut", "xgb"):
+        cal = profile.meta["calibration"][kind]
+        assert cal["prior"] == prior.predictor(kind).calibration["coefficients"] == a["calibration_prior"][kind]
+        assert cal["n"] == 6 and 0 < cal["rel_sigma"] < 1
+    archs, measured = prior.network_samples("valid")
     for kind in ("lut", "xgb"):
         pred = profile.predictor(kind).predict_many(archs)[0]
         assert np.median(np.abs(pred / measured - 1)) < 0.3, kind
-
-
-def test_ratio_fits_follow_each_op_and_fall_back_to_all():
-    from latbench.profiler.adapt import apply_ratios, fit_ratios
-
-    prior = np.array([10.0, 100.0, 1000.0, 20.0, 200.0, 2000.0, 5.0, 6.0, 7.0])
-    ops = np.array(["conv"] * 6 + ["add"] * 3, dtype=object)
-    here = np.where(ops == "conv", prior ** 0.8, prior * 2.0)  # threads speed big convs up more
-    ratios = fit_ratios(ops, prior, here)
-    assert ratios["conv"]["b"] == pytest.approx(-0.2) and ratios["add"]["b"] == 0.0
-    np.testing.assert_allclose(apply_ratios(ratios, ops, prior), here, rtol=1e-9)
-    assert apply_ratios(ratios, np.array(["gap"], dtype=object), np.array([50.0]))[0] > 0  # unseen op: all ops
 
 
 def test_incompatible_priors_are_refused_with_a_reason(tiny_profile, tmp_path):
@@ -401,7 +389,7 @@ def test_incompatible_priors_are_refused_with_a_reason(tiny_profile, tmp_path):
     with pytest.raises(ProfileError, match="no samples of resnet20"):
         adapt_profile(tiny_profile, ProfileSettings(families=["resnet20"], threads=1), samples=8,
                       out=tmp_path / "x", progress=False)
-    with pytest.raises(ProfileError, match="--samples 1 is too few"):
+    with pytest.raises(ProfileError, match=r"--samples 1 is too few.*at least 2 networks"):
         adapt_profile(tiny_profile, ProfileSettings(families=[], threads=1), samples=1, out=tmp_path / "x",
                       progress=False)
     assert not (tmp_path / "x").exists()  # refused before measuring or writing anything

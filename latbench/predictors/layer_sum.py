@@ -8,7 +8,8 @@ measured on a trivial model), which is subtracted. Inside a network they are fus
 scheduled together, so the network latency is fitted on the profile's whole-network samples as
 ``intercept + sum over op kinds of scale_kind * (summed latency of that kind) + per_layer * active
 layers + the layout conversions, weight traffic and folded adds the isolated layers did not see``,
-by non-negative least squares on relative error (fewer terms when there are few networks). The
+by non-negative least squares on relative error (fewer terms when there are few networks, or all
+terms held toward another profile's when adapting one, see ``latbench.profiler.adapt``). The
 kinds (3x3-style convs, 1x1 convs, depthwise convs, element-wise ops, the rest) fuse differently: ONNX Runtime folds a
 residual add into the conv before it, so the add's isolated time mostly disappears in context.
 Layer samples are first brought to one machine state with the profile's reference layer, and
@@ -29,7 +30,7 @@ import numpy as np
 from latbench.arch import Arch
 from latbench.arch.spec import LayerSpec
 from latbench.errors import LatbenchError
-from latbench.predictors.base import Prediction, fit_relative, interval
+from latbench.predictors.base import Prediction, fit_relative, fit_toward, interval, leave_one_out_spread
 from latbench.predictors.batch import CandidateBatch, group_by_base
 from latbench.predictors.layout import conversions
 
@@ -118,11 +119,23 @@ class LayerSumPredictor(ABC):
             unc_by_kind[:, k] = np.sqrt((unc[:, kinds == k] ** 2).sum(axis=1))
         return feats, unc_by_kind
 
-    def fit(self, archs: Sequence[Arch], measured_us: np.ndarray) -> None:
-        """Fit the calibration; few networks fit fewer terms (all of them from 4 per feature on)."""
+    def fit(self, archs: Sequence[Arch], measured_us: np.ndarray, prior: dict[str, float] | None = None) -> None:
+        """Fit the calibration; few networks fit fewer terms (all of them from 4 per feature on).
+
+        With ``prior`` (another profile's coefficients, see ``latbench.profiler.adapt``), every
+        term is fitted, held toward the prior's (``fit_toward``), and the spread is the
+        leave-one-out error."""
         groups, order = group_by_base(archs)
         feats = np.concatenate([self.features(CandidateBatch.of(group))[0] for group in groups])
         n = len(order)
+        if prior is not None:
+            start = np.array([float(prior[f]) for f in FEATURES])
+            measured = np.asarray(measured_us, dtype=float)[order]
+            coef = fit_toward(feats, measured, start)
+            sigma = leave_one_out_spread(lambda f, m: fit_toward(f, m, start), feats, measured)
+            self.calibration = {"coefficients": dict(zip(FEATURES, map(float, coef), strict=True)),
+                                "rel_sigma": sigma, "n": n, "terms": len(FEATURES), "prior": dict(prior)}
+            return
         # columns of the fit: every feature, or intercept + scale per kind, or intercept + one scale
         tiers = [[[i] for i in range(len(FEATURES))], [[0], [1], [2], [3], [4], [5]], [[0], [1, 2, 3, 4, 5]]]
         columns = next((t for t in tiers if n >= SAMPLES_PER_FEATURE * len(t)), tiers[-1])

@@ -1,22 +1,21 @@
-"""A new device (or configuration) from another's profile and a few measurements.
+"""A new device (or configuration) from another's profile and a few network measurements.
 
-``latbench profile --from device_profiles/OTHER --samples N`` spends ``N`` measurements here:
+``latbench profile --from device_profiles/OTHER --samples N`` measures ``N`` networks here: the
+full-width network of every family and random-width variants, interleaved in one run. The
+adapted profile keeps the prior's layer table (layer latencies there) and its stored learned
+model, and recalibrates how layer sums become network latencies *here*: every calibration term
+is fitted on the ``N`` networks, held toward the prior's calibration
+(``latbench.predictors.base.fit_toward``). The prior knows how layers of these families fuse and
+combine on this kind of device; the few networks say how much faster or slower this one is, and
+for which kind of layer. Its uncertainty is the calibration's leave-one-out error.
 
-* **networks** (40%, at least the full-width network of every family): the full-width networks
-  and random-width variants of the prior's families, measured interleaved in one run; they
-  calibrate the predictors as a full profile's networks do (few networks fit few terms);
-* **layers** (the rest): layers of the families' full-width networks, drawn with probability
-  proportional to their share of the networks' latency on the prior, so the slow layers are
-  measured. Each was measured by the prior too, so each gives a ratio this device / prior. Per
-  op kind, ``log ratio = a + b * log prior latency`` is fitted (a slope only from ``MIN_SLOPE``
-  samples of that op with some spread, since threads speed big layers up more than small ones;
-  ops with fewer than ``MIN_OP`` samples use the fit over all ops).
+Measuring layers here and mapping the prior's table through per-op speed ratios was tried and
+did worse than this on the 2 -> 1 thread adaptation: with few networks, the calibration terms,
+not the layer latencies, limit the accuracy (see the README's numbers).
 
-The adapted profile is an ordinary profile folder: the prior's layer table with every latency
-mapped through the fitted ratio (``stop_reason`` says ``scaled``, ``runs`` is 0), the layers
-measured here in place of theirs, and only the networks measured here. ``profile.json`` records
-the prior, the measurements, the fits and the minutes it took. It has no held-out networks;
-measure its accuracy with ``benchmarks/predictor_accuracy.py``.
+The adapted profile is an ordinary profile folder; ``profile.json`` records the prior, the
+measurements, the prior's calibration it was held to and the minutes it took. It has no
+held-out networks; measure its accuracy with ``benchmarks/predictor_accuracy.py``.
 
 A prior from an incompatible configuration is refused: another device type (CPU vs GPU), other
 precision or batch size, other families, or a profile that is not complete.
@@ -24,20 +23,14 @@ precision or batch size, other families, or a profile that is not complete.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from latbench.errors import ProfileError
-
-NETWORK_SHARE = 0.4
-MIN_OP = 3  # samples of an op kind for its own ratio fit
-MIN_SLOPE = 5  # ... and for a slope in log prior latency
-MIN_LOG_SPREAD = 0.5  # (its samples must span at least this much log latency)
 
 
 def device_type(settings: dict[str, Any]) -> str:
@@ -66,126 +59,71 @@ def check_prior(meta: dict[str, Any], settings) -> None:
         raise ProfileError(f"prior profile {name} has no samples of {', '.join(missing)}")
 
 
-def split(samples: int, families: int) -> tuple[int, int]:
-    """(networks, layers) for a budget of ``samples`` measurements."""
-    networks = max(families, round(NETWORK_SHARE * samples))
-    if samples < networks + 1:
+MIN_PER_FAMILY = 2  # networks per family: the full-width one and at least one variant
+
+
+def check_samples(samples: int, families: int) -> None:
+    """Refuse a budget too small to calibrate every family."""
+    if samples < MIN_PER_FAMILY * families:
         raise ProfileError(f"--samples {samples} is too few: adapting {families} families needs at least "
-                           f"{families + 1} (one network per family and a layer)")
-    return networks, samples - networks
+                           f"{MIN_PER_FAMILY * families} networks ({MIN_PER_FAMILY} per family)")
 
 
-def pick_layers(prior, families: list[str], n: int, seed: int) -> list[int]:
-    """Row indices of ``n`` distinct prior layer samples, drawn by their latency share in the
-    families' full-width networks."""
-    from latbench.profiler.plan import spec_key
+def prior_calibrations(prior) -> dict[str, dict[str, float]]:
+    """The prior's calibration coefficients of each layer-sum predictor it can build."""
+    from latbench.predictors import PREDICTORS
 
-    keys = {k: i for i, k in enumerate(prior.layers["key"])}
-    weights: dict[int, float] = {}
-    lut = prior.predictor("lut")
-    for fam in families:
-        arch = prior.family_archs[fam]
-        share = {b["layer"]: b["share"] for b in lut.predict(arch).breakdown}
-        for layer in arch.base.layers:
-            row = keys.get(spec_key(layer.spec))
-            if row is not None:
-                weights[row] = weights.get(row, 0.0) + share.get(layer.name, 0.0)
-    rows = np.array(sorted(weights))
-    p = np.array([weights[r] for r in rows]) + 1e-3
-    rng = np.random.default_rng(seed)
-    return sorted(rng.choice(rows, size=min(n, len(rows)), replace=False, p=p / p.sum()).tolist())
-
-
-def fit_ratios(ops: np.ndarray, prior_us: np.ndarray, here_us: np.ndarray) -> dict[str, dict[str, float]]:
-    """Per op kind (and ``*`` for all): ``log(here / prior) = a + b * (log prior - center)``."""
-
-    def fit(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        center = float(np.mean(x))
-        if len(x) >= MIN_SLOPE and np.ptp(x) >= MIN_LOG_SPREAD:
-            b, a = np.polyfit(x - center, y, 1)
-            return {"a": float(a), "b": float(b), "center": center, "n": len(x)}
-        return {"a": float(np.median(y)), "b": 0.0, "center": center, "n": len(x)}
-
-    x, y = np.log(prior_us), np.log(here_us / prior_us)
-    out = {"*": fit(x, y)}
-    for op in sorted(set(ops)):
-        sel = ops == op
-        if sel.sum() >= MIN_OP:
-            out[op] = fit(x[sel], y[sel])
-    return out
-
-
-def apply_ratios(ratios: dict[str, dict[str, float]], ops: np.ndarray, prior_us: np.ndarray) -> np.ndarray:
-    """Prior latencies mapped to this device through ``fit_ratios``' fits."""
-    out = np.empty(len(prior_us))
-    for i, (op, us) in enumerate(zip(ops, prior_us, strict=True)):
-        f = ratios.get(op, ratios["*"])
-        out[i] = us * np.exp(f["a"] + f["b"] * (np.log(us) - f["center"]))
+    out = {}
+    for kind in PREDICTORS:
+        try:
+            coefficients = prior.predictor(kind).calibration.get("coefficients")
+        except ProfileError:
+            continue
+        if coefficients is not None:
+            out[kind] = dict(coefficients)
     return out
 
 
 def adapt_profile(prior_path: str | Path, settings, samples: int = 30, out: str | Path | None = None,
                   progress: bool = True, root: str | Path = "device_profiles") -> Path:
     """Adapt the profile at ``prior_path`` to ``settings`` (a ``ProfileSettings``) with ``samples``
-    measurements; returns the new profile folder (see the module docstring)."""
-    import pandas as pd
-
+    network measurements; returns the new profile folder (see the module docstring)."""
+    from latbench import __version__
     from latbench.backends import require_backend
     from latbench.device_profile import SCHEMA, DeviceProfile
     from latbench.jsonio import dump_json
-    from latbench.measure import measure
     from latbench.predictors import PREDICTORS
-    from latbench.profiler.microbench import build_layer
-    from latbench.profiler.run import LAYER_COLUMNS, LAYER_SETTINGS, default_name, measurement_row, row_spec
+    from latbench.predictors.base import PRIOR_STRENGTH
+    from latbench.profiler.run import default_name
 
     started = time.perf_counter()
     prior = DeviceProfile.load(prior_path, check_fingerprint=False)
     settings.families = settings.families or list(prior.meta.get("families", []))
     check_prior(prior.meta, settings)
+    check_samples(samples, len(settings.families))
     backend = require_backend(settings.backend, device=settings.device, threads=settings.threads,
                               precision=settings.precision)
     fingerprint = backend.fingerprint()
     folder = Path(out) if out else Path(root) / f"{default_name(fingerprint, settings)}-from-{prior.name}"
     if (folder / "profile.json").exists():
         raise ProfileError(f"{folder} exists; give another --out or remove it")
-    n_networks, n_layers = split(samples, len(settings.families))
+    calibration_prior = prior_calibrations(prior)
 
-    # layers: measured here, mapped through per-op ratio fits
-    layers = prior.layers.copy()
-    rows = pick_layers(prior, settings.families, n_layers, settings.seed)
-    measured = {}
-    for i in _progress(rows, "layers", progress):
-        spec = row_spec(layers.iloc[i])
-        module, x = build_layer(spec)
-        measured[i] = measure(backend.deploy(module, x), LAYER_SETTINGS)
-    ops = layers["op"].to_numpy(dtype=object)
-    prior_us = layers["median_us"].to_numpy(dtype=float)
-    idx = np.array(sorted(measured))
-    here = np.array([measured[i].median_us for i in idx])
-    ratios = fit_ratios(ops[idx], prior_us[idx], here)
-    factor = apply_ratios(ratios, ops, prior_us) / prior_us
-    for col in ("median_us", "ci_low_us", "ci_high_us", "p90_us"):
-        layers[col] = (pd.to_numeric(layers[col]) * factor).round(3)
-    layers["runs"], layers["stop_reason"], layers["wall_s"] = 0, f"scaled from {prior.name}", 0.0
-    for i, m in measured.items():
-        for col, value in measurement_row(m).items():
-            layers.loc[i, col] = value
-
-    models = measure_networks(backend, prior, settings.families, n_networks, settings.seed + 500, progress)
+    models = measure_networks(backend, prior, settings.families, samples, settings.seed + 500, progress)
 
     folder.mkdir(parents=True, exist_ok=True)
-    layers[LAYER_COLUMNS].to_csv(folder / "layers.csv", index=False)
+    shutil.copyfile(prior.path / "layers.csv", folder / "layers.csv")
+    if (prior.path / "predictors").is_dir():
+        shutil.copytree(prior.path / "predictors", folder / "predictors", dirs_exist_ok=True)
     models.to_csv(folder / "models.csv", index=False)
-    from latbench import __version__
-
-    overhead = float(prior.meta.get("overhead_us", 0.0)) * float(np.exp(ratios["*"]["a"]))
     meta = {"schema": SCHEMA, "name": folder.name, "status": "running", "latbench": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "fingerprint": fingerprint,
             "settings": {**settings.comparable(), "step": prior.meta["settings"].get("step")},
-            "families": settings.families, "overhead_us": overhead, "plan": prior.meta["plan"],
-            "staircase": prior.meta.get("staircase"),
+            "families": settings.families, "overhead_us": prior.meta.get("overhead_us", 0.0),
+            "plan": prior.meta["plan"], "staircase": prior.meta.get("staircase"),
             "adapted_from": {"profile": prior.name, "samples": samples, "networks": len(models),
-                             "layers": len(measured), "ratios": ratios},
+                             "layers_from": prior.meta.get("fingerprint"), "strength": PRIOR_STRENGTH,
+                             "calibration_prior": calibration_prior},
             "timings_s": {"total": time.perf_counter() - started}}
     dump_json(meta, folder / "profile.json")
     profile = DeviceProfile.load(folder, check_fingerprint=False)
@@ -195,8 +133,6 @@ def adapt_profile(prior_path: str | Path, settings, samples: int = 30, out: str 
             meta["calibration"][kind] = profile.predictor(kind).calibration
         except ProfileError as exc:
             meta["calibration"][kind] = {"skipped": str(exc)}
-    if "skipped" not in meta["calibration"]["xgb"]:
-        profile.predictor("xgb").save(folder)
     meta["timings_s"] = {"total": time.perf_counter() - started}
     meta["status"] = "complete"
     meta["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -241,11 +177,3 @@ def measure_networks(backend, prior, families: list[str], n: int, seed: int, pro
                           "removed": ";".join(v.removed), "flops": archs[v.key].flops(),
                           "params": archs[v.key].params(), "anchor_us": round(anchors[v.family], 3),
                           **measurement_row(results[v.key])} for v in chosen], columns=MODEL_COLUMNS)
-
-
-def _progress(items: list, label: str, enabled: bool):
-    if not enabled:
-        return items
-    from rich.progress import track
-
-    return track(items, description=f"measuring {len(items)} {label}")
