@@ -364,6 +364,41 @@ def _measure_candidate(profile, name: str, arch, shape) -> float:
     return _measure_with_progress(measure, runnable, MeasureSettings(), name).median_us
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import torch
+
+    from latbench.arch import trace
+    from latbench.models import REGISTRY, build_candidate
+    from latbench.sensitivity.report import TOP, write_report
+
+    profile = _load_profile(args.profile, args.strict)
+    model, shape = _model_and_shape(args.model, None, profile.meta["settings"].get("batch", 1))
+    arch = trace(model, torch.zeros(*shape), name=args.model)
+    build = None
+    if args.measure:
+        if args.model not in REGISTRY:
+            raise UsageError(f"--measure rebuilds built-in networks only; {args.model} is not one")
+        build = lambda candidate: build_candidate(args.model, candidate)  # noqa: E731
+    out = Path(args.out or f"report-{args.model.replace(':', '-')}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
+    con = _console()
+    report = write_report(arch, profile, out, build, args.measure, kind=args.predictor,
+                          staircase_layers=args.staircase_layers, log=lambda msg: con.print(msg))
+    ranking = report.frames["ranking"]
+    con.print(f"most latency-sensitive groups at keep {ranking['ratio'].iloc[0]:.1f} ({args.predictor}):")
+    for _, r in ranking.head(TOP).iterrows():
+        con.print(f"  {r['group_name']:28s} saves {r['saved_us']:8.1f} µs ({100 * r['saved_share']:.1f}%)")
+    if report.agreement:
+        a = report.agreement
+        con.print(f"measured vs predicted sensitivity: Spearman {a['spearman_all']:.3f} over {a['groups']} groups, "
+                  f"{a[f'spearman_top{TOP}']:.3f} over the top {TOP}")
+    con.print(f"report written to {out}/ ({len(report.files)} files, summary.md)")
+    return 0
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -455,6 +490,18 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--measure", action="store_true", help="also measure the network now and print the error")
     pd_.add_argument("--strict", action="store_true", help="refuse a profile made on another configuration")
     pd_.set_defaults(func=cmd_predict)
+
+    an = sub.add_parser("analyze", help="where the time goes: FLOPs vs latency shares, sensitivity, staircases")
+    an.add_argument("--model", required=True, help="built-in network name (or torchvision:NAME)")
+    an.add_argument("--profile", required=True, help="device profile folder or name")
+    an.add_argument("--out", help="report folder (default report-MODEL)")
+    an.add_argument("--predictor", default="lut", choices=["lut", "xgb", "rf"])
+    an.add_argument("--measure", action="store_true",
+                    help="also measure on the profile's backend: per-layer times in context, sensitivity at "
+                         "keep 0.5, staircase curves")
+    an.add_argument("--staircase-layers", type=int, default=4, help="slowest distinct layers to sweep (default 4)")
+    an.add_argument("--strict", action="store_true", help="refuse a profile made on another configuration")
+    an.set_defaults(func=cmd_analyze)
 
     dv = sub.add_parser("devices", help="list device profiles")
     dv.add_argument("--root", default="device_profiles")

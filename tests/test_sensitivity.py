@@ -1,0 +1,155 @@
+"""The sensitivity analysis: its tables against known truths, its report against its tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from latbench.arch import trace
+from latbench.device_profile import DeviceProfile
+from latbench.models import build_candidate, build_model
+from latbench.sensitivity import measure_sensitivity, proportion, rank_groups, sensitivity, staircase_curves
+from latbench.sensitivity.report import agreement, write_report
+from latbench.sensitivity.staircase import key_layers, sweep_widths
+
+PROFILE = Path(__file__).parent.parent / "device_profiles" / "amd-epyc-1t-onnxruntime-fp32-bs1"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return DeviceProfile.load(PROFILE, check_fingerprint=False)
+
+
+@pytest.fixture(scope="module")
+def resnet56(shipped):
+    return shipped.family_archs["resnet56"]
+
+
+class GroupCost:
+    """A predictor whose network latency is ``sum over groups of cost_g * width_g``: a known truth."""
+
+    def __init__(self, arch, seed: int = 0) -> None:
+        self.cost = np.random.default_rng(seed).uniform(0.5, 3.0, len(arch.width_tuple))
+
+    def predict_many(self, archs):
+        lat = np.array([np.dot(self.cost, a.width_tuple) for a in archs])
+        return lat, np.full(len(archs), 0.05)
+
+
+def test_sensitivity_of_a_linear_cost_is_each_groups_share_of_it(resnet56):
+    pred = GroupCost(resnet56)
+    table = sensitivity(resnet56, pred)
+    full = float(np.dot(pred.cost, resnet56.width_tuple))
+    expected = pred.cost[table["group"]] * table["channels"] / full  # removing all of g saves cost_g * C_g
+    np.testing.assert_allclose(table["sensitivity"], expected, rtol=1e-9)
+    np.testing.assert_allclose(table["saved_us"], pred.cost[table["group"]] * (table["channels"] - table["kept"]))
+    assert set(table["group"]) == {g.id for g in resnet56.prunable_groups}
+    assert (table["kept"] < table["channels"]).all() and table["ratio"].between(0.1, 0.9).all()
+    ranking = rank_groups(table)
+    assert ranking["sensitivity"].is_monotonic_decreasing and ranking["ratio"].eq(0.5).all()
+    best = int(np.argmax([pred.cost[g.id] * g.channels for g in resnet56.prunable_groups]))
+    assert ranking["group"].iloc[0] == resnet56.prunable_groups[best].id
+
+
+def test_predicted_sensitivity_on_the_shipped_profile_grows_as_more_is_removed(shipped, resnet56):
+    table = sensitivity(resnet56, shipped.predictor("lut"), ratios=(0.75, 0.5, 0.25))
+    saved = table.pivot(index="group", columns="ratio", values="saved_us")
+    assert (saved[0.25] >= saved[0.75] - 1e-6).mean() > 0.9  # pruning more rarely costs time
+    stage = table[table["channels"] == 64].groupby("group")["saved_share"].max()
+    assert stage.max() > 0.05  # a residual stage group feeds many layers
+
+
+def test_proportion_shares_sum_to_one_and_flags_follow_their_definition(shipped, resnet56):
+    table = proportion(resnet56, shipped.predictor("lut"))
+    assert table["flops_share"].sum() == pytest.approx(1.0) and table["predicted_share"].sum() == pytest.approx(1.0)
+    assert len(table) == len(resnet56.active_layers())
+    heavy = table[table["flag"] == "latency-heavy"]
+    assert (heavy["predicted_share"] >= 2 * heavy["flops_share"]).all() and (heavy["predicted_share"] >= 0.01).all()
+    light = table[table["flag"] == "latency-light"]
+    assert (light["predicted_share"] * 2 <= light["flops_share"]).all()
+    assert (table[table["op"] == "add"]["latency_to_flops"] == np.inf).all()
+
+
+class FakeRunnable:
+    """Stands in for a deployed network: per-layer times as an engine profiler reports them."""
+
+    def __init__(self, times: dict[str, float]) -> None:
+        self.times = times
+
+    def layer_times(self, runs: int = 20):
+        return pd.DataFrame({"layer": list(self.times), "time_us": list(self.times.values())})
+
+
+def test_measured_shares_come_from_the_engine_profiler_and_drive_the_flags(shipped, resnet56):
+    names = [layer.name for layer in resnet56.active_layers()]
+    times = dict.fromkeys(names, 1.0)
+    times[names[-1]] = 500.0  # the classifier, made slow by the engine
+    times[""] = 100.0  # a layout reorder with no source module
+    table = proportion(resnet56, shipped.predictor("lut"), FakeRunnable(times))
+    total = sum(times.values())
+    row = table.set_index("name").loc[names[-1]]
+    assert row["measured_share"] == pytest.approx(500.0 / total) and row["flag"] == "latency-heavy"
+    assert table["measured_share"].sum() == pytest.approx((total - 100.0) / total)
+
+
+def test_staircase_sweeps_and_the_luts_blocks(shipped, resnet56):
+    assert sweep_widths(64, 1) == list(range(1, 65))
+    widths = sweep_widths(1280, 8, max_points=64)
+    assert widths[0] == 1 and widths[-1] == 1280 and len(widths) <= 66 and all(w % 8 == 0 for w in widths[1:])
+    layers = key_layers(resnet56, shipped.predictor("lut"), 3)
+    assert len(layers) == 3 and len(set(layers)) == 3
+    curves = staircase_curves(resnet56, layers, predictor=shipped.predictor("lut"))
+    step = int(shipped.meta["plan"]["step"])
+    for _, c in curves.groupby("layer"):
+        assert list(c["out_channels"]) == list(range(1, c["full_channels"].iloc[0] + 1))
+        assert c["measured_us"].isna().all() and (c["predicted_us"] > 0).all()
+        inner = c[(c["out_channels"] > step) & (c["out_channels"] % step != 0)]  # rounded up to its block
+        block_end = {int(np.ceil(w / step) * step): v for w, v in zip(c["out_channels"], c["predicted_us"],
+                                                                         strict=True) if w % step == 0}
+        np.testing.assert_allclose(inner["predicted_us"], [block_end[int(np.ceil(w / step) * step)]
+                                                           for w in inner["out_channels"]], rtol=1e-9)
+    with pytest.raises(ValueError, match="no layer named"):
+        staircase_curves(resnet56, ["nope"], predictor=shipped.predictor("lut"))
+
+
+def test_agreement_ranks_the_top_groups():
+    measured = pd.DataFrame({"group": range(8), "ratio": 0.5, "sensitivity": [8, 7, 6, 5, 4, 3, 2, 1.0],
+                             "saved_share": 0.1})
+    predicted = measured.assign(sensitivity=[7, 8, 6, 5, 1, 4, 3, 2.0])
+    joined, a = agreement(predicted, measured)
+    assert len(joined) == 8 and a["top5_overlap"] == 4  # group 4 falls out of the predicted top 5
+    assert a["spearman_top5"] == pytest.approx(0.9)  # ranks (5,4,3,2,1) vs (4,5,3,2,1): 1 - 6*2/(5*24)
+    assert 0.5 < a["spearman_all"] < 1.0
+
+
+def test_measured_sensitivity_sees_a_big_cut_on_the_backend():
+    from latbench.backends import require_backend
+
+    base = trace(build_model("smallconv", width=64), torch.zeros(1, 3, 32, 32), "smallconv")
+    biggest = max(base.prunable_groups, key=lambda g: g.channels)
+    table = measure_sensitivity(base, lambda a: build_candidate("smallconv", a, width=64),
+                                require_backend("onnxruntime", threads=1), ratios=(0.25,), groups=[biggest.id],
+                                seconds_each=2.0)
+    row = table.iloc[0]
+    assert row["kept"] == biggest.channels // 4 and row["saved_share"] > 0.1
+    assert row["saved_share_low"] <= row["saved_share"] <= row["saved_share_high"]
+    assert table.attrs["full_us"] > 0
+
+
+def test_report_files_hold_the_same_data_as_the_api(shipped, resnet56, tmp_path):
+    report = write_report(resnet56, shipped, tmp_path, staircase_layers=2, log=lambda _: None)
+    for name, frame in report.frames.items():
+        on_disk = pd.read_csv(tmp_path / f"{name}.csv", keep_default_na=False)
+        assert len(on_disk) == len(frame) and list(on_disk.columns) == list(frame.columns)
+    pd.testing.assert_series_equal(pd.read_csv(tmp_path / "sensitivity.csv")["saved_us"],
+                                   report.frames["sensitivity"]["saved_us"], check_exact=False)
+    for png in ("proportion", "sensitivity", "staircase", "candidates"):
+        assert (tmp_path / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+    summary = (tmp_path / "summary.md").read_text()
+    top = report.frames["ranking"].iloc[0]
+    assert f"| {top['group_name']} | {top['channels']} | {top['kept']} |" in summary
+    assert "Predicted against measured" not in summary  # nothing was measured
