@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/latbench predict --profile $(PROFILE) --model resnet56 --keep 0.5 --measure
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check latbench pruners tests benchmarks
+	$(VENV)/bin/ruff check latbench pruners tests benchmarks analysis
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -98,8 +98,9 @@ def test_measured_shares_come_from_the_engine_profiler_and_drive_the_flags(shipp
 
 def test_staircase_sweeps_and_the_luts_blocks(shipped, resnet56):
     assert sweep_widths(64, 1) == list(range(1, 65))
-    widths = sweep_widths(1280, 8, max_points=64)
-    assert widths[0] == 1 and widths[-1] == 1280 and len(widths) <= 66 and all(w % 8 == 0 for w in widths[1:])
+    widths = sweep_widths(1280, max_points=64)
+    assert widths[0] == 1 and len(widths) == 64 and widths[-48:] == list(range(1233, 1281))
+    assert sweep_widths(40, step=8) == [1, 8, 16, 24, 32, 40]
     layers = key_layers(resnet56, shipped.predictor("lut"), 3)
     assert len(layers) == 3 and len(set(layers)) == 3
     curves = staircase_curves(resnet56, layers, predictor=shipped.predictor("lut"))
@@ -151,5 +152,5 @@ def test_report_files_hold_the_same_data_as_the_api(shipped, resnet56, tmp_path)
         assert (tmp_path / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     summary = (tmp_path / "summary.md").read_text()
     top = report.frames["ranking"].iloc[0]
-    assert f"| {top['group_name']} | {top['channels']} | {top['kept']} |" in summary
+    assert f"| {top['group_name']} | {top['layers']} | {top['channels']} | {top['kept']} |" in summary
     assert "Predicted against measured" not in summary  # nothing was measured

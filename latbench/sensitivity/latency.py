@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
-COLUMNS = ["group", "group_name", "channels", "ratio", "kept", "removed_share", "latency_us", "saved_us",
+COLUMNS = ["group", "group_name", "layers", "channels", "ratio", "kept", "removed_share", "latency_us", "saved_us",
            "saved_share", "sensitivity"]
 
 
@@ -43,7 +43,8 @@ def _candidates(arch, groups: Sequence[int] | None, ratios: Sequence[float]):
             k = kept_channels(channels, r)
             if k == channels:
                 continue
-            rows.append({"group": g.id, "group_name": g.name, "channels": channels, "ratio": float(r), "kept": k,
+            rows.append({"group": g.id, "group_name": g.name, "layers": len(g.layers), "channels": channels,
+                         "ratio": float(r), "kept": k,
                          "removed_share": 1.0 - k / channels})
             archs.append(arch.with_widths({g.id: k}))
     return rows, archs
@@ -103,7 +104,7 @@ def rank_groups(table, ratio: float = 0.5):
     nearest = table["ratio"].iloc[(table["ratio"] - ratio).abs().argsort().iloc[0]]
     at = table[table["ratio"] == nearest].set_index("group")
     mean = table.groupby("group")["sensitivity"].mean()
-    out = at[["group_name", "channels", "kept", "saved_us", "saved_share", "sensitivity"]].copy()
+    out = at[["group_name", "layers", "channels", "kept", "saved_us", "saved_share", "sensitivity"]].copy()
     out["mean_sensitivity"] = mean.reindex(out.index)
     out["ratio"] = nearest
     return out.sort_values("sensitivity", ascending=False).reset_index()

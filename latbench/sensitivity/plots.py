@@ -19,6 +19,12 @@ def _plt():
     return plt
 
 
+def _title(ax, title: str, width: int) -> None:
+    import textwrap
+
+    ax.set_title(textwrap.fill(title, width), fontsize=10)
+
+
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,13 +48,15 @@ def plot_proportion(table, path: str | Path, title: str) -> Path:
     for i, (col, label, color) in enumerate(series):
         ax.bar(x + (i - (len(series) - 1) / 2) * width, 100 * table[col], width, label=label, color=color)
     heavy = np.flatnonzero(table["flag"].to_numpy() == "latency-heavy")
-    top = 100 * table[[c for c, _, _ in series]].max(axis=1).to_numpy()
-    ax.plot(heavy, top[heavy] + 0.4, "v", color="black", markersize=4, label="latency-heavy (latency >> FLOPs share)")
+    if len(heavy):
+        top = 100 * table[[c for c, _, _ in series]].max(axis=1).to_numpy()
+        ax.plot(heavy, top[heavy] + 0.4, "v", color="black", markersize=4,
+                label="latency-heavy (latency share >= 2x FLOPs share)")
     ax.set_xticks(x)
     ax.set_xticklabels(table["name"], rotation=90, fontsize=6)
     ax.set_ylabel("share of network total (%)")
     ax.set_xlim(-0.6, n - 0.4)
-    ax.set_title(title)
+    _title(ax, title, 160)
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -56,7 +64,8 @@ def plot_proportion(table, path: str | Path, title: str) -> Path:
 def plot_sensitivity_heatmap(table, path: str | Path, title: str) -> Path:
     """Groups x keep ratios, colour = share of network latency saved (%)."""
     plt = _plt()
-    pivot = table.pivot_table(index="group_name", columns="ratio", values="saved_share", sort=False)
+    labels = table["group_name"] + np.where(table["layers"] > 2, " (" + table["layers"].astype(str) + " layers)", "")
+    pivot = table.assign(label=labels).pivot_table(index="label", columns="ratio", values="saved_share", sort=False)
     pivot = pivot[sorted(pivot.columns, reverse=True)]
     values = 100 * pivot.to_numpy()
     fig, ax = plt.subplots(figsize=(7.5, max(3.5, 0.22 * len(pivot) + 1.5)))
@@ -69,7 +78,7 @@ def plot_sensitivity_heatmap(table, path: str | Path, title: str) -> Path:
     ax.set_xlabel("keep ratio of the group (all other groups at full width)")
     ax.set_ylabel("channel group (named by its first layer)")
     fig.colorbar(im, ax=ax, label="network latency saved (%)")
-    ax.set_title(title)
+    _title(ax, title, 60)
     return _save(fig, path)
 
 
@@ -109,7 +118,7 @@ def plot_candidates(table, path: str | Path, title: str) -> Path:
     fig.colorbar(sc, ax=ax, label="mean keep ratio")
     ax.set_xlabel("FLOPs (M)")
     ax.set_ylabel("predicted latency (µs)")
-    ax.set_title(title, fontsize=10)
+    _title(ax, title, 60)
     return _save(fig, path)
 
 
@@ -124,11 +133,11 @@ def plot_agreement(joined, path: str | Path, title: str) -> Path:
     ax.errorbar(x, y, yerr=err, fmt="o", ms=4, color="#1f77b4", ecolor="0.6", lw=0.8)
     lo, hi = min(x.min(), y.min(), 0.0), max(x.max(), y.max()) * 1.05
     ax.plot([lo, hi], [lo, hi], "--", color="0.5", lw=0.8, label="measured = predicted")
-    for _, r in joined.nlargest(5, "saved_share").iterrows():
+    for _, r in joined.nlargest(3, "saved_share").iterrows():
         ax.annotate(r["group_name"], (100 * r["saved_share_pred"], 100 * r["saved_share"]), fontsize=6,
                     xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("predicted network latency saved (%)")
     ax.set_ylabel("measured network latency saved (%)")
-    ax.set_title(title, fontsize=10)
+    _title(ax, title, 55)
     ax.legend(fontsize=8)
     return _save(fig, path)

@@ -86,8 +86,7 @@ def write_report(arch, profile, out: str | Path, build: Callable | None = None, 
         report.agreement["measure_wall_s"] = measured.attrs["wall_s"]
     layers = key_layers(arch, lut, staircase_layers)
     log(f"{'measuring' if measure else 'predicting'} staircase curves of {', '.join(layers)} ...")
-    frames["staircase"] = staircase_curves(arch, layers, lut, backend, step=1 if max(
-        arch.spec(next(x for x in arch.base.layers if x.name == n)).out_channels for n in layers) <= 128 else step)
+    frames["staircase"] = staircase_curves(arch, layers, lut, backend)
 
     for name, df in frames.items():
         path = out / f"{name}.csv"
@@ -132,12 +131,16 @@ def summarise(arch, profile, kind: str, frames: dict[str, Any], agreement: dict[
              "", "## Most latency-sensitive channel groups", "",
              f"Network latency saved when one group alone is kept at ratio {ranking['ratio'].iloc[0]:.1f} "
              "(sensitivity = share of latency saved / share of the group removed; see `latbench.sensitivity.latency`).",
-             "", "| group | channels | kept | saved (µs) | saved | sensitivity |", "|---|---|---|---|---|---|"]
+             "A group is named by its first layer; one spanning many layers is a residual stage.",
+             "", "| group | layers | channels | kept | saved (µs) | saved | sensitivity |",
+             "|---|---|---|---|---|---|---|"]
     for _, r in ranking.head(TOP).iterrows():
-        lines.append(f"| {r['group_name']} | {r['channels']} | {r['kept']} | {r['saved_us']:.1f} | "
+        lines.append(f"| {r['group_name']} | {r['layers']} | {r['channels']} | {r['kept']} | {r['saved_us']:.1f} | "
                      f"{_pct(r['saved_share'])} | {r['sensitivity']:.3f} |")
     lines += ["", "## Least latency-efficient layers", "",
-              "Latency share over FLOPs share (layers with at least 1% of the latency; `inf` = no FLOPs).", "",
+              "Latency share over FLOPs share (layers with at least 1% of the latency; `inf` = no FLOPs). "
+              "Measured in context, an engine that fuses a residual add into the conv before it reports "
+              "the add's time under that conv.", "",
               "| layer | op | FLOPs share | latency share | latency / FLOPs |", "|---|---|---|---|---|"]
     worst = prop[prop[share] >= 0.01].sort_values("latency_to_flops", ascending=False).head(TOP)
     for _, r in worst.iterrows():
@@ -180,6 +183,6 @@ def _flat(c, col: str) -> str:
     if not len(ones):
         return f"{len(w)} widths from {w[0]} to {w[-1]}"
     flat = np.mean(np.abs(v[ones + 1] / v[ones] - 1) < 0.01)
-    big = np.argsort(-(v[1:] - v[:-1]))[:3]
+    big = ones[np.argsort(-(v[ones + 1] - v[ones]))[:3]]
     jumps = ", ".join(f"{w[i]}→{w[i + 1]}" for i in sorted(big))
     return f"{_pct(flat)} of single-channel steps change latency by less than 1%; largest jumps at {jumps}"

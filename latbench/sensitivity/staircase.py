@@ -4,7 +4,7 @@ Engines compute channels in blocks (vector widths on CPUs, tiles on GPUs), so la
 within a block and jumps at its edge: pruning a few channels inside a block buys nothing, pruning
 to just below an edge buys a whole step. Each curve is measured on the backend (the layer alone,
 built as the engine sees it, like the profiler's samples) and/or predicted by a profile's
-layer table, at every ``step`` channels (1, or the device's natural step).
+layer table, at every ``step`` channels (1, or the device's natural step; see ``sweep_widths``).
 """
 
 from __future__ import annotations
@@ -38,9 +38,15 @@ def key_layers(arch, predictor, n: int = 4) -> list[str]:
 
 
 def sweep_widths(channels: int, step: int = 1, max_points: int = 64) -> list[int]:
-    """1, then multiples of ``step`` (coarsened to at most ``max_points``), and ``channels``."""
-    step = max(step, int(np.ceil(channels / max_points / step)) * step)
-    return sorted({1, channels, *range(step, channels + 1, step)})
+    """Output widths to sweep: every ``step`` from 1 when that is at most ``max_points`` widths;
+    for wider layers, every ``step`` over the top three quarters of the points (the widths a
+    pruner tries first, where the staircase decides what a few channels buy) and a coarse sweep
+    below."""
+    if channels <= max_points * step:
+        return sorted({1, channels, *range(step, channels + 1, step)})
+    dense = list(range(channels, channels - (3 * max_points // 4) * step, -step))
+    coarse = np.linspace(1, dense[-1], max_points - len(dense), endpoint=False).round().astype(int)
+    return sorted({*coarse.tolist(), *dense})
 
 
 def staircase_curves(arch, layers: Sequence[str], predictor=None, backend=None, step: int = 1,
