@@ -329,7 +329,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.keep is not None:
         if not 0 < args.keep <= 1:
             raise UsageError(f"--keep must be in (0, 1], got {args.keep}")
-        arch = arch.with_widths({g.id: max(1, round(g.channels * args.keep)) for g in arch.prunable_groups})
+        from latbench.sensitivity.latency import kept_channels
+
+        arch = arch.with_widths({g.id: kept_channels(g.channels, args.keep) for g in arch.prunable_groups})
     if args.remove_blocks:
         arch = arch.without_blocks([b for b in args.remove_blocks.split(",") if b])
     kinds = PREDICTORS if args.predictor == "all" else (args.predictor,)
@@ -352,15 +354,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measure_candidate(profile, name: str, arch, shape) -> float:
-    import torch
-
-    from latbench.measure import MeasureSettings, measure
+def _candidate_builder(name: str):
+    """``build(candidate_arch) -> module`` for a built-in network; others cannot be rebuilt."""
     from latbench.models import REGISTRY, build_candidate
 
     if name not in REGISTRY:
         raise UsageError(f"--measure rebuilds built-in networks only; {name} is not one")
-    runnable = profile.backend().deploy(build_candidate(name, arch), torch.randn(*shape))
+    return lambda candidate: build_candidate(name, candidate)
+
+
+def _measure_candidate(profile, name: str, arch, shape) -> float:
+    import torch
+
+    from latbench.measure import MeasureSettings, measure
+
+    runnable = profile.backend().deploy(_candidate_builder(name)(arch), torch.randn(*shape))
     return _measure_with_progress(measure, runnable, MeasureSettings(), name).median_us
 
 
@@ -368,17 +376,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     import torch
 
     from latbench.arch import trace
-    from latbench.models import REGISTRY, build_candidate
     from latbench.sensitivity.report import TOP, write_report
 
     profile = _load_profile(args.profile, args.strict)
     model, shape = _model_and_shape(args.model, None, profile.meta["settings"].get("batch", 1))
     arch = trace(model, torch.zeros(*shape), name=args.model)
-    build = None
-    if args.measure:
-        if args.model not in REGISTRY:
-            raise UsageError(f"--measure rebuilds built-in networks only; {args.model} is not one")
-        build = lambda candidate: build_candidate(args.model, candidate)  # noqa: E731
+    build = _candidate_builder(args.model) if args.measure else None
     out = Path(args.out or f"report-{args.model.replace(':', '-')}")
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -191,6 +191,18 @@ class DeviceProfile:
             self._predictors[kind] = pred
         return self._predictors[kind]
 
+    def calibrations(self) -> dict[str, dict[str, Any]]:
+        """Each predictor's calibration, or ``{"skipped": reason}`` where it cannot be built."""
+        from latbench.predictors import PREDICTORS
+
+        out: dict[str, dict[str, Any]] = {}
+        for kind in PREDICTORS:
+            try:
+                out[kind] = self.predictor(kind).calibration
+            except ProfileError as exc:
+                out[kind] = {"skipped": str(exc)}
+        return out
+
     def validate(self) -> dict[str, dict[str, Any]]:
         """Accuracy of each predictor on the held-out network samples."""
         from latbench.predictors import PREDICTORS, accuracy

@@ -94,9 +94,17 @@ def leave_one_out_spread(fit, features: np.ndarray, measured: np.ndarray) -> flo
     return float(np.sqrt(np.mean(np.square(errors))))
 
 
+def spearman(a, b) -> float:
+    """Rank correlation of two sequences (ties get their mean rank); NaN for fewer than two."""
+    import pandas as pd
+
+    if len(a) < 2:
+        return float("nan")
+    return float(np.corrcoef(pd.Series(list(a)).rank(), pd.Series(list(b)).rank())[0, 1])
+
+
 def accuracy(predicted: np.ndarray, measured: np.ndarray, rel_sigma: np.ndarray | None = None) -> dict[str, float]:
     """Share within +-5% / +-10%, RMSPE, MAPE, Spearman and (with sigmas) 90% interval coverage."""
-    import pandas as pd
 
     err = (predicted - measured) / measured
     out = {
@@ -106,8 +114,7 @@ def accuracy(predicted: np.ndarray, measured: np.ndarray, rel_sigma: np.ndarray 
         "rmspe": float(np.sqrt(np.mean(err**2))),
         "mape": float(np.mean(np.abs(err))),
         "max_abs_pct_error": float(np.max(np.abs(err))) if len(err) else math.nan,
-        "spearman": float(np.corrcoef(pd.Series(predicted).rank(), pd.Series(measured).rank())[0, 1])
-        if len(err) > 1 else math.nan,
+        "spearman": spearman(predicted, measured),
     }
     if rel_sigma is not None:
         lo, hi = interval(predicted, rel_sigma)

@@ -71,17 +71,7 @@ def check_samples(samples: int, families: int) -> None:
 
 def prior_calibrations(prior) -> dict[str, dict[str, float]]:
     """The prior's calibration coefficients of each layer-sum predictor it can build."""
-    from latbench.predictors import PREDICTORS
-
-    out = {}
-    for kind in PREDICTORS:
-        try:
-            coefficients = prior.predictor(kind).calibration.get("coefficients")
-        except ProfileError:
-            continue
-        if coefficients is not None:
-            out[kind] = dict(coefficients)
-    return out
+    return {kind: dict(c["coefficients"]) for kind, c in prior.calibrations().items() if "coefficients" in c}
 
 
 def adapt_profile(prior_path: str | Path, settings, samples: int = 30, out: str | Path | None = None,
@@ -92,7 +82,6 @@ def adapt_profile(prior_path: str | Path, settings, samples: int = 30, out: str 
     from latbench.backends import require_backend
     from latbench.device_profile import SCHEMA, DeviceProfile
     from latbench.jsonio import dump_json
-    from latbench.predictors import PREDICTORS
     from latbench.predictors.base import PRIOR_STRENGTH
     from latbench.profiler.run import default_name
 
@@ -126,13 +115,7 @@ def adapt_profile(prior_path: str | Path, settings, samples: int = 30, out: str 
                              "calibration_prior": calibration_prior},
             "timings_s": {"total": time.perf_counter() - started}}
     dump_json(meta, folder / "profile.json")
-    profile = DeviceProfile.load(folder, check_fingerprint=False)
-    meta["calibration"] = {}
-    for kind in PREDICTORS:
-        try:
-            meta["calibration"][kind] = profile.predictor(kind).calibration
-        except ProfileError as exc:
-            meta["calibration"][kind] = {"skipped": str(exc)}
+    meta["calibration"] = DeviceProfile.load(folder, check_fingerprint=False).calibrations()
     meta["timings_s"] = {"total": time.perf_counter() - started}
     meta["status"] = "complete"
     meta["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from latbench.sensitivity.latency import kept_channels
+
 
 def candidates(arch, predictor, n: int = 300, low: float = 0.2, seed: int = 0):
     """``n`` candidates with every prunable group kept at an independent uniform ratio in
@@ -13,8 +15,7 @@ def candidates(arch, predictor, n: int = 300, low: float = 0.2, seed: int = 0):
     rng = np.random.default_rng(seed)
     groups = arch.prunable_groups
     keep = rng.uniform(low, 1.0, (n, len(groups)))
-    archs = [arch.with_widths({g.id: max(1, round(r * arch.widths[g.id])) for g, r in zip(groups, row,
-                                                                                               strict=True)})
+    archs = [arch.with_widths({g.id: kept_channels(arch.widths[g.id], r) for g, r in zip(groups, row, strict=True)})
              for row in keep]
     latency, sigma = predictor.predict_many(archs)
     return pd.DataFrame({"flops": [a.flops() for a in archs], "params": [a.params() for a in archs],

@@ -31,6 +31,7 @@ COLUMNS = ["group", "group_name", "layers", "channels", "ratio", "kept", "remove
 
 
 def kept_channels(channels: int, ratio: float) -> int:
+    """Channels a group of ``channels`` keeps at keep ratio ``ratio`` (at least one)."""
     return max(1, round(ratio * channels))
 
 
@@ -74,7 +75,7 @@ def measure_sensitivity(arch, build: Callable, backend, ratios: Sequence[float] 
                         progress: Callable[[dict], None] | None = None):
     """Measured latency sensitivity: ``build(candidate_arch)`` gives each module; all candidates
     and the full network are measured interleaved on ``backend``. ``saved_share`` is ``1 -`` the
-    median paired ratio to the full network; ``ci_low``/``ci_high`` bound it (95%)."""
+    median paired ratio to the full network; ``saved_share_low``/``saved_share_high`` bound it (95%)."""
     import torch
 
     from latbench.measure import MeasureSettings, compare
@@ -88,9 +89,7 @@ def measure_sensitivity(arch, build: Callable, backend, ratios: Sequence[float] 
     result = compare(runnables, settings, baseline="full", min_rounds=10, progress=progress)
     full_us = result.measurements["full"].median_us
     ratio = np.array([result.ratios[f"c{i}"].ratio for i in range(len(archs))])
-    df = _table(rows, full_us * ratio, full_us)
-    df["saved_share"] = 1.0 - ratio
-    df["sensitivity"] = df["saved_share"] / df["removed_share"]
+    df = _table(rows, full_us * ratio, full_us)  # saved_share = 1 - ratio
     df["saved_share_low"] = [1.0 - result.ratios[f"c{i}"].ci_high for i in range(len(archs))]
     df["saved_share_high"] = [1.0 - result.ratios[f"c{i}"].ci_low for i in range(len(archs))]
     df.attrs.update(full_us=full_us, rounds=result.rounds, stop_reason=result.stop_reason,

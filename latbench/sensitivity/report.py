@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from latbench.predictors.base import spearman
 from latbench.sensitivity.candidates import candidates
 from latbench.sensitivity.latency import RATIOS, measure_sensitivity, rank_groups, sensitivity
 from latbench.sensitivity.proportion import proportion
@@ -25,14 +26,6 @@ class Report:
     frames: dict[str, Any]
     agreement: dict[str, float] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
-
-
-def spearman(a, b) -> float:
-    import pandas as pd
-
-    if len(a) < 2:
-        return float("nan")
-    return float(np.corrcoef(pd.Series(list(a)).rank(), pd.Series(list(b)).rank())[0, 1])
 
 
 def agreement(predicted, measured) -> tuple[Any, dict[str, float]]:
