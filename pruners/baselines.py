@@ -1,0 +1,191 @@
+"""FLOPs-era baselines every latency-aware method is compared against, at equal measured latency.
+
+- ``uniform``: the same keep ratio in every prunable group, filters chosen by L1 norm.
+- ``global``: Torch-Pruning's global magnitude pruning (group L1 importance, normalised per
+  group, ranked across the whole network) at one pruning ratio.
+
+Each has one knob. :func:`fit_knob` sets it for a target: a FLOPs ratio (exact, from the ``Arch``)
+or a latency ratio, where bisection runs on the oracle's *predictions* and is then corrected by
+*measurements*: after measuring candidate ``x``, the remaining bias ``measured / predicted`` is
+assumed to hold nearby, the predicted target is rescaled by it and bisection runs again, until the
+measured ratio is within ``tolerance / 2`` of the target (at most ``max_measurements``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from latbench.arch import Arch
+from pruners.errors import PruningError
+from pruners.groups import ChannelGroup
+from pruners.importance import keep_top, score
+from pruners.oracle import LatencyOracle
+from pruners.surgery import Decision
+
+BASELINES = ("uniform", "global")
+
+
+def uniform_widths(groups: list[ChannelGroup], keep_ratio: float) -> dict[int, int]:
+    """The same keep ratio in every group, rounded by largest remainder: ``floor(r * C)`` channels each
+    (at least one), and the channels left of ``round(r * sum C)`` go to the groups with the largest
+    fractional parts (ties: earlier group). Rounding each group alone would move every group of one
+    width across a channel count at once (e.g. all 64-channel groups from 32 to 33), a latency
+    step too coarse for a target."""
+    exact = {g.id: keep_ratio * g.channels for g in groups}
+    widths = {gid: max(1, min(g.channels, math.floor(exact[gid]))) for gid, g in zip(exact, groups, strict=True)}
+    left = round(keep_ratio * sum(g.channels for g in groups)) - sum(widths.values())
+    order = sorted(groups, key=lambda g: -(exact[g.id] - math.floor(exact[g.id])))
+    for g in order:
+        if left <= 0:
+            break
+        if widths[g.id] < g.channels:
+            widths[g.id] += 1
+            left -= 1
+    return widths
+
+
+def uniform_decision(groups: list[ChannelGroup], scores: dict[int, torch.Tensor], keep_ratio: float) -> Decision:
+    """Keep the same share of every group (:func:`uniform_widths`), the highest-scoring channels."""
+    widths = uniform_widths(groups, keep_ratio)
+    return Decision({g.id: tuple(keep_top(scores[g.id], widths[g.id])) for g in groups})
+
+
+def global_decision(model: nn.Module, groups: list[ChannelGroup], example: torch.Tensor, pruning_ratio: float,
+                    max_pruning_ratio: float = 0.95) -> Decision:
+    """Torch-Pruning's global magnitude pruning at ``pruning_ratio``, read back as a decision (the
+    module is not changed: the pruner's groups are recorded, not pruned)."""
+    import copy
+
+    if pruning_ratio <= 0:
+        return Decision()
+    work = copy.deepcopy(model).eval()
+    modules = dict(work.named_modules())
+    prunable = {id(modules[n]) for g in groups for n in g.writers}
+    ignored = [m for m in work.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in prunable]
+    pruner = tp.pruner.MagnitudePruner(work, example, importance=tp.importance.MagnitudeImportance(p=1),
+                                       global_pruning=True, pruning_ratio=pruning_ratio,
+                                       max_pruning_ratio=max_pruning_ratio, ignored_layers=ignored)
+    names = {id(m): n for n, m in modules.items()}
+    keep: dict[int, tuple[int, ...]] = {}
+    for dep_group in pruner.step(interactive=True):
+        dropped = set()
+        group = None
+        for dep, idxs in dep_group:
+            name = names.get(id(dep.target.module))
+            for g in groups:
+                if name in g.writers and dep.handler.__name__ == "prune_out_channels":
+                    group, dropped = g, set(map(int, idxs))
+                    break
+            if group is not None:
+                break
+        if group is None:
+            root = names.get(id(dep_group[0].dep.target.module))
+            raise PruningError(f"Torch-Pruning proposed a group rooted at {root} that the trace does not know")
+        keep[group.id] = tuple(i for i in range(group.channels) if i not in dropped)
+    return Decision(keep)
+
+
+@dataclass
+class Fit:
+    """The knob value chosen, the candidate it gives, and every step of the search."""
+
+    knob: float
+    decision: Decision
+    arch: Arch
+    history: list[dict[str, Any]]
+
+
+def fit_knob(make: Callable[[float], Decision], arch: Arch, oracle: LatencyOracle | None, target: float,
+             metric: str = "latency", build: Callable[[Decision], nn.Module] | None = None,
+             knob_range: tuple[float, float] = (0.02, 1.0), grid: int = 121, tolerance: float = 0.05,
+             max_measurements: int = 6) -> Fit:
+    """The largest knob (larger = bigger network) whose candidate's ``metric`` ratio meets ``target``.
+
+    Latency is not monotone in a width knob (a channel count just past a vector width can be slower
+    than a wider one), so the knob is scanned on a ``grid`` rather than bisected. ``metric`` is
+    ``"flops"`` or ``"latency"``; for latency with ``build`` and an oracle that may measure, the
+    scan's predictions are corrected by measurements: the log error ``measured / predicted`` found at
+    measured knobs is interpolated between them, the largest knob whose corrected prediction meets
+    the target is measured next, until one lands within ``tolerance / 2`` of the target (at most
+    ``max_measurements``). The candidate measured closest to the target is returned.
+    """
+    if metric not in ("flops", "latency"):
+        raise PruningError(f"unknown target metric {metric!r}; use 'flops' or 'latency'")
+    if metric == "latency" and oracle is None:
+        raise PruningError("a latency target needs a latency oracle (a device profile)")
+    base_flops = arch.flops()
+    knobs = np.linspace(knob_range[0], knob_range[1], grid)
+    points: list[tuple[float, Decision, Arch, float]] = []
+    history: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for x in knobs:
+        d = make(float(x))
+        cand = d.arch(arch)
+        v = cand.flops() / base_flops if metric == "flops" else oracle.predict(cand).ratio
+        points.append((float(x), d, cand, v))
+        if cand.signature() not in seen:
+            seen.add(cand.signature())
+            history.append({"knob": float(x), metric if metric == "flops" else "predicted": v, "flops": cand.flops()})
+
+    def largest_meeting(estimate: np.ndarray) -> int:
+        ok = np.flatnonzero(estimate <= target)
+        return int(ok[-1]) if ok.size else int(np.argmin(estimate))
+
+    values = np.array([p[3] for p in points])
+    i = largest_meeting(values)
+    if metric == "flops" or build is None or oracle.mode == "predict":
+        x, d, cand, _ = points[i]
+        return Fit(x, d, cand, history)
+    anchors: dict[float, float] = {}  # knob -> log(measured / predicted)
+    best: tuple[float, int, float] | None = None
+    for _ in range(max_measurements):
+        x, d, cand, v = points[i]
+        if x in anchors:
+            break
+        m = oracle.measure(build(d), cand).ratio
+        anchors[x] = float(np.log(m / v))
+        history.append({"knob": x, "predicted": v, "measured": m, "flops": cand.flops()})
+        err = abs(m / target - 1)
+        if best is None or err < best[0]:
+            best = (err, i, m)
+        if err <= tolerance / 2:
+            break
+        at = np.array(sorted(anchors))
+        correction = np.interp(knobs, at, [anchors[a] for a in at])
+        i = largest_meeting(values * np.exp(correction))
+    _, i, _ = best
+    x, d, cand, _ = points[i]
+    return Fit(x, d, cand, history)
+
+
+def uniform(model: nn.Module, arch: Arch, groups: list[ChannelGroup], example: torch.Tensor,
+            oracle: LatencyOracle | None, target: float, metric: str = "latency",
+            build: Callable[[Decision], nn.Module] | None = None, **kw: Any) -> Fit:
+    """The uniform L1 baseline at a latency or FLOPs ratio."""
+    scores = score(model, groups, "l1")
+    return fit_knob(lambda r: uniform_decision(groups, scores, r), arch, oracle, target, metric, build, **kw)
+
+
+def global_magnitude(model: nn.Module, arch: Arch, groups: list[ChannelGroup], example: torch.Tensor,
+                     oracle: LatencyOracle | None, target: float, metric: str = "latency",
+                     build: Callable[[Decision], nn.Module] | None = None, **kw: Any) -> Fit:
+    """Torch-Pruning's global magnitude baseline at a latency or FLOPs ratio (knob: 1 - pruning ratio)."""
+    cache: dict[float, Decision] = {}
+
+    def make(keep: float) -> Decision:
+        key = round(keep, 6)
+        if key not in cache:
+            cache[key] = global_decision(model, groups, example, 1.0 - keep)
+        return cache[key]
+
+    kw.setdefault("knob_range", (0.05, 1.0))
+    kw.setdefault("grid", 96)
+    return fit_knob(make, arch, oracle, target, metric, build, **kw)

@@ -1,0 +1,177 @@
+"""The latency oracle: what a pruning method asks when it needs to know how fast a candidate is.
+
+Latency is asked *relative to the unpruned network* (a ratio), which is how targets are given:
+
+- ``predict(arch)``: the profile's predictor, as the ratio of the candidate's prediction to the
+  reference's, so a calibration bias common to both cancels; with the predictor's 90% interval.
+- ``measure(module, arch)``: the candidate deployed on the profile's backend and timed
+  interleaved with the reference network (``latbench.measure.compare``): the ratio of paired
+  medians is robust to the drift of a shared machine.
+- ``ratio(arch, build)``: by ``mode``: ``"predict"``, ``"measure"``, or ``"auto"``, which measures
+  when the prediction's relative uncertainty exceeds ``threshold`` (``uncertain(arch)``).
+
+Results are cached by the architecture's signature and every call is counted, so a method's
+report says how many predictions and measurements it made.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from latbench.arch import Arch
+from latbench.measure import MeasureSettings
+from pruners.errors import PruningError
+
+MODES = ("predict", "measure", "auto")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A candidate's latency relative to the reference (``ratio``) and in microseconds."""
+
+    ratio: float
+    latency_us: float
+    low: float  #: lower end of the ratio's interval (90% for predictions, 95% CI for measurements)
+    high: float
+    source: str  #: "predicted" or "measured"
+
+    @property
+    def rel_halfwidth(self) -> float:
+        return (self.high - self.low) / (2 * self.ratio) if self.ratio > 0 else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ratio": self.ratio, "latency_us": self.latency_us, "low": self.low, "high": self.high,
+                "source": self.source}
+
+
+@dataclass
+class Counts:
+    predictions: int = 0
+    measurements: int = 0
+    cache_hits: int = 0
+    measure_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class LatencyOracle:
+    """Predicts and measures candidates of ``reference`` (traced as ``arch``) on one device profile.
+
+    ``backend``: where measurements run; defaults to the profile's own backend, and one whose name
+    differs from the profile's is refused (a profile prices one engine, not another).
+    """
+
+    profile: Any
+    reference: nn.Module
+    arch: Arch
+    example: torch.Tensor
+    predictor: str = "lut"
+    mode: str = "auto"
+    threshold: float = 0.05
+    backend: Any = None
+    settings: MeasureSettings = field(default_factory=lambda: MeasureSettings(target_rel_ci=0.01, budget_s=6.0))
+    counts: Counts = field(default_factory=Counts)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise PruningError(f"unknown oracle mode {self.mode!r}; choose from {', '.join(MODES)}")
+        expected = self.profile.meta["settings"]["backend"]
+        if self.backend is None:
+            self.backend = self.profile.backend()
+        elif self.backend.name != expected:
+            raise PruningError(f"profile {self.profile.name} prices backend {expected!r}, not {self.backend.name!r}; "
+                               f"measure on {expected} or use a profile made with {self.backend.name}")
+        self._model = self.profile.predictor(self.predictor)
+        self._predicted: dict[str, Estimate] = {}
+        self._measured: dict[str, Estimate] = {}
+        self._reference_runnable = None
+        self.reference_predicted_us = float(self._model.predict(self.arch).latency_us)
+        self.reference_measured_us: float | None = None
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def predict(self, arch: Arch) -> Estimate:
+        key = arch.signature()
+        if key in self._predicted:
+            self.counts.cache_hits += 1
+            return self._predicted[key]
+        self.counts.predictions += 1
+        p = self._model.predict(arch)
+        ref = self.reference_predicted_us
+        est = Estimate(p.latency_us / ref, p.latency_us, p.low_us / ref, p.high_us / ref, "predicted")
+        self._predicted[key] = est
+        return est
+
+    def uncertain(self, arch: Arch) -> bool:
+        """Whether the prediction's relative half-width exceeds ``threshold`` (then ``auto`` measures)."""
+        return self.predict(arch).rel_halfwidth > self.threshold
+
+    def measure(self, module: nn.Module, arch: Arch) -> Estimate:
+        """Time ``module`` (whose trace is ``arch``) interleaved with the reference network."""
+        from latbench.measure import compare
+
+        key = arch.signature()
+        if key in self._measured:
+            self.counts.cache_hits += 1
+            return self._measured[key]
+        start = time.perf_counter()
+        if self._reference_runnable is None:
+            self._reference_runnable = self.backend.deploy(self.reference.eval(), self.example)
+        runnable = self.backend.deploy(module.eval(), self.example)
+        result = compare({"reference": self._reference_runnable, "candidate": runnable}, self.settings)
+        r = result.ratios["candidate"]
+        ref_us = result.measurements["reference"].median_us
+        self.reference_measured_us = self.reference_measured_us or ref_us
+        est = Estimate(r.ratio, r.ratio * self.reference_measured_us, r.ci_low, r.ci_high, "measured")
+        self.counts.measurements += 1
+        self.counts.measure_seconds += time.perf_counter() - start
+        self._measured[key] = est
+        return est
+
+    def ratio(self, arch: Arch, build: Callable[[], nn.Module] | None = None) -> Estimate:
+        """The candidate's latency ratio by this oracle's mode; ``build`` makes its module when measuring."""
+        if self.mode == "predict" or build is None:
+            return self.predict(arch)
+        if self.mode == "auto" and not self.uncertain(arch):
+            return self.predict(arch)
+        return self.measure(build(), arch)
+
+    def smallest(self) -> Arch:
+        """The smallest candidate: every prunable group at one channel, every removable block removed."""
+        small = self.arch.with_widths({g.id: 1 for g in self.arch.prunable_groups})
+        return small.without_blocks(b.name for b in self.arch.blocks if b.removable)
+
+    def check_target(self, target: float, build_smallest: Callable[[], nn.Module] | None = None) -> float:
+        """Refuse a target ratio outside (floor, 1] with one line that says what the floor is; returns the floor.
+
+        The floor is predicted; where the prediction says the target is out of reach and the oracle
+        may measure, the smallest network is measured before refusing (predictors are least sure there).
+        """
+        if not 0 < target <= 1:
+            raise PruningError(f"latency target must be a ratio of the original in (0, 1], got {target}")
+        small = self.smallest()
+        floor = self.predict(small)
+        if target < floor.ratio and build_smallest is not None and self.mode != "predict":
+            floor = self.measure(build_smallest(), small)
+        if target < floor.ratio:
+            raise PruningError(f"latency target {target:g} is below the floor {floor.ratio:.3f} of {self.arch.name} "
+                               f"({floor.source}: every prunable group at one channel and every removable block "
+                               f"removed, on {self.profile.name})")
+        return floor.ratio
+
+    def describe(self) -> dict[str, Any]:
+        return {"profile": self.profile.name, "backend": self.backend_name, "predictor": self.predictor,
+                "mode": self.mode, "threshold": self.threshold,
+                "reference_predicted_us": self.reference_predicted_us,
+                "reference_measured_us": self.reference_measured_us, "counts": self.counts.to_dict()}

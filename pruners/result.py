@@ -1,0 +1,83 @@
+"""The record every pruning method returns, and how it is written to a run folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from latbench.arch import Arch
+from latbench.jsonio import dump_json
+from pruners.surgery import Decision
+
+REPORT = "report.json"
+
+
+@dataclass
+class PruneResult:
+    """A pruned network and everything needed to judge it: accuracy, latency (predicted and measured,
+    with the backend and profile named), FLOPs, parameters, oracle calls, time and search history."""
+
+    method: str
+    model: nn.Module
+    arch: Arch
+    decision: Decision
+    target: dict[str, Any]
+    accuracy: dict[str, float | None]  #: original, pruned (before fine-tuning), finetuned (test split)
+    latency: dict[str, Any]  #: predicted/measured ratio and us, interval, backend, profile, predictor
+    flops: dict[str, float]
+    params: dict[str, float]
+    oracle: dict[str, Any]
+    wall_time_s: float
+    search: list[dict[str, Any]] = field(default_factory=list)
+    finetune: list[dict[str, float]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "model": self.arch.name, "target": self.target, "accuracy": self.accuracy,
+                "latency": self.latency, "flops": self.flops, "params": self.params, "oracle": self.oracle,
+                "wall_time_s": self.wall_time_s, "widths": self.arch.channels(),
+                "removed_blocks": sorted(self.arch.removed), "settings": self.settings, "search": self.search,
+                "finetune": self.finetune}
+
+    def summary(self) -> str:
+        """A short Markdown summary of the run."""
+        a, lat, f = self.accuracy, self.latency, self.flops
+        fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+        rows = [
+            ("test accuracy (%)", fmt(a.get("original")), fmt(a.get("finetuned"))),
+            ("latency, measured (us)", fmt(lat.get("reference_measured_us")), fmt(lat.get("measured_us"))),
+            ("latency, predicted (us)", fmt(lat.get("reference_predicted_us")), fmt(lat.get("predicted_us"))),
+            ("MFLOPs", f"{f['original'] / 1e6:.2f}", f"{f['pruned'] / 1e6:.2f}"),
+            ("parameters (k)", f"{self.params['original'] / 1e3:.1f}", f"{self.params['pruned'] / 1e3:.1f}"),
+        ]
+        lines = [f"# {self.method} on {self.arch.name}", "",
+                 f"Target: {self.target.get('metric', 'latency')} ratio {self.target.get('ratio')} on "
+                 f"{lat.get('backend')} (profile {lat.get('profile')}, predictor {lat.get('predictor')}).", "",
+                 "| | original | pruned |", "|---|---|---|"]
+        lines += [f"| {name} | {o} | {p} |" for name, o, p in rows]
+        ratio = lat.get("measured_ratio")
+        ci = lat.get("measured_ci") or [None, None]
+        lines += ["",
+                  f"Measured latency ratio {fmt(ratio)} (95% CI {fmt(ci[0])}–{fmt(ci[1])}), "
+                  f"predicted {fmt(lat.get('predicted_ratio'))}; accuracy right after surgery "
+                  f"{fmt(a.get('pruned'))}%.",
+                  f"Oracle: {self.oracle.get('counts', {}).get('predictions', 0)} predictions, "
+                  f"{self.oracle.get('counts', {}).get('measurements', 0)} measurements; "
+                  f"wall time {self.wall_time_s:.0f} s.",
+                  f"Removed blocks: {', '.join(sorted(self.arch.removed)) or 'none'}.", ""]
+        return "\n".join(lines)
+
+    def write(self, out: str | Path) -> Path:
+        """``pruned.pt`` (state dict), ``arch.json``, ``decision.json``, ``report.json`` and ``summary.md``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), out / "pruned.pt")
+        self.arch.to_json(out / "arch.json")
+        dump_json(self.decision.to_dict(), out / "decision.json")
+        dump_json(self.to_dict(), out / REPORT, indent=1)
+        (out / "summary.md").write_text(self.summary())
+        return out

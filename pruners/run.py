@@ -1,0 +1,144 @@
+"""One pruning run, end to end: load a trained network, search, cut, fine-tune, measure, write.
+
+The run folder makes it resumable: the search's decision is written to ``search.json`` as soon as it
+is found, and fine-tuning checkpoints every epoch under ``finetune/``; running the same command again
+skips what is done. Everything a method does between (its oracle calls, its history) lands in the
+report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from latbench.arch import Arch, trace
+from latbench.device_profile import DeviceProfile
+from latbench.jsonio import dump_json
+from pruners import baselines
+from pruners.data import load_dataset, loaders
+from pruners.errors import PruningError
+from pruners.groups import ChannelGroup, channel_groups
+from pruners.oracle import LatencyOracle
+from pruners.result import PruneResult
+from pruners.surgery import Decision, apply
+from pruners.train import TrainConfig, evaluate, fit
+from pruners.zoo import load_trained
+
+SEARCH = "search.json"
+
+
+@dataclass
+class Problem:
+    """What a method is given: the trained network, its trace and groups, the oracle, the data, the target."""
+
+    model: nn.Module
+    arch: Arch
+    groups: list[ChannelGroup]
+    example: torch.Tensor
+    oracle: LatencyOracle | None
+    target: float
+    metric: str
+    train_loader: Any
+    val_loader: Any
+    finetune: TrainConfig
+
+    def build(self, decision: Decision) -> nn.Module:
+        """The pruned module of ``decision`` (for measuring; the arch check is skipped for speed)."""
+        return apply(self.model, self.arch, decision, self.example, check_arch=False)[0]
+
+
+Method = Callable[[Problem], baselines.Fit]
+
+METHODS: dict[str, Method] = {
+    "uniform": lambda p: baselines.uniform(p.model, p.arch, p.groups, p.example, p.oracle, p.target, p.metric,
+                                           p.build),
+    "global": lambda p: baselines.global_magnitude(p.model, p.arch, p.groups, p.example, p.oracle, p.target,
+                                                   p.metric, p.build),
+}
+
+
+def method_names() -> list[str]:
+    return sorted(METHODS)
+
+
+def prune(method: str, model_name: str, weights: str | Path, profile: str | Path, target: float = 0.5,
+          dataset: str = "digits", data_root: str | Path | None = None, out: str | Path | None = None,
+          metric: str = "latency", finetune: TrainConfig | None = None, predictor: str = "lut", mode: str = "auto",
+          seed: int = 0, progress: bool = True) -> PruneResult:
+    """Prune ``model_name`` (trained ``weights``) with ``method`` to ``target`` (a ratio of the original's
+    latency or FLOPs), fine-tune, measure, and write the run folder ``out``."""
+    if method not in METHODS:
+        raise PruningError(f"unknown pruning method {method!r}; available: {', '.join(method_names())}")
+    start = time.perf_counter()
+    finetune = finetune or TrainConfig(epochs=5, lr=0.01, seed=seed)
+    out = Path(out or f"runs/{model_name}-{method}-{metric}{target:g}")
+    splits = load_dataset(dataset, data_root, seed=seed)
+    model = load_trained(model_name, weights, splits.num_classes)
+    prof = DeviceProfile.load(profile)
+    batch = int(prof.meta["settings"].get("batch", 1))
+    example = torch.randn(batch, *splits.input_shape, generator=torch.Generator().manual_seed(seed))
+    arch = trace(model, example, model_name)
+    oracle = LatencyOracle(prof, model, arch, example, predictor=predictor, mode=mode)
+    groups = channel_groups(model, arch, example)
+    train_loader, val_loader, test_loader = loaders(splits, finetune.batch_size, seed)
+    problem = Problem(model, arch, groups, example, oracle, target, metric, train_loader, val_loader, finetune)
+    if metric == "latency":
+        smallest = Decision({g.id: (0,) for g in groups}, tuple(b.name for b in arch.blocks if b.removable))
+        oracle.check_target(target, lambda: problem.build(smallest))
+    settings = {"method": method, "model": model_name, "weights": str(weights), "dataset": dataset,
+                "profile": prof.name, "target": target, "metric": metric, "predictor": predictor, "mode": mode,
+                "seed": seed, "finetune": finetune.to_dict()}
+
+    decision, search, knob = _search(problem, method, out, settings)
+    pruned, pruned_arch = apply(model, arch, decision, example)
+    acc_original = evaluate(model, test_loader)
+    acc_pruned = evaluate(pruned, test_loader)
+    history = fit(pruned, train_loader, val_loader, finetune, checkpoint_dir=out / "finetune", progress=progress,
+                  description=f"fine-tuning ({method})") if finetune.epochs > 0 else None
+    acc_finetuned = evaluate(pruned, test_loader)
+
+    final = replace(oracle.settings, budget_s=max(oracle.settings.budget_s, 10.0))
+    measured = LatencyOracle(prof, model, arch, example, predictor=predictor, mode="measure", settings=final,
+                             backend=oracle.backend).measure(pruned, pruned_arch)
+    predicted = oracle.predict(pruned_arch)
+    result = PruneResult(
+        method=method, model=pruned, arch=pruned_arch, decision=decision,
+        target={"metric": metric, "ratio": target, "knob": knob},
+        accuracy={"original": acc_original, "pruned": acc_pruned, "finetuned": acc_finetuned},
+        latency={"backend": oracle.backend_name, "profile": prof.name, "predictor": predictor,
+                 "predicted_ratio": predicted.ratio, "predicted_us": predicted.latency_us,
+                 "predicted_interval": [predicted.low, predicted.high],
+                 "reference_predicted_us": oracle.reference_predicted_us,
+                 "measured_ratio": measured.ratio, "measured_ci": [measured.low, measured.high],
+                 "measured_us": measured.latency_us, "reference_measured_us": measured.latency_us / measured.ratio},
+        flops={"original": arch.flops(), "pruned": pruned_arch.flops(), "ratio": pruned_arch.flops() / arch.flops()},
+        params={"original": arch.params(), "pruned": pruned_arch.params(),
+                "ratio": pruned_arch.params() / arch.params()},
+        oracle=oracle.describe(), wall_time_s=time.perf_counter() - start, search=search,
+        finetune=history.epochs if history else [], settings=settings)
+    result.write(out)
+    return result
+
+
+def _search(problem: Problem, method: str, out: Path, settings: dict[str, Any]) -> tuple[Decision, list, float]:
+    """The method's decision, from ``out/search.json`` when an earlier run with these settings found it."""
+    path = out / SEARCH
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            saved = {}
+        if saved.get("settings") == settings:
+            return Decision.from_dict(saved["decision"]), saved["history"], saved["knob"]
+        raise PruningError(f"{out} holds a run with other settings; choose another --out or delete it")
+    found = METHODS[method](problem)
+    dump_json({"settings": settings, "decision": found.decision.to_dict(), "history": found.history,
+               "knob": found.knob}, path)
+    return found.decision, found.history, found.knob

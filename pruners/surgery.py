@@ -1,0 +1,159 @@
+"""Apply a pruning decision to a real module: kept channels per group, residual blocks removed.
+
+Channel pruning goes through Torch-Pruning's dependency graph (one call per group removes a channel
+from every conv, batch norm and reader it couples, residual stages and depthwise convs included), so
+kept weights and batch-norm statistics are copied exactly. A removed residual block becomes
+``nn.Identity`` (exact: a removable block's shortcut is its own input). The result is checked by a
+forward pass and by tracing it: its ``Arch`` must equal the one the decision describes, so that the
+latency predicted for the decision is the latency of the network that is measured.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from latbench.arch import Arch, ArchError, trace
+from latbench.errors import first_line
+from pruners.errors import SurgeryError
+from pruners.groups import dependency_graph, out_handler
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to keep: channel indices per group (group id, group name or a writer's path; groups not
+    named keep everything) and the residual blocks to replace by identity."""
+
+    keep: Mapping[int | str, Sequence[int]] = field(default_factory=dict)
+    remove_blocks: tuple[str, ...] = ()
+
+    def resolved(self, arch: Arch) -> dict[int, tuple[int, ...]]:
+        """Kept indices by group id, sorted and checked against ``arch``'s widths."""
+        out: dict[int, tuple[int, ...]] = {}
+        keys = arch.base.group_by_key
+        for key, kept in self.keep.items():
+            gid = keys.get(str(key))
+            if gid is None:
+                raise SurgeryError(f"{arch.name}: no channel group or layer named {key!r}")
+            group = arch.groups[gid]
+            width = arch.width_tuple[gid]
+            idx = tuple(sorted({int(i) for i in kept}))
+            if not idx:
+                raise SurgeryError(f"{arch.name}: group {gid} ({group.name}) would keep no channel; keep at least one")
+            if idx[0] < 0 or idx[-1] >= width:
+                raise SurgeryError(f"{arch.name}: group {gid} ({group.name}) has {width} channels; "
+                                   f"kept index {idx[0] if idx[0] < 0 else idx[-1]} is out of range")
+            if group.fixed and len(idx) != width:
+                raise SurgeryError(f"{arch.name}: group {gid} ({group.name}) is the network's input or output "
+                                   f"and cannot be pruned")
+            if gid in out and out[gid] != idx:
+                raise SurgeryError(f"{arch.name}: two keys name group {gid} ({group.name}) with different channels")
+            out[gid] = idx
+        return out
+
+    def arch(self, arch: Arch) -> Arch:
+        """The candidate this decision describes: ``arch`` with the kept widths and blocks removed."""
+        try:
+            widths = {gid: len(idx) for gid, idx in self.resolved(arch).items()}
+            return arch.with_widths(widths).without_blocks(self.remove_blocks)
+        except ArchError as exc:
+            raise SurgeryError(str(exc)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"keep": {str(k): [int(i) for i in v] for k, v in self.keep.items()},
+                "remove_blocks": list(self.remove_blocks)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Decision:
+        return cls({k: tuple(v) for k, v in d.get("keep", {}).items()}, tuple(d.get("remove_blocks", ())))
+
+
+def keep_first(widths: Mapping[int, int]) -> dict[int, tuple[int, ...]]:
+    """A decision's ``keep`` that keeps the first ``n`` channels of each group (for tests and structure-only use)."""
+    return {gid: tuple(range(n)) for gid, n in widths.items()}
+
+
+def apply(model: nn.Module, arch: Arch, decision: Decision, example: torch.Tensor,
+          check_arch: bool = True) -> tuple[nn.Module, Arch]:
+    """A pruned copy of ``model`` (``arch`` is its trace) and its ``Arch``; ``model`` is left unchanged."""
+    target = decision.arch(arch)
+    keep = decision.resolved(arch)
+    pruned = copy.deepcopy(model).eval()
+    for block in sorted(decision.remove_blocks):
+        pruned.set_submodule(block, nn.Identity())
+    cut = {gid: idx for gid, idx in keep.items() if len(idx) < arch.width_tuple[gid]}
+    if cut:
+        _prune_channels(pruned, arch, cut, example)
+    check_forward(model, pruned, example)
+    if check_arch:
+        check_matches(pruned, target, example)
+    return pruned, target
+
+
+def _prune_channels(model: nn.Module, arch: Arch, cut: Mapping[int, Sequence[int]], example: torch.Tensor) -> None:
+    graph = dependency_graph(model, example)
+    modules = dict(model.named_modules())
+    for gid, kept in cut.items():
+        group = arch.groups[gid]
+        roots = [n for n in group.layers if n in modules and isinstance(modules[n], (nn.Conv2d, nn.Linear))
+                 and not (isinstance(modules[n], nn.Conv2d) and modules[n].groups > 1)]
+        if not roots:  # every writer sits in a removed block: nothing of this group runs any more
+            continue
+        root = modules[roots[0]]
+        width = root.out_channels if isinstance(root, nn.Conv2d) else root.out_features
+        if width != arch.width_tuple[gid]:
+            raise SurgeryError(f"{arch.name}: {roots[0]} has {width} output channels but the architecture says "
+                               f"{arch.width_tuple[gid]}; trace the module you prune")
+        drop = sorted(set(range(width)) - set(kept))
+        dep_group = graph.get_pruning_group(root, out_handler(root), idxs=drop)
+        if not graph.check_pruning_group(dep_group):
+            raise SurgeryError(f"{arch.name}: pruning group {gid} ({group.name}) to {len(kept)} channels "
+                               f"would empty a layer")
+        dep_group.prune()
+
+
+def check_forward(original: nn.Module, pruned: nn.Module, example: torch.Tensor) -> None:
+    """Run the pruned module once; its output must have the original's shape and be finite."""
+    with torch.no_grad():
+        try:
+            out = pruned.eval()(example)
+        except Exception as exc:  # any failure here means the surgery broke the network
+            raise SurgeryError(f"the pruned network does not run: {first_line(exc)}") from exc
+        ref = original.eval()(example)
+    if out.shape != ref.shape:
+        raise SurgeryError(f"the pruned network outputs {list(out.shape)}, the original {list(ref.shape)}")
+    if not torch.isfinite(out).all():
+        raise SurgeryError("the pruned network outputs non-finite values")
+
+
+def check_matches(module: nn.Module, expected: Arch, example: torch.Tensor) -> None:
+    """Trace ``module``; every layer that runs must equal the ``expected`` candidate's, name and spec."""
+    got = trace(copy.deepcopy(module), example, expected.name).effective()
+    want = expected.effective()
+    if got == want:
+        return
+    got_d, want_d = dict(got), dict(want)
+    for name in list(want_d) + [n for n in got_d if n not in want_d]:
+        if got_d.get(name) != want_d.get(name):
+            raise SurgeryError(f"{expected.name}: after surgery layer {name} is {_short(got_d.get(name))}, "
+                               f"the decision describes {_short(want_d.get(name))}")
+    raise SurgeryError(f"{expected.name}: after surgery the layer order differs from the decision's")
+
+
+def _short(spec: Any) -> str:
+    if spec is None:
+        return "absent"
+    return f"{spec.op} {spec.in_channels}->{spec.out_channels}"
+
+
+def removable_blocks(arch: Arch) -> list[str]:
+    return [b.name for b in arch.blocks if b.removable]
+
+
+def widths_of(decision_keep: Mapping[int, Iterable[int]]) -> dict[int, int]:
+    return {gid: len(list(idx)) for gid, idx in decision_keep.items()}
