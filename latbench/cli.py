@@ -423,6 +423,35 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from pruners.train import TrainConfig
+    from pruners.zoo import train_zoo_model
+
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    out = args.out or f"runs/{args.model}-{args.dataset}"
+    report = train_zoo_model(args.model, args.dataset, out, config, root=args.data_root, progress=not args.quiet)
+    print(f"{args.model} on {args.dataset}: test accuracy {report['test_accuracy']:.2f}% after {config.epochs} "
+          f"epochs in {report['seconds']:.0f} s; weights {out}/weights.pt")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from pruners.run import prune
+    from pruners.train import TrainConfig
+
+    if (args.latency_target is None) == (args.flops_target is None):
+        raise UsageError("give one of --latency-target or --flops-target (a ratio of the original, e.g. 0.5)")
+    metric, target = ("latency", args.latency_target) if args.flops_target is None else ("flops", args.flops_target)
+    finetune = TrainConfig(epochs=args.finetune_epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                           distill=args.distill)
+    result = prune(args.method, args.model, args.weights, _load_profile(args.profile, args.strict), target,
+                   dataset=args.dataset, data_root=args.data_root, out=args.out, metric=metric, finetune=finetune,
+                   predictor=args.predictor, mode=args.oracle, seed=args.seed, measure_budget_s=args.measure_budget,
+                   progress=not args.quiet)
+    print(result.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from latbench import __version__
     from latbench.backends import DEFAULT_BACKEND, backend_names
@@ -505,6 +534,42 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--staircase-layers", type=int, default=4, help="slowest distinct layers to sweep (default 4)")
     an.add_argument("--strict", action="store_true", help="refuse a profile made on another configuration")
     an.set_defaults(func=cmd_analyze)
+
+    tr = sub.add_parser("train", help="train a built-in network from scratch on a dataset (weights for pruning)")
+    tr.add_argument("model", help="built-in network name, e.g. resnet20")
+    tr.add_argument("--dataset", default="digits", help="digits (ships with scikit-learn), cifar10 or imagefolder")
+    tr.add_argument("--data-root", help="dataset folder (cifar10, imagefolder); nothing is downloaded")
+    tr.add_argument("--epochs", type=int, default=30)
+    tr.add_argument("--lr", type=float, default=0.05, help="peak learning rate of the cosine schedule")
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--out", help="run folder (default runs/MODEL-DATASET); an interrupted run resumes there")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=cmd_train)
+
+    pn = sub.add_parser("prune", help="prune a trained network to a latency (or FLOPs) target and fine-tune it")
+    pn.add_argument("method", help="uniform or global (more in the pruners package)")
+    pn.add_argument("--model", required=True, help="built-in network name")
+    pn.add_argument("--weights", required=True, help="state dict file, or a folder written by latbench train")
+    pn.add_argument("--profile", required=True, help="device profile folder or name (its backend is measured)")
+    pn.add_argument("--latency-target", type=float, help="target latency as a ratio of the original's, e.g. 0.5")
+    pn.add_argument("--flops-target", type=float, help="target FLOPs as a ratio of the original's")
+    pn.add_argument("--dataset", default="digits")
+    pn.add_argument("--data-root", help="dataset folder (cifar10, imagefolder)")
+    pn.add_argument("--finetune-epochs", type=int, default=5)
+    pn.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate")
+    pn.add_argument("--batch-size", type=int, default=64)
+    pn.add_argument("--distill", type=float, default=0.0, help="weight of distillation from the unpruned network")
+    pn.add_argument("--predictor", default="lut", choices=["lut", "xgb", "rf"])
+    pn.add_argument("--oracle", default="auto", choices=["predict", "measure", "auto"],
+                    help="how the search checks latency: predictions only, measurements, or both (default)")
+    pn.add_argument("--measure-budget", type=float, default=10.0,
+                    help="seconds for the final measurement against the original (default 10)")
+    pn.add_argument("--seed", type=int, default=0)
+    pn.add_argument("--out", help="run folder (default runs/MODEL-METHOD-METRICTARGET); a rerun resumes there")
+    pn.add_argument("--strict", action="store_true", help="refuse a profile made on another configuration")
+    pn.add_argument("--quiet", action="store_true", help="no progress bar")
+    pn.set_defaults(func=cmd_prune)
 
     dv = sub.add_parser("devices", help="list device profiles")
     dv.add_argument("--root", default="device_profiles")

@@ -142,7 +142,9 @@ def fit_knob(make: Callable[[float], Decision], arch: Arch, oracle: LatencyOracl
     values = np.array([p[3] for p in points])
     i = largest_meeting(values)
     if metric == "flops" or build is None or oracle.mode == "predict":
-        x, d, cand, _ = points[i]
+        x, d, cand, v = points[i]
+        if v > target * (1 + tolerance):
+            _out_of_reach(target, metric, "predicted" if metric == "latency" else "counted", x, v)
         return Fit(x, d, cand, history)
     anchors: dict[float, float] = {}  # knob -> log(measured / predicted)
     best: tuple[float, int, float] | None = None
@@ -161,9 +163,16 @@ def fit_knob(make: Callable[[float], Decision], arch: Arch, oracle: LatencyOracl
         at = np.array(sorted(anchors))
         correction = np.interp(knobs, at, [anchors[a] for a in at])
         i = largest_meeting(values * np.exp(correction))
-    _, i, _ = best
+    _, i, m = best
     x, d, cand, _ = points[i]
+    if m > target * (1 + tolerance) and i == int(np.argmin(values)):
+        _out_of_reach(target, metric, "measured", x, m)
     return Fit(x, d, cand, history)
+
+
+def _out_of_reach(target: float, metric: str, how: str, knob: float, value: float) -> None:
+    raise PruningError(f"{metric} target {target:g} is out of this method's reach: its fastest candidate "
+                       f"(knob {knob:.3g}) is {how} at {value:.3f} of the original")
 
 
 def uniform(model: nn.Module, arch: Arch, groups: list[ChannelGroup], example: torch.Tensor,

@@ -145,6 +145,10 @@ class LatencyOracle:
             return self.predict(arch)
         if self.mode == "auto" and not self.uncertain(arch):
             return self.predict(arch)
+        cached = self._measured.get(arch.signature())
+        if cached is not None:
+            self.counts.cache_hits += 1
+            return cached
         return self.measure(build(), arch)
 
     def smallest(self) -> Arch:

@@ -68,12 +68,13 @@ def method_names() -> list[str]:
     return sorted(METHODS)
 
 
-def prune(method: str, model_name: str, weights: str | Path, profile: str | Path, target: float = 0.5,
+def prune(method: str, model_name: str, weights: str | Path, profile: str | Path | DeviceProfile, target: float = 0.5,
           dataset: str = "digits", data_root: str | Path | None = None, out: str | Path | None = None,
           metric: str = "latency", finetune: TrainConfig | None = None, predictor: str = "lut", mode: str = "auto",
-          seed: int = 0, progress: bool = True) -> PruneResult:
+          seed: int = 0, measure_budget_s: float = 10.0, progress: bool = True) -> PruneResult:
     """Prune ``model_name`` (trained ``weights``) with ``method`` to ``target`` (a ratio of the original's
-    latency or FLOPs), fine-tune, measure, and write the run folder ``out``."""
+    latency or FLOPs), fine-tune, measure (interleaved with the original for ``measure_budget_s``), and
+    write the run folder ``out``."""
     if method not in METHODS:
         raise PruningError(f"unknown pruning method {method!r}; available: {', '.join(method_names())}")
     start = time.perf_counter()
@@ -81,7 +82,7 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
     out = Path(out or f"runs/{model_name}-{method}-{metric}{target:g}")
     splits = load_dataset(dataset, data_root, seed=seed)
     model = load_trained(model_name, weights, splits.num_classes)
-    prof = DeviceProfile.load(profile)
+    prof = profile if isinstance(profile, DeviceProfile) else DeviceProfile.load(profile)
     batch = int(prof.meta["settings"].get("batch", 1))
     example = torch.randn(batch, *splits.input_shape, generator=torch.Generator().manual_seed(seed))
     arch = trace(model, example, model_name)
@@ -104,7 +105,7 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
                   description=f"fine-tuning ({method})") if finetune.epochs > 0 else None
     acc_finetuned = evaluate(pruned, test_loader)
 
-    final = replace(oracle.settings, budget_s=max(oracle.settings.budget_s, 10.0))
+    final = replace(oracle.settings, budget_s=measure_budget_s)
     measured = LatencyOracle(prof, model, arch, example, predictor=predictor, mode="measure", settings=final,
                              backend=oracle.backend).measure(pruned, pruned_arch)
     predicted = oracle.predict(pruned_arch)

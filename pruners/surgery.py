@@ -27,10 +27,12 @@ from pruners.groups import dependency_graph, out_handler
 @dataclass(frozen=True)
 class Decision:
     """What to keep: channel indices per group (group id, group name or a writer's path; groups not
-    named keep everything) and the residual blocks to replace by identity."""
+    named keep everything), the residual blocks to replace by identity, and the single-path conv
+    layers to take out (``pruners.path_layers``)."""
 
     keep: Mapping[int | str, Sequence[int]] = field(default_factory=dict)
     remove_blocks: tuple[str, ...] = ()
+    remove_layers: tuple[str, ...] = ()
 
     def resolved(self, arch: Arch) -> dict[int, tuple[int, ...]]:
         """Kept indices by group id, sorted and checked against ``arch``'s widths."""
@@ -66,11 +68,12 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         return {"keep": {str(k): [int(i) for i in v] for k, v in self.keep.items()},
-                "remove_blocks": list(self.remove_blocks)}
+                "remove_blocks": list(self.remove_blocks), "remove_layers": list(self.remove_layers)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Decision:
-        return cls({k: tuple(v) for k, v in d.get("keep", {}).items()}, tuple(d.get("remove_blocks", ())))
+        return cls({k: tuple(v) for k, v in d.get("keep", {}).items()}, tuple(d.get("remove_blocks", ())),
+                   tuple(d.get("remove_layers", ())))
 
 
 def keep_first(widths: Mapping[int, int]) -> dict[int, tuple[int, ...]]:
@@ -80,7 +83,11 @@ def keep_first(widths: Mapping[int, int]) -> dict[int, tuple[int, ...]]:
 
 def apply(model: nn.Module, arch: Arch, decision: Decision, example: torch.Tensor,
           check_arch: bool = True) -> tuple[nn.Module, Arch]:
-    """A pruned copy of ``model`` (``arch`` is its trace) and its ``Arch``; ``model`` is left unchanged."""
+    """A pruned copy of ``model`` (``arch`` is its trace) and its ``Arch``; ``model`` is left unchanged.
+
+    With layers removed the ``Arch`` is the trace of the result (an ``Arch`` describes widths and
+    residual blocks, not a shortened path); the removed layers are checked to be gone from it.
+    """
     target = decision.arch(arch)
     keep = decision.resolved(arch)
     pruned = copy.deepcopy(model).eval()
@@ -89,6 +96,16 @@ def apply(model: nn.Module, arch: Arch, decision: Decision, example: torch.Tenso
     cut = {gid: idx for gid, idx in keep.items() if len(idx) < arch.width_tuple[gid]}
     if cut:
         _prune_channels(pruned, arch, cut, example)
+    if decision.remove_layers:
+        from pruners.path_layers import remove_path_layers
+
+        remove_path_layers(pruned, target, decision.remove_layers)
+        check_forward(model, pruned, example)
+        target = trace(copy.deepcopy(pruned), example, arch.name)
+        left = {layer.name for layer in target.base.layers} & set(decision.remove_layers)
+        if left:
+            raise SurgeryError(f"{arch.name}: layers {sorted(left)} are still in the network after removal")
+        return pruned, target
     check_forward(model, pruned, example)
     if check_arch:
         check_matches(pruned, target, example)

@@ -111,6 +111,9 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: Iterable, config
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
     if ckpt is not None and ckpt.exists():
         start = _resume(ckpt, model, opt, train_loader, config, history)
+    else:  # a loader used before starts over: the same call gives the same run
+        for gen in _generators(train_loader):
+            gen.manual_seed(config.seed)
     per_epoch = max(len(train_loader), 1)
     total = config.epochs * per_epoch
     if teacher is not None:

@@ -166,6 +166,8 @@ class Arch:
         s = layer.spec
         if s.in_channels == cin and s.out_channels == cout:
             return s
+        if s.op == "dwconv" and cout == 1:  # one channel left: the engine runs (and a trace sees) a plain conv
+            return replace(s, op="conv", in_channels=1, out_channels=1, groups=1)
         groups = cout if s.op == "dwconv" else s.groups
         return replace(s, in_channels=cin, out_channels=cout, groups=groups)
 

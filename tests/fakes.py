@@ -1,0 +1,48 @@
+"""Test doubles shared by the pruning tests: a device profile with a made-up, FLOPs-linear latency predictor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from latbench.arch import Arch
+from latbench.predictors import Prediction
+
+
+class FakePredictor:
+    """Latency ``const_us + us_per_mflop * MFLOPs`` with a symmetric relative half-width ``rel_halfwidth``."""
+
+    def __init__(self, rel_halfwidth: float = 0.02, const_us: float = 20.0, us_per_mflop: float = 2.0) -> None:
+        self.rel_halfwidth, self.const_us, self.us_per_mflop = rel_halfwidth, const_us, us_per_mflop
+        self.calls = 0
+
+    def latency_us(self, arch: Arch) -> float:
+        return self.const_us + self.us_per_mflop * arch.flops() / 1e6
+
+    def predict(self, arch: Arch) -> Prediction:
+        self.calls += 1
+        lat = self.latency_us(arch)
+        h = self.rel_halfwidth
+        return Prediction(lat, lat * (1 - h), lat * (1 + h), h / 1.645, "fake")
+
+
+class FakeProfile:
+    """What ``LatencyOracle`` needs of a ``DeviceProfile``: settings, a name, a backend and predictors by kind."""
+
+    def __init__(self, predictors: dict[str, FakePredictor] | None = None, backend: Any = None,
+                 backend_name: str = "onnxruntime", name: str = "fake-profile") -> None:
+        self.meta = {"settings": {"backend": backend_name}}
+        self.name = name
+        self.predictors = predictors if predictors is not None else {"lut": FakePredictor()}
+        self._backend = backend
+        self.backend_calls = 0
+
+    def backend(self) -> Any:
+        self.backend_calls += 1
+        if self._backend is None:
+            from latbench.backends import get_backend
+
+            self._backend = get_backend("onnxruntime", threads=1)
+        return self._backend
+
+    def predictor(self, kind: str) -> FakePredictor:
+        return self.predictors[kind]

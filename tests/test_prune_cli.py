@@ -1,0 +1,80 @@
+"""``latbench train`` and ``latbench prune`` end to end on digits, with the shipped CPU profile."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_cli import assert_one_line_error, run
+
+from latbench.arch import Arch
+from latbench.models import build_model
+from pruners.train import read_weights
+
+PROFILE = "device_profiles/amd-epyc-1t-onnxruntime-fp32-bs1"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from latbench.cli import main
+
+    out = tmp_path_factory.mktemp("train") / "smallconv"
+    argv = ["train", "smallconv", "--epochs", "3", "--lr", "0.2", "--batch-size", "32", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    return out
+
+
+def test_train_writes_weights_arch_and_report(trained):
+    report = json.loads((trained / "train.json").read_text())
+    assert report["test_accuracy"] > 50  # three epochs on digits: far above the 10% of chance
+    assert len(report["history"]) == 3
+    model = build_model("smallconv")
+    model.load_state_dict(read_weights(trained / "weights.pt"))
+    assert Arch.from_json(trained / "arch.json").flops() > 0
+
+
+def prune_args(trained, out, *extra):
+    return ("prune", "uniform", "--model", "smallconv", "--weights", str(trained), "--profile", PROFILE,
+            "--finetune-epochs", "1", "--oracle", "predict", "--measure-budget", "1", "--out", str(out), "--quiet",
+            *extra)
+
+
+def test_prune_writes_a_consistent_run_and_resumes(capsys, trained, tmp_path):
+    out = tmp_path / "run"
+    code, printed, _ = run(capsys, *prune_args(trained, out, "--latency-target", "0.7"))
+    assert code == 0 and "uniform on smallconv" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["latency"]["predicted_ratio"] <= 0.7 * 1.05
+    assert report["latency"]["measured_ratio"] > 0 and report["latency"]["backend"] == "onnxruntime"
+    assert report["flops"]["ratio"] < 1 and report["oracle"]["counts"]["measurements"] == 0  # predict mode
+    assert report["oracle"]["counts"]["predictions"] > 10
+    assert len(report["finetune"]) == 1 and report["accuracy"]["original"] > 50
+    arch = Arch.from_json(out / "arch.json")
+    rebuilt = build_model("smallconv", channels=arch.channels())  # the saved weights fit the saved arch
+    rebuilt.load_state_dict(read_weights(out / "pruned.pt"))
+    x = torch.randn(2, 3, 32, 32)
+    assert rebuilt.eval()(x).shape == (2, 10)
+    assert (out / "summary.md").read_text().startswith("# uniform on smallconv")
+    search = (out / "search.json").read_text()
+    code, _, _ = run(capsys, *prune_args(trained, out, "--latency-target", "0.7"))  # rerun: search and fine-tune
+    assert code == 0 and (out / "search.json").read_text() == search                # reused from the folder
+    assert json.loads((out / "report.json").read_text())["widths"] == report["widths"]
+    code, _, err = run(capsys, *prune_args(trained, out, "--latency-target", "0.6"))
+    assert_one_line_error(code, err, "other settings")
+
+
+def test_prune_bad_input_is_one_line(capsys, trained, tmp_path):
+    code, _, err = run(capsys, *prune_args(trained, tmp_path / "a", "--latency-target", "0.01"))
+    assert_one_line_error(code, err, "floor")
+    code, _, err = run(capsys, "prune", "uniform", "--model", "resnet20", "--weights", str(trained),
+                       "--profile", PROFILE, "--latency-target", "0.5", "--out", str(tmp_path / "b"))
+    assert_one_line_error(code, err, "do not match the model")
+    code, _, err = run(capsys, *prune_args(trained, tmp_path / "c", "--latency-target", "0.5", "--dataset",
+                                           "cifar10", "--data-root", str(tmp_path)))
+    assert_one_line_error(code, err, "data_batch_1")
+    code, _, err = run(capsys, *prune_args(trained, tmp_path / "d"))
+    assert_one_line_error(code, err, "--latency-target")
+    code, _, err = run(capsys, "prune", "lap", "--model", "smallconv", "--weights", str(trained), "--profile",
+                       PROFILE, "--latency-target", "0.5")
+    assert_one_line_error(code, err, "unknown pruning method")
