@@ -13,6 +13,7 @@ measured ratio is within ``tolerance / 2`` of the target (at most ``max_measurem
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,8 +63,6 @@ def global_decision(model: nn.Module, groups: list[ChannelGroup], example: torch
                     max_pruning_ratio: float = 0.95) -> Decision:
     """Torch-Pruning's global magnitude pruning at ``pruning_ratio``, read back as a decision (the
     module is not changed: the pruner's groups are recorded, not pruned)."""
-    import copy
-
     if pruning_ratio <= 0:
         return Decision()
     work = copy.deepcopy(model).eval()

@@ -11,7 +11,7 @@ latency predicted for the decision is the latency of the network that is measure
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,11 +166,3 @@ def _short(spec: Any) -> str:
     if spec is None:
         return "absent"
     return f"{spec.op} {spec.in_channels}->{spec.out_channels}"
-
-
-def removable_blocks(arch: Arch) -> list[str]:
-    return [b.name for b in arch.blocks if b.removable]
-
-
-def widths_of(decision_keep: Mapping[int, Iterable[int]]) -> dict[int, int]:
-    return {gid: len(list(idx)) for gid, idx in decision_keep.items()}

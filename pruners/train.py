@@ -54,12 +54,6 @@ class History:
         return self.epochs[-1]["val_acc"] if self.epochs else None
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed torch's global generator; returns a generator for data shuffling."""
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, max_batches: int | None = None) -> float:
     """Top-1 accuracy in percent over ``loader`` (eval mode; the model's mode is restored)."""
@@ -103,7 +97,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: Iterable, config
     """
     if config.distill > 0 and teacher is None:
         raise CheckpointError("distillation weight > 0 needs a teacher network")
-    seed_everything(config.seed)
+    torch.manual_seed(config.seed)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay, nesterov=config.momentum > 0)
     history = History()
