@@ -37,7 +37,7 @@ class ChannelGroup:
 
     @property
     def root(self) -> str:
-        """The writer surgery prunes from: the first regular (non-depthwise) conv or linear."""
+        """The writer pruning starts from: the first regular (non-depthwise) conv or linear."""
         return self.writers[0]
 
 
@@ -63,6 +63,12 @@ def _is_depthwise(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.out_channels
 
 
+def regular_writers(names: tuple[str, ...], modules: dict[str, nn.Module]) -> list[str]:
+    """The writers among ``names`` still in ``modules`` that pruning can start from: regular (non-depthwise)
+    convs and linears, in order."""
+    return [n for n in names if isinstance(modules.get(n), (nn.Conv2d, nn.Linear)) and not _is_depthwise(modules[n])]
+
+
 def channel_groups(model: nn.Module, arch: Arch, example: torch.Tensor,
                    graph: tp.DependencyGraph | None = None) -> list[ChannelGroup]:
     """Every prunable group of ``arch`` (the trace of ``model``) with its writers, norms and readers."""
@@ -71,7 +77,7 @@ def channel_groups(model: nn.Module, arch: Arch, example: torch.Tensor,
     names = {id(m): n for n, m in modules.items()}
     found = []
     for group in arch.prunable_groups:
-        roots = [n for n in group.layers if n in modules and not _is_depthwise(modules[n])]
+        roots = regular_writers(group.layers, modules)
         if not roots:
             raise SurgeryError(f"{arch.name}: group {group.id} ({group.name}) has no conv or linear writer "
                                f"in the module")

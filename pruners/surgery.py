@@ -21,7 +21,7 @@ from torch import nn
 from latbench.arch import Arch, ArchError, trace
 from latbench.errors import first_line
 from pruners.errors import SurgeryError
-from pruners.groups import dependency_graph, out_handler
+from pruners.groups import dependency_graph, out_handler, regular_writers
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,7 @@ def _prune_channels(model: nn.Module, arch: Arch, cut: Mapping[int, Sequence[int
     modules = dict(model.named_modules())
     for gid, kept in cut.items():
         group = arch.groups[gid]
-        roots = [n for n in group.layers if n in modules and isinstance(modules[n], (nn.Conv2d, nn.Linear))
-                 and not (isinstance(modules[n], nn.Conv2d) and modules[n].groups > 1)]
+        roots = regular_writers(group.layers, modules)
         if not roots:  # every writer sits in a removed block: nothing of this group runs any more
             continue
         root = modules[roots[0]]

@@ -23,6 +23,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(no_trt)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny-network tests: as fast, and no stalls on a shared machine.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def small_net():
     torch.manual_seed(0)

@@ -25,12 +25,7 @@ from pruners.surgery import Decision, apply
 EXAMPLE = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(11))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

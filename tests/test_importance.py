@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -69,6 +71,21 @@ def mobilenet():
     x = torch.randn(1, 3, 32, 32)
     arch = trace(m, x, "mobilenetv2_cifar")
     return m, arch, channel_groups(m, arch, x)
+
+
+@contextmanager
+def zeroed(tensors: list[torch.Tensor]) -> Iterator[None]:
+    """Zero (views of) weights for the duration of the block, then put them back."""
+    saved = [t.detach().clone() for t in tensors]
+    with torch.no_grad():
+        for t in tensors:
+            t.zero_()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for t, old in zip(tensors, saved, strict=True):
+                t.copy_(old)
 
 
 def _close(a: torch.Tensor, b) -> None:
@@ -198,17 +215,9 @@ def test_zeroed_filter_scores_lowest(criterion, resnet):
     m, _, groups = resnet
     stage = next(g for g in groups if len(g.writers) > 1)
     mods = dict(m.named_modules())
-    saved = {w: mods[w].weight.detach().clone() for w in stage.writers}
-    try:
-        with torch.no_grad():
-            for w in stage.writers:
-                mods[w].weight[5].zero_()
+    with zeroed([mods[w].weight[5] for w in stage.writers]):
         s = score(m, [stage], criterion)[stage.id]
         assert s[5] == 0 and int(s.argmin()) == 5 and (s[torch.arange(len(s)) != 5] > 0).all()
-    finally:
-        with torch.no_grad():
-            for w, t in saved.items():
-                mods[w].weight.copy_(t)
 
 
 def test_block_scores_removable_only_and_zeroed_block_last(resnet):
@@ -223,18 +232,10 @@ def test_block_scores_removable_only_and_zeroed_block_last(resnet):
     net = sum(unit.values()) / len(unit)
     assert base["layer1.0"] == pytest.approx((unit["layer1.0.conv1"] + unit["layer1.0.conv2"]) / 2 / net)
 
-    saved = {n: mods[n].weight.detach().clone() for n in ("layer3.1.conv1", "layer3.1.conv2")}
-    try:
-        with torch.no_grad():
-            for n in saved:
-                mods[n].weight.zero_()
+    with zeroed([mods[n].weight for n in ("layer3.1.conv1", "layer3.1.conv2")]):
         for crit in ("l1", "l2", "lamp", "fpgm"):
             blocks = block_scores(m, arch, groups, crit)
             assert min(blocks, key=blocks.get) == "layer3.1" and blocks["layer3.1"] == 0
-    finally:
-        with torch.no_grad():
-            for n, t in saved.items():
-                mods[n].weight.copy_(t)
 
 
 def test_mobilenet_scores_cover_depthwise_writers(mobilenet):

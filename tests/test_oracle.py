@@ -20,12 +20,7 @@ EXAMPLE = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 FAST = MeasureSettings(target_rel_ci=0.05, budget_s=1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

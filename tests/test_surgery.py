@@ -20,13 +20,7 @@ EXAMPLE = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(7))
 BATCH = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(8))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks: one intra-op thread is as fast and does not stall when the machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomized(name: str, seed: int = 0) -> nn.Module:
