@@ -447,7 +447,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     result = prune(args.method, args.model, args.weights, _load_profile(args.profile, args.strict), target,
                    dataset=args.dataset, data_root=args.data_root, out=args.out, metric=metric, finetune=finetune,
                    predictor=args.predictor, mode=args.oracle, seed=args.seed, measure_budget_s=args.measure_budget,
-                   progress=not args.quiet)
+                   progress=not args.quiet,
+                   options={"group_size": args.group_size, "min_choices": args.min_choices, "steps": args.steps,
+                            "step_epochs": args.step_epochs})
     print(result.summary())
     return 0
 
@@ -548,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_train)
 
     pn = sub.add_parser("prune", help="prune a trained network to a latency (or FLOPs) target and fine-tune it")
-    pn.add_argument("method", help="uniform or global (more in the pruners package)")
+    pn.add_argument("method", help="splamp (latency-aware), or the baselines uniform and global")
     pn.add_argument("--model", required=True, help="built-in network name")
     pn.add_argument("--weights", required=True, help="state dict file, or a folder written by latbench train")
     pn.add_argument("--profile", required=True, help="device profile folder or name (its backend is measured)")
@@ -566,6 +568,11 @@ def build_parser() -> argparse.ArgumentParser:
     pn.add_argument("--measure-budget", type=float, default=10.0,
                     help="seconds for the final measurement against the original (default 10)")
     pn.add_argument("--seed", type=int, default=0)
+    sp = pn.add_argument_group("splamp options")
+    sp.add_argument("--group-size", type=int, help="channels per group (default: the profile's latency step, else 8)")
+    sp.add_argument("--min-choices", type=int, help="cut narrower layers into this many groups (default 4)")
+    sp.add_argument("--steps", type=int, help="pruning steps, fine-tuning between them (default 1: one-shot)")
+    sp.add_argument("--step-epochs", type=int, help="fine-tuning epochs between steps (default 1)")
     pn.add_argument("--out", help="run folder (default runs/MODEL-METHOD-METRICTARGET); a rerun resumes there")
     pn.add_argument("--strict", action="store_true", help="refuse a profile made on another configuration")
     pn.add_argument("--quiet", action="store_true", help="no progress bar")

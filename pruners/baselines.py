@@ -94,12 +94,14 @@ def global_decision(model: nn.Module, groups: list[ChannelGroup], example: torch
 
 @dataclass
 class Fit:
-    """The knob value chosen, the candidate it gives, and every step of the search."""
+    """The knob value chosen, the candidate it gives, and every step of the search; ``model`` is the pruned
+    module when the search already built (and trained) it, as iterative schedules do."""
 
     knob: float
     decision: Decision
     arch: Arch
     history: list[dict[str, Any]]
+    model: nn.Module | None = None
 
 
 def fit_knob(make: Callable[[float], Decision], arch: Arch, oracle: LatencyOracle | None, target: float,

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -112,6 +113,15 @@ class LatencyOracle:
         est = Estimate(p.latency_us / ref, p.latency_us, p.low_us / ref, p.high_us / ref, "predicted")
         self._predicted[key] = est
         return est
+
+    def predict_ratios(self, archs: list[Arch]) -> np.ndarray:
+        """Predicted latency ratios of many candidates in one batched call (not cached: for searches
+        that price hundreds of neighbours of one candidate)."""
+        if not archs:
+            return np.empty(0)
+        self.counts.predictions += len(archs)
+        latency_us, _ = self._model.predict_many(archs)
+        return np.asarray(latency_us, dtype=float) / self.reference_predicted_us
 
     def uncertain(self, arch: Arch) -> bool:
         """Whether the prediction's relative half-width exceeds ``threshold`` (then ``auto`` measures)."""

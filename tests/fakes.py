@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from latbench.arch import Arch
 from latbench.predictors import Prediction
 
@@ -17,6 +19,10 @@ class FakePredictor:
 
     def latency_us(self, arch: Arch) -> float:
         return self.const_us + self.us_per_mflop * arch.flops() / 1e6
+
+    def predict_many(self, archs: list[Arch]) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += len(archs)
+        return np.array([self.latency_us(a) for a in archs]), np.full(len(archs), self.rel_halfwidth / 1.645)
 
     def predict(self, arch: Arch) -> Prediction:
         self.calls += 1

@@ -78,3 +78,36 @@ def test_prune_bad_input_is_one_line(capsys, trained, tmp_path):
     code, _, err = run(capsys, "prune", "lap", "--model", "smallconv", "--weights", str(trained), "--profile",
                        PROFILE, "--latency-target", "0.5")
     assert_one_line_error(code, err, "unknown pruning method")
+
+
+def splamp_args(trained, out, *extra):
+    args = list(prune_args(trained, out, "--latency-target", "0.6", *extra))
+    args[1] = "splamp"
+    return args
+
+
+def test_prune_splamp_one_shot_and_iterative_resume(capsys, trained, tmp_path):
+    out = tmp_path / "one"
+    code, printed, _ = run(capsys, *splamp_args(trained, out, "--group-size", "4"))
+    assert code == 0 and "splamp on smallconv" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["latency"]["predicted_ratio"] <= 0.6
+    assert report["settings"]["options"] == {"group_size": 4}
+    assert not (out / "search.pt").exists()  # one-shot: the decision alone rebuilds the network
+    out = tmp_path / "steps"
+    code, _, _ = run(capsys, *splamp_args(trained, out, "--steps", "2", "--step-epochs", "1"))
+    assert code == 0 and (out / "search.pt").exists() and (out / "steps" / "1").is_dir()
+    report = json.loads((out / "report.json").read_text())
+    assert report["latency"]["predicted_ratio"] <= 0.6
+    assert next(h["step"] for h in report["search"] if "rounds" in h) == 1
+    search, weights = (out / "search.json").read_text(), (out / "search.pt").read_bytes()
+    code, _, _ = run(capsys, *splamp_args(trained, out, "--steps", "2", "--step-epochs", "1"))
+    assert code == 0 and (out / "search.json").read_text() == search and (out / "search.pt").read_bytes() == weights
+    assert json.loads((out / "report.json").read_text())["accuracy"] == report["accuracy"]  # same weights, resumed
+
+
+def test_prune_method_options_are_checked(capsys, trained, tmp_path):
+    code, _, err = run(capsys, *prune_args(trained, tmp_path / "u", "--latency-target", "0.6", "--steps", "2"))
+    assert_one_line_error(code, err, "uniform takes no option steps")
+    code, _, err = run(capsys, *splamp_args(trained, tmp_path / "f", "--steps", "0"))
+    assert_one_line_error(code, err, "steps must be at least 1")
