@@ -4,8 +4,11 @@ A network trained on digits (``latbench train``; trained here first if ``--weigh
 by every method to every measured latency target on the profile's backend (ONNX Runtime on this CPU by
 default), each fine-tuned for the same number of epochs with the same seed, then measured interleaved with the
 original (``pruners.run.prune``). Every run keeps its folder under ``--runs``, so an interrupted benchmark
-resumes where it stopped. Writes one JSON row per (method, target) and a Pareto plot (test accuracy against
-measured latency ratio, one line per method; FLOPs in a second panel).
+resumes where it stopped. A shared machine drifts between measurements by more than the ±5% a target allows,
+so the networks of every method at one target are then also measured side by side in one interleaved
+comparison with the original, ``--repeats`` times (median and range reported). Writes one JSON row per
+(method, target) and a Pareto plot (test accuracy against measured latency ratio, one line per method; FLOPs in
+a second panel).
 
     python benchmarks/pruning_pareto.py [--model resnet56] [--targets 0.7 0.5 0.35]
         [--methods splamp uniform global] [--finetune-epochs 5]
@@ -14,16 +17,26 @@ measured latency ratio, one line per method; FLOPs in a second panel).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from latbench.arch import Arch, trace
+from latbench.device_profile import DeviceProfile
 from latbench.jsonio import dump_json
+from latbench.measure import MeasureSettings, compare
+from latbench.models import build_model
+from pruners.data import load_dataset, loaders
 from pruners.errors import PruningError
 from pruners.run import prune
-from pruners.train import TrainConfig
-from pruners.zoo import train_zoo_model
+from pruners.surgery import Decision, apply
+from pruners.train import TrainConfig, evaluate, fit, load_weights, read_weights
+from pruners.zoo import load_trained, train_zoo_model
 
 RESULTS = Path(__file__).parent / "results"
 PROFILE = "device_profiles/amd-epyc-1t-onnxruntime-fp32-bs1"
@@ -41,6 +54,51 @@ def row(report: dict[str, Any], target: float) -> dict[str, Any]:
             "widths": report["widths"]}
 
 
+def load_pruned(model: str, folder: Path) -> torch.nn.Module:
+    """The fine-tuned network of a run folder (its widths from ``arch.json``, weights from ``pruned.pt``)."""
+    net = build_model(model, channels=Arch.from_json(folder / "arch.json").channels(), num_classes=10)
+    load_weights(net, read_weights(folder / "pruned.pt"), str(folder / "pruned.pt"))
+    return net.eval()
+
+
+def side_by_side(model: str, original: torch.nn.Module, folders: dict[str, Path], profile: str, budget_s: float,
+                 repeats: int) -> dict[str, dict[str, float]]:
+    """Every method's network at one target measured in ONE interleaved comparison with the original, ``repeats``
+    times: per method the median ratio over repeats and its range (the machine drifts between comparisons; within
+    one, all networks see the same drift)."""
+    prof = DeviceProfile.load(profile)
+    backend = prof.backend()
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    runnables = {"original": backend.deploy(original, x)}
+    runnables |= {m: backend.deploy(load_pruned(model, f), x) for m, f in folders.items()}
+    ratios: dict[str, list[float]] = {m: [] for m in folders}
+    for _ in range(repeats):
+        result = compare(runnables, MeasureSettings(target_rel_ci=0.005, budget_s=budget_s))
+        for m in folders:
+            ratios[m].append(result.ratios[m].ratio)
+    return {m: {"median": statistics.median(r), "low": min(r), "high": max(r), "all": r} for m, r in ratios.items()}
+
+
+def accuracy_over_seeds(model: str, weights: Path, folder: Path, seeds: list[int], epochs: int) -> list[float]:
+    """Test accuracy of a run's decision fine-tuned again with each seed (cached in ``folder/seeds.json``)."""
+    cache = folder / "seeds.json"
+    done = json.loads(cache.read_text()) if cache.exists() else {}
+    splits = load_dataset("digits", None, seed=0)
+    original = load_trained(model, weights, splits.num_classes)
+    x = torch.randn(1, *splits.input_shape, generator=torch.Generator().manual_seed(0))
+    arch = trace(original, x, model)
+    decision = Decision.from_dict(json.loads((folder / "decision.json").read_text()))
+    for seed in seeds:
+        if str(seed) in done:
+            continue
+        pruned = apply(original, arch, decision, x)[0]
+        train_loader, val_loader, test_loader = loaders(splits, 64, seed)
+        fit(pruned, train_loader, val_loader, TrainConfig(epochs=epochs, lr=0.01, seed=seed), progress=False)
+        done[str(seed)] = evaluate(pruned, test_loader)
+        dump_json(done, cache)
+    return [done[str(s)] for s in seeds]
+
+
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -50,7 +108,9 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
     for method in dict.fromkeys(r["method"] for r in rows):
         pts = sorted((r for r in rows if r["method"] == method and "accuracy" in r), key=lambda r: r["measured_ratio"])
-        ax.plot([r["measured_ratio"] for r in pts], [r["accuracy"] for r in pts], "o-", label=method)
+        acc = [r.get("accuracy_mean", r["accuracy"]) for r in pts]
+        ax.errorbar([r["measured_ratio"] for r in pts], acc, yerr=[r.get("accuracy_std", 0.0) for r in pts],
+                    fmt="o-", capsize=3, label=method)
         bx.plot([r["measured_ratio"] for r in pts], [r["flops_ratio"] for r in pts], "o-", label=method)
     for target in sorted({r["target"] for r in rows}):
         ax.axvline(target, color="grey", lw=0.5, ls=":")
@@ -72,9 +132,20 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["splamp", "uniform", "global"])
     p.add_argument("--finetune-epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--measure-budget", type=float, default=20.0,
+                   help="seconds of the final interleaved measurement of each pruned network (default 20)")
+    p.add_argument("--joint-budget", type=float, default=30.0,
+                   help="seconds of each side-by-side comparison of all methods at one target (default 30)")
+    p.add_argument("--repeats", type=int, default=3, help="side-by-side comparisons per target (default 3)")
     p.add_argument("--runs", default="runs/pareto", help="run folders (kept, so a rerun resumes)")
     p.add_argument("--out", default=str(RESULTS / "pruning_pareto.json"))
+    p.add_argument("--seeds", type=int, default=0,
+                   help="with N > 0: only fine-tune every run's decision again with seeds 0..N-1 and add the accuracy "
+                        "mean and spread to the existing JSON")
     args = p.parse_args()
+    if args.seeds:
+        add_seeds(args)
+        return
 
     weights = Path(args.weights or f"runs/{args.model}-digits")
     if not (weights / "weights.pt").exists() and not weights.is_file():
@@ -88,7 +159,7 @@ def main() -> None:
             out = Path(args.runs) / f"{args.model}-{method}-{target:g}"
             try:
                 result = prune(method, args.model, weights, args.profile, target, out=out, finetune=finetune,
-                               seed=args.seed, progress=False)
+                               seed=args.seed, measure_budget_s=args.measure_budget, progress=False)
             except PruningError as exc:
                 rows.append({"method": method, "target": target, "error": str(exc)})
                 print(f"{method:8s} target {target:g}: {exc}")
@@ -97,12 +168,45 @@ def main() -> None:
             rows.append(r)
             print(f"{method:8s} target {target:g}: measured {r['measured_ratio']:.3f} (pred {r['predicted_ratio']:.3f})"
                   f"  acc {r['accuracy']:.2f}%  {r['mflops']:.1f} MFLOPs  {r['wall_s']:.0f} s", flush=True)
+    original = load_trained(args.model, weights, 10).eval()
+    torch.set_num_threads(1)
+    for target in args.targets:
+        done = {r["method"]: Path(args.runs) / f"{args.model}-{r['method']}-{target:g}" for r in rows
+                if r["target"] == target and "error" not in r}
+        if len(done) < 1:
+            continue
+        joint = side_by_side(args.model, original, done, args.profile, args.joint_budget, args.repeats)
+        for r in rows:
+            if r["target"] == target and r["method"] in joint:
+                j = joint[r["method"]]
+                r["side_by_side"] = j
+                r["side_by_side_within_5pct"] = abs(j["median"] / target - 1) <= 0.05
+        print(f"target {target:g} side by side: " + "  ".join(f"{m} {j['median']:.3f} ({j['low']:.3f}-{j['high']:.3f})"
+                                                              for m, j in joint.items()), flush=True)
     report = {"benchmark": "pruning_pareto", "model": args.model, "dataset": "digits", "profile": args.profile,
               "finetune": finetune.to_dict(), "cpu_count": os.cpu_count(), "wall_s": time.perf_counter() - start,
               "rows": rows}
     dump_json(report, args.out)
     plot(rows, Path(args.out).with_suffix(".png"), f"{args.model} on digits, {Path(args.profile).name}")
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}")
+
+
+def add_seeds(args: argparse.Namespace) -> None:
+    report = json.loads(Path(args.out).read_text())
+    weights = Path(args.weights or f"runs/{args.model}-digits")
+    seeds = list(range(args.seeds))
+    for r in report["rows"]:
+        if "error" in r:
+            continue
+        folder = Path(args.runs) / f"{args.model}-{r['method']}-{r['target']:g}"
+        accs = accuracy_over_seeds(args.model, weights, folder, seeds, report["finetune"]["epochs"])
+        r["accuracy_seeds"] = accs
+        r["accuracy_mean"] = statistics.mean(accs)
+        r["accuracy_std"] = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        print(f"{r['method']:8s} target {r['target']:g}: accuracy {r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f} "
+              f"over seeds {seeds}", flush=True)
+    dump_json(report, args.out)
+    plot(report["rows"], Path(args.out).with_suffix(".png"), f"{args.model} on digits, {Path(args.profile).name}")
 
 
 if __name__ == "__main__":

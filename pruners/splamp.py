@@ -146,6 +146,9 @@ def select(menu: Sequence[Menu], arch: Arch, oracle: LatencyOracle, budget: floa
     if best is None:
         smallest = {m.group.id: m.widths[0] for m in menu}
         floor = float(oracle.predict_ratios([arch.with_widths(smallest)])[0])
+        if floor <= budget:  # only the smallest selection fits and the rounds never reached it
+            value = sum(m.values[0] for m in menu)
+            return Selection(smallest, value, floor, rounds)
         raise PruningError(f"predicted latency budget {budget:.3f} is below what SP-LAMP reaches here: keeping "
                            f"one chunk per group is predicted at {floor:.3f} of the original")
     best.rounds = rounds
@@ -162,11 +165,13 @@ def fit_budget(choose: Callable[[float], tuple[Decision, Arch, float]], oracle: 
                max_measurements: int = 6, grid: int = 401) -> tuple[float, Decision, Arch, list[dict[str, Any]]]:
     """The predicted budget whose selection *measures* closest to ``target`` (module docstring, step 4).
 
-    ``choose(b)`` returns the decision at predicted budget ``b``, its candidate and its predicted ratio.
+    ``choose(b)`` returns the decision at predicted budget ``b``, its candidate and its predicted ratio;
+    ``floor`` is the smallest budget it accepts (the first budget is ``max(target, floor)``: a target under
+    the predicted floor may still be met, as predictions can be pessimistic).
     """
     budgets = np.linspace(floor, 1.0, grid)
     history: list[dict[str, Any]] = []
-    b = target
+    b = max(target, floor)
     if build is None or oracle.mode == "predict":
         d, cand, p = choose(b)
         history.append({"budget": b, "predicted": p, "flops": cand.flops()})
@@ -237,7 +242,8 @@ def splamp(model: nn.Module, arch: Arch, groups: Sequence[ChannelGroup], example
     kept: dict[str, tuple[int, ...]] = {g.name: tuple(range(g.channels)) for g in groups}
     first = float(oracle.predict_ratios([arch])[0])
     for step in range(1, steps):
-        budget = first - (first - target) * step / steps
+        floor = float(oracle.predict_ratios([_smallest(current_arch, current_groups, size, min_choices)])[0])
+        budget = max(first - (first - target) * step / steps, floor)
         d, _, sel = one_shot(current, current_arch, current_groups, oracle, budget, size, min_choices, bins,
                                  per_writer)
         history.append({"step": step, "budget": budget, "predicted": sel.predicted, "rounds": sel.rounds})
@@ -256,8 +262,7 @@ def splamp(model: nn.Module, arch: Arch, groups: Sequence[ChannelGroup], example
         history.append({"step": steps, "budget": b, "predicted": sel.predicted, "rounds": sel.rounds})
         return d, cand, sel.predicted
 
-    smallest = min(float(oracle.predict_ratios([_smallest(current_arch, current_groups, size, min_choices)])[0]),
-                   target)
+    smallest = float(oracle.predict_ratios([_smallest(current_arch, current_groups, size, min_choices)])[0])
     build_current = None
     if build is not None:
         build_current = build if steps == 1 else (lambda d: apply(current, current_arch, d, example,
