@@ -175,6 +175,9 @@ def fit_budget(choose: Callable[[float], tuple[Decision, Arch, float]], oracle: 
     if build is None or oracle.mode == "predict":
         d, cand, p = choose(b)
         history.append({"budget": b, "predicted": p, "flops": cand.flops()})
+        if p > target * (1 + tolerance):
+            raise PruningError(f"latency target {target:g} is out of SP-LAMP's reach here: its smallest selection "
+                               f"is predicted at {p:.3f} of the original")
         return b, d, cand, history
     anchors: dict[float, float] = {}  # budget -> log(measured / budget)
     best: tuple[float, float, Decision, Arch, float] | None = None

@@ -194,8 +194,11 @@ def test_fit_budget_refuses_a_target_it_cannot_reach(resnet20):
         return Decision({gid: tuple(range(16))}), cand, 0.5
 
     oracle = SimpleNamespace(mode="auto", measure=lambda m, a: SimpleNamespace(ratio=0.9))
-    with pytest.raises(PruningError, match="out of SP-LAMP's reach"):
+    with pytest.raises(PruningError, match=r"out of SP-LAMP's reach.*measures 0\.900"):
         fit_budget(choose, oracle, 0.3, build=lambda d: None, floor=0.5)
+    with pytest.raises(PruningError, match=r"out of SP-LAMP's reach.*predicted at 0\.500"):
+        fit_budget(choose, SimpleNamespace(mode="predict"), 0.3, build=None, floor=0.5)
+    assert fit_budget(choose, SimpleNamespace(mode="predict"), 0.49, build=None, floor=0.5)[0] == 0.5  # within 5%
 
 
 # --- the method ---------------------------------------------------------------------------------------------------
