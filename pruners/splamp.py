@@ -208,12 +208,15 @@ def fit_budget(choose: Callable[[float], tuple[Decision, Arch, float]], oracle: 
     return b, d, cand, history
 
 
-def one_shot(model: nn.Module, arch: Arch, groups: Sequence[ChannelGroup], oracle: LatencyOracle,
-             budget: float, size: int, min_choices: int = 4, bins: int = 2000,
-             per_writer: bool = True) -> tuple[Decision, Arch, Selection]:
-    """Score ``model``, build the menus, select at predicted ``budget``: the decision, candidate and selection."""
-    scores = score(model, groups, "lamp")
-    menu = menus(groups, scores, size, min_choices, per_writer)
+def lamp_menus(model: nn.Module, groups: Sequence[ChannelGroup], size: int, min_choices: int = 4,
+               per_writer: bool = True) -> list[Menu]:
+    """The menus of ``model``'s groups by their SP-LAMP scores (scored once, reused for every budget)."""
+    return menus(groups, score(model, groups, "lamp"), size, min_choices, per_writer)
+
+
+def pick(menu: Sequence[Menu], arch: Arch, oracle: LatencyOracle, budget: float,
+         bins: int = 2000) -> tuple[Decision, Arch, Selection]:
+    """Select at predicted ``budget``: the decision, its candidate and the selection."""
     sel = select(menu, arch, oracle, budget, bins)
     d = decision_of(menu, sel.widths)
     return d, d.arch(arch), sel
@@ -247,22 +250,21 @@ def splamp(model: nn.Module, arch: Arch, groups: Sequence[ChannelGroup], example
     for step in range(1, steps):
         floor = float(oracle.predict_ratios([_smallest(current_arch, current_groups, size, min_choices)])[0])
         budget = max(first - (first - target) * step / steps, floor)
-        d, _, sel = one_shot(current, current_arch, current_groups, oracle, budget, size, min_choices, bins,
-                                 per_writer)
+        menu = lamp_menus(current, current_groups, size, min_choices, per_writer)
+        d, _, sel = pick(menu, current_arch, oracle, budget, bins)
         history.append({"step": step, "budget": budget, "predicted": sel.predicted, "rounds": sel.rounds})
         kept = _compose(kept, d, current_arch)
         current, current_arch = apply(current, current_arch, d, example)
         fine_tune(current, step)
         current_groups = channel_groups(current, current_arch, example)
-    menu_cache: dict[float, tuple[Decision, Arch, Selection]] = {}
+    menu = lamp_menus(current, current_groups, size, min_choices, per_writer)
+    picked: dict[float, tuple[Decision, Arch, Selection]] = {}
 
     def choose(b: float) -> tuple[Decision, Arch, float]:
         key = round(b, 9)
-        if key not in menu_cache:
-            menu_cache[key] = one_shot(current, current_arch, current_groups, oracle, b, size, min_choices, bins,
-                                     per_writer)
-        d, cand, sel = menu_cache[key]
-        history.append({"step": steps, "budget": b, "predicted": sel.predicted, "rounds": sel.rounds})
+        if key not in picked:
+            picked[key] = pick(menu, current_arch, oracle, b, bins)
+        d, cand, sel = picked[key]
         return d, cand, sel.predicted
 
     smallest = float(oracle.predict_ratios([_smallest(current_arch, current_groups, size, min_choices)])[0])
@@ -271,7 +273,7 @@ def splamp(model: nn.Module, arch: Arch, groups: Sequence[ChannelGroup], example
         build_current = build if steps == 1 else (lambda d: apply(current, current_arch, d, example,
                                                                   check_arch=False)[0])
     b, d, cand, fits = fit_budget(choose, oracle, target, build_current, smallest, tolerance, max_measurements)
-    history.extend({"step": steps, **f} for f in fits)
+    history.extend({"step": steps, **f, "rounds": picked[round(f["budget"], 9)][2].rounds} for f in fits)
     if steps == 1:
         return Fit(b, d, cand, history)
     kept = _compose(kept, d, current_arch)
