@@ -11,13 +11,11 @@ import pytest
 import torch
 import torch_pruning as tp
 from fakes import FakePredictor, FakeProfile
-from torch import nn
+from nets import randomized, with_groups
 
-from latbench.arch import trace
-from latbench.models import build_model
 from pruners.baselines import fit_knob, global_decision, uniform_decision, uniform_widths
 from pruners.errors import PruningError
-from pruners.groups import ChannelGroup, channel_groups
+from pruners.groups import ChannelGroup
 from pruners.importance import score
 from pruners.oracle import LatencyOracle
 from pruners.surgery import Decision, apply
@@ -30,19 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def resnet20():
-    torch.manual_seed(0)
-    model = build_model("resnet20")
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # non-default batch norms, so that magnitudes and copies are not all alike
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    model.eval()
-    arch = trace(model, EXAMPLE, "resnet20")
-    return model, arch, channel_groups(model, arch, EXAMPLE)
+    return with_groups(randomized("resnet20"), EXAMPLE, "resnet20")
 
 
 def group(gid: int, channels: int) -> ChannelGroup:

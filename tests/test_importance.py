@@ -7,12 +7,11 @@ from contextlib import contextmanager
 import pytest
 import torch
 import torch.nn.functional as F
+from nets import seeded, with_groups
 from torch import nn
 
-from latbench.arch import trace
-from latbench.models import build_model
 from pruners.errors import PruningError
-from pruners.groups import ChannelGroup, channel_groups
+from pruners.groups import ChannelGroup
 from pruners.importance import (
     CRITERIA,
     FilterDynamics,
@@ -57,20 +56,12 @@ def _batches(n: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 @pytest.fixture(scope="module")
 def resnet():
-    torch.manual_seed(0)
-    m = build_model("resnet20").eval()
-    x = torch.randn(1, 3, 32, 32)
-    arch = trace(m, x, "resnet20")
-    return m, arch, channel_groups(m, arch, x)
+    return with_groups(seeded("resnet20"), torch.randn(1, 3, 32, 32), "resnet20")
 
 
 @pytest.fixture(scope="module")
 def mobilenet():
-    torch.manual_seed(0)
-    m = build_model("mobilenetv2_cifar").eval()
-    x = torch.randn(1, 3, 32, 32)
-    arch = trace(m, x, "mobilenetv2_cifar")
-    return m, arch, channel_groups(m, arch, x)
+    return with_groups(seeded("mobilenetv2_cifar"), torch.randn(1, 3, 32, 32), "mobilenetv2_cifar")
 
 
 @contextmanager

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 from fakes import FakePredictor, FakeProfile
+from nets import seeded, with_groups
 from torch import nn
 
-from latbench.arch import Arch, trace
-from latbench.models import build_model
+from latbench.arch import Arch
 from pruners.errors import PruningError
-from pruners.groups import ChannelGroup, channel_groups
+from pruners.groups import ChannelGroup
 from pruners.oracle import LatencyOracle
 from pruners.splamp import (
     Menu,
@@ -35,10 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def resnet20():
-    torch.manual_seed(0)
-    model = build_model("resnet20").eval()
-    arch = trace(model, EXAMPLE, "resnet20")
-    return model, arch, channel_groups(model, arch, EXAMPLE)
+    return with_groups(seeded("resnet20"), EXAMPLE, "resnet20")
 
 
 class TableOracle:

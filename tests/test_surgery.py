@@ -8,10 +8,10 @@ import random
 
 import pytest
 import torch
+from nets import randomized
 from torch import nn
 
 from latbench.arch import trace
-from latbench.models import build_model
 from pruners.errors import SurgeryError
 from pruners.groups import channel_groups
 from pruners.surgery import Decision, apply
@@ -21,23 +21,6 @@ BATCH = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(8))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def randomized(name: str, seed: int = 0) -> nn.Module:
-    """A zoo network in eval mode whose batch norms have random (non-default) affine parameters and statistics,
-    so that slicing or zeroing them is visible in the output."""
-    torch.manual_seed(seed)
-    model = build_model(name)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-    return model.eval()
 
 
 def traced(name: str, seed: int = 0):
