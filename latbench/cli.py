@@ -13,10 +13,14 @@ from typing import Any
 from latbench.errors import InputShapeError, LatbenchError, OutputError, UsageError
 
 
-def _console(stderr: bool = False):
+def _console(stderr: bool = False, wide: bool = False):
+    """A rich console; ``wide``: in a pipe, as wide as the content (tables are not cut to 80 columns)."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:  # a pipe or a file: lines are not cut at 80 columns
+        console = Console(stderr=stderr, highlight=False, soft_wrap=True, width=1000 if wide else None)
+    return console
 
 
 def _example_shape(args: argparse.Namespace, default_chw: tuple[int, ...] | None) -> tuple[int, ...] | None:
@@ -103,11 +107,15 @@ def _check_writable(path: str) -> None:
         raise OutputError(f"cannot write {path}: not a writable file location")
 
 
-def _measure_with_progress(measure_fn, runnable, settings, name: str):
+def _progress_bar():
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=_console(stderr=True), transient=True) as bar:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(), console=_console(stderr=True), transient=True)
+
+
+def _measure_with_progress(measure_fn, runnable, settings, name: str):
+    with _progress_bar() as bar:
         task = bar.add_task(f"measuring {name}", total=settings.budget_s, info="warming up")
 
         def on_progress(p: dict[str, Any]) -> None:
@@ -299,24 +307,60 @@ def _profile_path(name: str) -> Path:
     return path
 
 
-def _load_profile(name: str, strict: bool):
+def _load_profile(name: str, strict: bool, reanchor: float | None = None):
+    """Load a profile, printing its fingerprint warning once; with ``reanchor`` seconds, bring it to
+    the machine's state now and say by how much the machine has moved."""
     import warnings
 
-    from latbench.device_profile import DeviceProfile
+    from latbench.device_profile import DeviceProfile, ProfileMismatchWarning
 
     path = _profile_path(name)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("always", ProfileMismatchWarning)
         profile = DeviceProfile.load(path, strict=strict)
     for w in caught:
-        print(f"latbench: warning: {w.message}", file=sys.stderr)
+        if issubclass(w.category, ProfileMismatchWarning):
+            hint = "" if reanchor else " (--reanchor measures how far predictions have moved)"
+            print(f"latbench: warning: {w.message}{hint}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if reanchor is not None:
+        _reanchor(profile, reanchor)
     return profile
+
+
+def _reanchor(profile, seconds: float, extra: dict[str, Any] | None = None):
+    """Re-anchor ``profile`` with a progress bar (``extra`` runnables measured in the same run) and
+    print the factor, prominently past the threshold."""
+    if not seconds > 0:
+        raise UsageError(f"--reanchor takes a positive number of seconds, got {seconds:g}")
+    with _progress_bar() as bar:
+        task = bar.add_task(f"re-anchoring {profile.name}", total=seconds, info="deploying")
+        anchoring = profile.reanchor(seconds, extra=extra, progress=lambda p: bar.update(
+            task, completed=min(p["elapsed_s"], seconds), info=f"{p['rounds']} rounds"))
+    line = anchoring.describe(profile.meta.get("created", ""))
+    _console(stderr=True).print(f"[bold yellow]note: {line}[/]" if anchoring.notable else line, soft_wrap=True)
+    return anchoring
+
+
+def _add_reanchor(parser: argparse.ArgumentParser, default_note: str = "") -> None:
+    from latbench.anchoring import DEFAULT_SECONDS
+
+    parser.add_argument("--reanchor", type=float, nargs="?", const=DEFAULT_SECONDS, default=None, metavar="SECONDS",
+                        help="first re-measure the profile's anchor networks for SECONDS (default "
+                             f"{DEFAULT_SECONDS:g}) and rescale predictions to this machine's speed now{default_note}")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from latbench.arch import trace
+    from latbench.measure import MeasureSettings, measure
     from latbench.predictors import PREDICTORS
 
+    reanchor = args.reanchor
+    if reanchor is None and args.measure and not args.no_reanchor:
+        from latbench.anchoring import DEFAULT_SECONDS
+
+        reanchor = DEFAULT_SECONDS
     profile = _load_profile(args.profile, args.strict)
     model, shape = _model_and_shape(args.model, None, profile.meta["settings"].get("batch", 1))
     import torch
@@ -338,19 +382,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     con = _console()
     con.print(f"{args.model}: {arch.flops() / 1e6:,.1f} MFLOPs, {arch.params():,} params · profile {profile.name}")
     measured = None
-    if args.measure:
-        measured = _measure_candidate(profile, args.model, arch, shape)
+    if reanchor is not None:
+        extra = {"candidate": _deploy_candidate(profile, args.model, arch, shape)} if args.measure else None
+        measured = _reanchor(profile, reanchor, extra).extra_us.get("candidate")
+    elif args.measure:
+        measured = _measure_with_progress(measure, _deploy_candidate(profile, args.model, arch, shape),
+                                          MeasureSettings(), args.model).median_us
+    errors = {}
     for kind in kinds:
         p = profile.predictor(kind).predict(arch)
         line = (f"  {kind:5s} {_us(p.latency_us)}  (90% interval {_us(p.low_us)} – {_us(p.high_us)}, "
                 f"±{p.rel_halfwidth * 100:.1f}%)")
         if measured is not None:
-            line += f"  error {(p.latency_us - measured) / measured * 100:+.1f}%"
+            errors[kind] = (p.latency_us - measured) / measured
+            line += f"  error {errors[kind] * 100:+.1f}%"
+            if profile.anchoring is not None:
+                raw = profile.predictor(kind, reanchored=False).predict(arch).latency_us
+                line += f" ({(raw - measured) / measured * 100:+.1f}% before re-anchoring)"
         con.print(line)
         for note in p.notes:
             con.print(f"        note: {note}")
     if measured is not None:
-        con.print(f"  measured {_us(measured)} now on {profile.meta['settings']['backend']}")
+        line = f"measured {_us(measured)} now on {profile.meta['settings']['backend']}"
+        if profile.anchoring is not None:
+            line += (f", interleaved with the anchors; {kinds[0]} error after re-anchoring "
+                     f"{errors[kinds[0]] * 100:+.1f}% (re-anchor factor {profile.anchoring.factor:.2f}x)")
+        con.print(line)
     return 0
 
 
@@ -363,13 +420,10 @@ def _candidate_builder(name: str):
     return lambda candidate: build_candidate(name, candidate)
 
 
-def _measure_candidate(profile, name: str, arch, shape) -> float:
+def _deploy_candidate(profile, name: str, arch, shape):
     import torch
 
-    from latbench.measure import MeasureSettings, measure
-
-    runnable = profile.backend().deploy(_candidate_builder(name)(arch), torch.randn(*shape))
-    return _measure_with_progress(measure, runnable, MeasureSettings(), name).median_us
+    return profile.backend().deploy(_candidate_builder(name)(arch), torch.randn(*shape))
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -378,7 +432,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from latbench.arch import trace
     from latbench.sensitivity.report import TOP, write_report
 
-    profile = _load_profile(args.profile, args.strict)
+    profile = _load_profile(args.profile, args.strict, args.reanchor)
     model, shape = _model_and_shape(args.model, None, profile.meta["settings"].get("batch", 1))
     arch = trace(model, torch.zeros(*shape), name=args.model)
     build = _candidate_builder(args.model) if args.measure else None
@@ -405,21 +459,34 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_devices(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from latbench.device_profile import list_profiles
+    from latbench.device_profile import check_profile, list_profiles
 
+    if args.reanchor is not None and not args.check:
+        raise UsageError("--reanchor with devices needs --check")
     rows = list_profiles(args.root)
+    if args.check:
+        for row in rows:
+            row.update(check_profile(Path(args.root) / row["name"], args.reanchor,
+                                     lambda name: _console(stderr=True).print(f"re-anchoring {name} ...")))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
     if not rows:
         _console().print(f"no device profiles under {args.root}/ (create one with `latbench profile`)")
         return 0
     t = Table(title=f"device profiles in {args.root}/")
-    for col in ("name", "device", "backend", "threads", "families", "created", "within ±10%", "RMSPE", "status"):
-        t.add_column(col, overflow="fold")
+    columns = ["name", "device", "backend", "threads", "families", "created", "within ±10%", "RMSPE", "last anchor",
+               "status"] + (["here"] if args.check else [])
+    for col in columns:
+        t.add_column(col, no_wrap=col in ("name", "created", "last anchor"), overflow="fold")
     for r in rows:
-        w10, rmspe = r.get("within_10pct"), r.get("rmspe")
-        t.add_row(r["name"], str(r.get("device", "")), str(r.get("backend", "")), str(r.get("threads", "")),
-                  r.get("families", ""), r.get("created", ""), f"{w10 * 100:.0f}%" if w10 is not None else "-",
-                  f"{rmspe * 100:.1f}%" if rmspe is not None else "-", r.get("status", ""))
-    _console().print(t)
+        w10, rmspe, factor = r.get("within_10pct"), r.get("rmspe"), r.get("anchor_factor")
+        anchor = f"{factor:.2f}x ({r['anchored_at'][:10]})" if factor is not None else "-"
+        cells = [r["name"], str(r.get("device", "")), str(r.get("backend", "")), str(r.get("threads", "")),
+                 r.get("families", ""), str(r.get("created", ""))[:10], f"{w10 * 100:.0f}%" if w10 is not None else "-",
+                 f"{rmspe * 100:.1f}%" if rmspe is not None else "-", anchor, r.get("status", "")]
+        t.add_row(*cells, *([r.get("here", "")] if args.check else []))
+    _console(wide=True).print(t)
     return 0
 
 
@@ -444,7 +511,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     metric, target = ("latency", args.latency_target) if args.flops_target is None else ("flops", args.flops_target)
     finetune = TrainConfig(epochs=args.finetune_epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                            distill=args.distill)
-    result = prune(args.method, args.model, args.weights, _load_profile(args.profile, args.strict), target,
+    profile = _load_profile(args.profile, args.strict, args.reanchor)
+    result = prune(args.method, args.model, args.weights, profile, target,
                    dataset=args.dataset, data_root=args.data_root, out=args.out, metric=metric, finetune=finetune,
                    predictor=args.predictor, mode=args.oracle, seed=args.seed, measure_budget_s=args.measure_budget,
                    progress=not args.quiet,
@@ -523,6 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--predictor", default="all", choices=["all", "lut", "xgb", "rf", "flops"])
     pd_.add_argument("--measure", action="store_true", help="also measure the network now and print the error")
     pd_.add_argument("--strict", action="store_true", help="refuse a profile made on another configuration")
+    _add_reanchor(pd_, "; on by default with --measure")
+    pd_.add_argument("--no-reanchor", action="store_true", help="with --measure: compare the profile as it is")
     pd_.set_defaults(func=cmd_predict)
 
     an = sub.add_parser("analyze", help="where the time goes: FLOPs vs latency shares, sensitivity, staircases")
@@ -535,6 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "keep 0.5, staircase curves")
     an.add_argument("--staircase-layers", type=int, default=4, help="slowest distinct layers to sweep (default 4)")
     an.add_argument("--strict", action="store_true", help="refuse a profile made on another configuration")
+    _add_reanchor(an)
     an.set_defaults(func=cmd_analyze)
 
     tr = sub.add_parser("train", help="train a built-in network from scratch on a dataset (weights for pruning)")
@@ -575,11 +646,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--step-epochs", type=int, help="fine-tuning epochs between steps (default 1)")
     pn.add_argument("--out", help="run folder (default runs/MODEL-METHOD-METRICTARGET); a rerun resumes there")
     pn.add_argument("--strict", action="store_true", help="refuse a profile made on another configuration")
+    _add_reanchor(pn)
     pn.add_argument("--quiet", action="store_true", help="no progress bar")
     pn.set_defaults(func=cmd_prune)
 
-    dv = sub.add_parser("devices", help="list device profiles")
+    dv = sub.add_parser("devices", help="list device profiles, with their accuracy and last known anchor factor")
     dv.add_argument("--root", default="device_profiles")
+    dv.add_argument("--check", action="store_true", help="compare each profile's fingerprint with this machine")
+    _add_reanchor(dv, " (with --check: each profile that can run here)")
+    dv.add_argument("--json", action="store_true", help="machine-readable output")
     dv.set_defaults(func=cmd_devices)
 
     b = sub.add_parser("backends", help="list backends and whether they can run here")

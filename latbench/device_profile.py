@@ -8,24 +8,59 @@ machine's: a mismatch warns, or refuses with ``strict=True``.
 from __future__ import annotations
 
 import json
+import re
 import warnings
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from latbench.anchoring import DEFAULT_SECONDS, Reanchoring, history, measure_anchors, record, rescale
 from latbench.errors import ProfileError
 
 SCHEMA = "latbench.profile/1"
-#: fingerprint fields that must match for a profile to describe this machine
-FINGERPRINT_KEYS = ("cpu", "gpu", "backend", "device", "precision", "threads", "onnxruntime", "torch", "tensorrt",
-                    "compute_capability")
+#: fingerprint fields naming the device and configuration: a difference means another setup
+CONFIG_KEYS = ("cpu", "gpu", "backend", "device", "precision", "threads", "compute_capability")
+#: engine and library versions: a patch release only warns, even with ``strict``
+VERSION_KEYS = ("onnxruntime", "torch", "tensorrt")
+FINGERPRINT_KEYS = CONFIG_KEYS + VERSION_KEYS
 NUMERIC = {"layers.csv": ("in_channels", "out_channels", "median_us", "batch"), "models.csv": ("median_us",)}
 
 
 class ProfileMismatchWarning(UserWarning):
-    """The profile was made on another device or configuration."""
+    """The profile was made on another device, configuration or engine version."""
+
+
+@dataclass(frozen=True)
+class FingerprintChange:
+    """One fingerprint field that differs between a profile and this machine."""
+
+    key: str
+    profile: Any
+    here: Any
+
+    @property
+    def patch_only(self) -> bool:
+        """A version field whose major.minor matches: a patch release of the same engine."""
+        if self.key not in VERSION_KEYS:
+            return False
+        a, b = _major_minor(self.profile), _major_minor(self.here)
+        return a is not None and a == b
+
+    @property
+    def refused_when_strict(self) -> bool:
+        return not self.patch_only
+
+    def __str__(self) -> str:
+        kind = " (patch release)" if self.patch_only else ""
+        return f"{self.key}: profile {self.profile!r}, here {self.here!r}{kind}"
+
+
+def _major_minor(version: Any) -> tuple[int, int] | None:
+    match = re.match(r"(\d+)\.(\d+)", str(version)) if version is not None else None
+    return (int(match[1]), int(match[2])) if match else None
 
 
 def _read_csv(path: Path, columns: list[str]):
@@ -79,6 +114,7 @@ class DeviceProfile:
         self.meta = meta
         self.layers = layers
         self.models = models
+        self.anchoring: Reanchoring | None = None
         self._predictors: dict[str, Any] = {}
 
     @classmethod
@@ -103,13 +139,19 @@ class DeviceProfile:
         profile = cls(path, meta, _read_csv(path / "layers.csv", LAYER_COLUMNS),
                       _read_csv(path / "models.csv", MODEL_COLUMNS))
         if check_fingerprint:
-            mismatches = profile.fingerprint_mismatches()
-            if mismatches:
-                msg = f"profile {path.name} was made on another configuration: {'; '.join(mismatches)}"
-                if strict:
-                    raise ProfileError(msg)
-                warnings.warn(msg, ProfileMismatchWarning, stacklevel=2)
+            profile.check_fingerprint(strict)
         return profile
+
+    def check_fingerprint(self, strict: bool = False, current: dict[str, Any] | None = None) -> None:
+        """One warning naming every difference from this machine's fingerprint; with ``strict``,
+        a ``ProfileError`` if any is more than an engine patch release."""
+        changes = self.fingerprint_changes(current)
+        if not changes:
+            return
+        msg = f"profile {self.path.name} was made on another configuration: {'; '.join(map(str, changes))}"
+        if strict and any(c.refused_when_strict for c in changes):
+            raise ProfileError(msg)
+        warnings.warn(msg, ProfileMismatchWarning, stacklevel=3)
 
     # --- identity ----------------------------------------------------------------------------
     @property
@@ -132,13 +174,14 @@ class DeviceProfile:
             return {"unavailable": reason}
         return backend.fingerprint()
 
-    def fingerprint_mismatches(self, current: dict[str, Any] | None = None) -> list[str]:
-        """Human-readable differences between the profile's fingerprint and this machine's."""
+    def fingerprint_changes(self, current: dict[str, Any] | None = None) -> list[FingerprintChange]:
+        """The fields of the profile's fingerprint that differ from ``current`` (default: this machine's)."""
         current = current if current is not None else self.current_fingerprint()
         if "unavailable" in current:
-            return [f"backend {self.meta['settings']['backend']} cannot run here ({current['unavailable']})"]
+            backend = self.meta["settings"]["backend"]
+            return [FingerprintChange("backend", backend, f"{backend} cannot run here ({current['unavailable']})")]
         saved = self.meta["fingerprint"]
-        return [f"{k}: profile {saved.get(k)!r}, here {current.get(k)!r}" for k in FINGERPRINT_KEYS
+        return [FingerprintChange(k, saved.get(k), current.get(k)) for k in FINGERPRINT_KEYS
                 if saved.get(k) != current.get(k)]
 
     # --- data --------------------------------------------------------------------------------
@@ -172,14 +215,43 @@ class DeviceProfile:
             archs.append(Arch(base.base, widths).without_blocks(removed))
         return archs, normalised[keep].to_numpy(dtype=float)
 
+    # --- machine state now ----------------------------------------------------------------------
+    def reanchor(self, seconds: float = DEFAULT_SECONDS, backend=None, progress=None, save: bool = True,
+                 **measure_options: Any) -> Reanchoring:
+        """Measure the reference layer and a few of the profile's networks now (interleaved, about
+        ``seconds``) and rescale every predictor to this state (``latbench.anchoring``; options
+        such as ``extra`` runnables go to ``measure_anchors``); recorded in the profile's
+        ``anchors.json`` unless ``save`` is False."""
+        anchoring = measure_anchors(self, seconds, backend=backend, progress=progress, **measure_options)
+        self.apply_anchoring(anchoring)
+        if save:
+            record(self.path, anchoring)
+        return anchoring
+
+    def apply_anchoring(self, anchoring: Reanchoring | None) -> None:
+        """Rescale predictions to ``anchoring`` (None: back to the profile's own state)."""
+        self.anchoring = anchoring
+        self._predictors = {k: v for k, v in self._predictors.items() if "@" not in k}
+
+    def anchor_history(self) -> list[Reanchoring]:
+        """Anchorings recorded for this profile on this machine, oldest first."""
+        return history(self.path)
+
     # --- predictors --------------------------------------------------------------------------
-    def predictor(self, kind: str = "lut"):
+    def predictor(self, kind: str = "lut", reanchored: bool = True):
         """A predictor calibrated on this profile's calibration networks: ``lut``, ``xgb``, ``rf`` or
-        ``flops`` (an adapted profile's layer-sum predictors are held toward its prior's calibration)."""
+        ``flops`` (an adapted profile's layer-sum predictors are held toward its prior's calibration),
+        rescaled to the machine's state now once the profile is re-anchored (unless ``reanchored``
+        is False)."""
         from latbench.predictors import PREDICTORS, build_predictor
 
         if kind not in PREDICTORS:
             raise ProfileError(f"unknown predictor {kind!r}; choose from {', '.join(PREDICTORS)}")
+        if reanchored and self.anchoring is not None:
+            key = f"{kind}@{self.anchoring.measured_at}"
+            if key not in self._predictors:
+                self._predictors[key] = rescale(self.predictor(kind, reanchored=False), self, self.anchoring)
+            return self._predictors[key]
         if kind not in self._predictors:
             pred = build_predictor(kind, self.meta, self.layers, self.path)
             archs, measured = self.network_samples("calib")
@@ -198,7 +270,7 @@ class DeviceProfile:
         out: dict[str, dict[str, Any]] = {}
         for kind in PREDICTORS:
             try:
-                out[kind] = self.predictor(kind).calibration
+                out[kind] = self.predictor(kind, reanchored=False).calibration
             except ProfileError as exc:
                 out[kind] = {"skipped": str(exc)}
         return out
@@ -213,7 +285,7 @@ class DeviceProfile:
         out: dict[str, dict[str, Any]] = {}
         for kind in PREDICTORS:
             try:
-                pred, sig = self.predictor(kind).predict_many(archs)
+                pred, sig = self.predictor(kind, reanchored=False).predict_many(archs)
             except ProfileError as exc:  # e.g. too few layer samples to train a learned predictor
                 out[kind] = {"skipped": str(exc)}
                 continue
@@ -232,10 +304,32 @@ def list_profiles(root: str | Path = "device_profiles") -> list[dict[str, Any]]:
             meta = json.loads(meta_path.read_text())
             s, fp = meta.get("settings", {}), meta.get("fingerprint", {})
             val = meta.get("validation", {}).get("lut", {})
+            anchored = history(folder)
             rows.append({"name": folder.name, "device": fp.get("gpu") or fp.get("cpu"), "backend": s.get("backend"),
                          "threads": fp.get("threads"), "families": ",".join(meta.get("families", [])),
                          "created": meta.get("created", ""), "status": meta.get("status", ""),
-                         "within_10pct": val.get("within_10pct"), "rmspe": val.get("rmspe")})
+                         "within_10pct": val.get("within_10pct"), "rmspe": val.get("rmspe"),
+                         "anchor_factor": anchored[-1].factor if anchored else None,
+                         "anchored_at": anchored[-1].measured_at if anchored else None})
         except (json.JSONDecodeError, AttributeError) as exc:
             rows.append({"name": folder.name, "status": f"unreadable: {exc}"})
     return rows
+
+
+def check_profile(folder: str | Path, reanchor: float | None = None, log=None) -> dict[str, Any]:
+    """How the profile in ``folder`` stands on this machine: ``here`` says whether its fingerprint
+    matches (or what differs); with ``reanchor`` seconds, its anchor factor is measured now where
+    its backend can run."""
+    try:
+        profile = DeviceProfile.load(folder, check_fingerprint=False)
+    except ProfileError as exc:
+        return {"here": f"unreadable: {exc}"}
+    changes = profile.fingerprint_changes()
+    out: dict[str, Any] = {"here": "matches" if not changes else "; ".join(map(str, changes))}
+    runnable = not any(c.key == "backend" for c in changes)
+    if reanchor is not None and runnable:
+        if log is not None:
+            log(profile.name)
+        anchoring = profile.reanchor(reanchor)
+        out |= {"anchor_factor": anchoring.factor, "anchored_at": anchoring.measured_at}
+    return out

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
+from fakes import FakeClock, FakeTimer
 
+from latbench.device_profile import DeviceProfile
 from latbench.models.small import SmallConvNet
+
+SHIPPED = Path(__file__).resolve().parents[1] / "device_profiles"
 
 
 def _cuda() -> bool:
@@ -44,37 +51,30 @@ def example_input():
     return torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
-class FakeClock:
-    """A wall clock that only moves when a fake timer says time has passed."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class FakeTimer:
-    """Returns samples from ``sampler(call_index)`` in microseconds and advances the fake clock."""
-
-    name = "fake"
-
-    def __init__(self, clock: FakeClock, sampler) -> None:
-        self.clock, self.sampler, self.calls = clock, sampler, 0
-
-    def time(self, fn, n):
-        out = []
-        for _ in range(n):
-            fn()
-            value = float(self.sampler(self.calls))
-            self.calls += 1
-            self.clock.t += value / 1e6
-            out.append(value)
-        return out
-
-
 @pytest.fixture
 def fake():
     """(clock, make_timer) for statistics tests that must not depend on this machine's speed."""
     clock = FakeClock()
     return clock, lambda sampler: FakeTimer(clock, sampler)
+
+
+@pytest.fixture(scope="session")
+def shipped_profile(tmp_path_factory):
+    """``copy(name, **fingerprint_fields)``: a copy of a shipped profile whose fingerprint is this
+    machine's (with ``fingerprint_fields`` changed), so that no test depends on the engine version
+    or machine a shipped profile was made with."""
+    made: dict[tuple, Path] = {}
+
+    def copy(name: str = "amd-epyc-1t-onnxruntime-fp32-bs1", **fingerprint_fields) -> Path:
+        key = (name, tuple(sorted(fingerprint_fields.items())))
+        if key not in made:
+            folder = tmp_path_factory.mktemp("shipped") / name
+            shutil.copytree(SHIPPED / name, folder, ignore=shutil.ignore_patterns("anchors.json"))
+            meta = json.loads((folder / "profile.json").read_text())
+            here = DeviceProfile.load(folder, check_fingerprint=False).current_fingerprint()
+            meta["fingerprint"] = {**here, **fingerprint_fields}
+            (folder / "profile.json").write_text(json.dumps(meta))
+            made[key] = folder
+        return made[key]
+
+    return copy

@@ -1,4 +1,5 @@
-"""Test doubles shared by the pruning tests: a device profile with a made-up, FLOPs-linear latency predictor."""
+"""Test doubles: a fake clock and timer for statistics code, and a device profile with a made-up,
+FLOPs-linear latency predictor for the pruning tests."""
 
 from __future__ import annotations
 
@@ -52,3 +53,32 @@ class FakeProfile:
 
     def predictor(self, kind: str) -> FakePredictor:
         return self.predictors[kind]
+
+
+class FakeClock:
+    """A wall clock that only moves when a fake timer says time has passed."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FakeTimer:
+    """Returns samples from ``sampler(call_index)`` in microseconds and advances the fake clock."""
+
+    name = "fake"
+
+    def __init__(self, clock: FakeClock, sampler) -> None:
+        self.clock, self.sampler, self.calls = clock, sampler, 0
+
+    def time(self, fn, n):
+        out = []
+        for _ in range(n):
+            fn()
+            value = float(self.sampler(self.calls))
+            self.calls += 1
+            self.clock.t += value / 1e6
+            out.append(value)
+        return out

@@ -12,7 +12,11 @@ from latbench.arch import Arch
 from latbench.models import build_model
 from pruners.train import read_weights
 
-PROFILE = "device_profiles/amd-epyc-1t-onnxruntime-fp32-bs1"
+
+@pytest.fixture(scope="module")
+def profile(shipped_profile) -> str:
+    """The shipped CPU profile, with this machine's fingerprint (no warning line on stderr)."""
+    return str(shipped_profile())
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +38,15 @@ def test_train_writes_weights_arch_and_report(trained):
     assert Arch.from_json(trained / "arch.json").flops() > 0
 
 
-def prune_args(trained, out, *extra):
-    return ("prune", "uniform", "--model", "smallconv", "--weights", str(trained), "--profile", PROFILE,
+def prune_args(trained, profile, out, *extra):
+    return ("prune", "uniform", "--model", "smallconv", "--weights", str(trained), "--profile", profile,
             "--finetune-epochs", "1", "--oracle", "predict", "--measure-budget", "1", "--out", str(out), "--quiet",
             *extra)
 
 
-def test_prune_writes_a_consistent_run_and_resumes(capsys, trained, tmp_path):
+def test_prune_writes_a_consistent_run_and_resumes(capsys, trained, profile, tmp_path):
     out = tmp_path / "run"
-    code, printed, _ = run(capsys, *prune_args(trained, out, "--latency-target", "0.7"))
+    code, printed, _ = run(capsys, *prune_args(trained, profile, out, "--latency-target", "0.7"))
     assert code == 0 and "uniform on smallconv" in printed
     report = json.loads((out / "report.json").read_text())
     assert report["latency"]["predicted_ratio"] <= 0.7 * 1.05
@@ -57,57 +61,57 @@ def test_prune_writes_a_consistent_run_and_resumes(capsys, trained, tmp_path):
     assert rebuilt.eval()(x).shape == (2, 10)
     assert (out / "summary.md").read_text().startswith("# uniform on smallconv")
     search = (out / "search.json").read_text()
-    code, _, _ = run(capsys, *prune_args(trained, out, "--latency-target", "0.7"))  # rerun: search and fine-tune
-    assert code == 0 and (out / "search.json").read_text() == search                # reused from the folder
+    code, _, _ = run(capsys, *prune_args(trained, profile, out, "--latency-target", "0.7"))  # rerun: search and
+    assert code == 0 and (out / "search.json").read_text() == search  # fine-tune reused from the folder
     assert json.loads((out / "report.json").read_text())["widths"] == report["widths"]
-    code, _, err = run(capsys, *prune_args(trained, out, "--latency-target", "0.6"))
+    code, _, err = run(capsys, *prune_args(trained, profile, out, "--latency-target", "0.6"))
     assert_one_line_error(code, err, "other settings")
 
 
-def test_prune_bad_input_is_one_line(capsys, trained, tmp_path):
-    code, _, err = run(capsys, *prune_args(trained, tmp_path / "a", "--latency-target", "0.01"))
+def test_prune_bad_input_is_one_line(capsys, trained, profile, tmp_path):
+    code, _, err = run(capsys, *prune_args(trained, profile, tmp_path / "a", "--latency-target", "0.01"))
     assert_one_line_error(code, err, "floor")
     code, _, err = run(capsys, "prune", "uniform", "--model", "resnet20", "--weights", str(trained),
-                       "--profile", PROFILE, "--latency-target", "0.5", "--out", str(tmp_path / "b"))
+                       "--profile", profile, "--latency-target", "0.5", "--out", str(tmp_path / "b"))
     assert_one_line_error(code, err, "do not match the model")
-    code, _, err = run(capsys, *prune_args(trained, tmp_path / "c", "--latency-target", "0.5", "--dataset",
+    code, _, err = run(capsys, *prune_args(trained, profile, tmp_path / "c", "--latency-target", "0.5", "--dataset",
                                            "cifar10", "--data-root", str(tmp_path)))
     assert_one_line_error(code, err, "data_batch_1")
-    code, _, err = run(capsys, *prune_args(trained, tmp_path / "d"))
+    code, _, err = run(capsys, *prune_args(trained, profile, tmp_path / "d"))
     assert_one_line_error(code, err, "--latency-target")
     code, _, err = run(capsys, "prune", "lap", "--model", "smallconv", "--weights", str(trained), "--profile",
-                       PROFILE, "--latency-target", "0.5")
+                       profile, "--latency-target", "0.5")
     assert_one_line_error(code, err, "unknown pruning method")
 
 
-def splamp_args(trained, out, *extra):
-    args = list(prune_args(trained, out, "--latency-target", "0.6", *extra))
+def splamp_args(trained, profile, out, *extra):
+    args = list(prune_args(trained, profile, out, "--latency-target", "0.6", *extra))
     args[1] = "splamp"
     return args
 
 
-def test_prune_splamp_one_shot_and_iterative_resume(capsys, trained, tmp_path):
+def test_prune_splamp_one_shot_and_iterative_resume(capsys, trained, profile, tmp_path):
     out = tmp_path / "one"
-    code, printed, _ = run(capsys, *splamp_args(trained, out, "--group-size", "4"))
+    code, printed, _ = run(capsys, *splamp_args(trained, profile, out, "--group-size", "4"))
     assert code == 0 and "splamp on smallconv" in printed
     report = json.loads((out / "report.json").read_text())
     assert report["latency"]["predicted_ratio"] <= 0.6
     assert report["settings"]["options"] == {"group_size": 4}
     assert not (out / "search.pt").exists()  # one-shot: the decision alone rebuilds the network
     out = tmp_path / "steps"
-    code, _, _ = run(capsys, *splamp_args(trained, out, "--steps", "2", "--step-epochs", "1"))
+    code, _, _ = run(capsys, *splamp_args(trained, profile, out, "--steps", "2", "--step-epochs", "1"))
     assert code == 0 and (out / "search.pt").exists() and (out / "steps" / "1").is_dir()
     report = json.loads((out / "report.json").read_text())
     assert report["latency"]["predicted_ratio"] <= 0.6
     assert next(h["step"] for h in report["search"] if "rounds" in h) == 1
     search, weights = (out / "search.json").read_text(), (out / "search.pt").read_bytes()
-    code, _, _ = run(capsys, *splamp_args(trained, out, "--steps", "2", "--step-epochs", "1"))
+    code, _, _ = run(capsys, *splamp_args(trained, profile, out, "--steps", "2", "--step-epochs", "1"))
     assert code == 0 and (out / "search.json").read_text() == search and (out / "search.pt").read_bytes() == weights
     assert json.loads((out / "report.json").read_text())["accuracy"] == report["accuracy"]  # same weights, resumed
 
 
-def test_prune_method_options_are_checked(capsys, trained, tmp_path):
-    code, _, err = run(capsys, *prune_args(trained, tmp_path / "u", "--latency-target", "0.6", "--steps", "2"))
+def test_prune_method_options_are_checked(capsys, trained, profile, tmp_path):
+    code, _, err = run(capsys, *prune_args(trained, profile, tmp_path / "u", "--latency-target", "0.6", "--steps", "2"))
     assert_one_line_error(code, err, "uniform takes no option steps")
-    code, _, err = run(capsys, *splamp_args(trained, tmp_path / "f", "--steps", "0"))
+    code, _, err = run(capsys, *splamp_args(trained, profile, tmp_path / "f", "--steps", "0"))
     assert_one_line_error(code, err, "steps must be at least 1")

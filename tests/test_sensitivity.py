@@ -156,12 +156,14 @@ def test_report_files_hold_the_same_data_as_the_api(shipped, resnet56, tmp_path)
     assert "Predicted against measured" not in summary  # nothing was measured
 
 
-def test_analyze_command_writes_the_report_and_names_the_top_group(tmp_path, capsys):
+def test_analyze_command_writes_the_report_and_names_the_top_group(tmp_path, capsys, shipped_profile):
     from latbench.cli import main
 
-    assert main(["analyze", "--model", "resnet56", "--profile", str(PROFILE), "--out", str(tmp_path / "r"),
+    profile = shipped_profile()
+
+    assert main(["analyze", "--model", "resnet56", "--profile", str(profile), "--out", str(tmp_path / "r"),
                  "--staircase-layers", "1"]) == 0
     ranking = pd.read_csv(tmp_path / "r" / "ranking.csv")
     assert ranking["group_name"].iloc[0] in capsys.readouterr().out
-    assert main(["analyze", "--model", "nosuchnet", "--profile", str(PROFILE)]) == 2
+    assert main(["analyze", "--model", "nosuchnet", "--profile", str(profile)]) == 2
     assert "nosuchnet" in capsys.readouterr().err
