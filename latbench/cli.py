@@ -307,9 +307,10 @@ def _profile_path(name: str) -> Path:
     return path
 
 
-def _load_profile(name: str, strict: bool, reanchor: float | None = None):
+def _load_profile(name: str, strict: bool, reanchor: float | None = None, will_reanchor: bool = False):
     """Load a profile, printing its fingerprint warning once; with ``reanchor`` seconds, bring it to
-    the machine's state now and say by how much the machine has moved."""
+    the machine's state now and say by how much the machine has moved (``will_reanchor``: the
+    caller re-anchors it itself)."""
     import warnings
 
     from latbench.device_profile import DeviceProfile, ProfileMismatchWarning
@@ -320,7 +321,7 @@ def _load_profile(name: str, strict: bool, reanchor: float | None = None):
         profile = DeviceProfile.load(path, strict=strict)
     for w in caught:
         if issubclass(w.category, ProfileMismatchWarning):
-            hint = "" if reanchor else " (--reanchor measures how far predictions have moved)"
+            hint = "" if reanchor or will_reanchor else " (--reanchor measures how far predictions have moved)"
             print(f"latbench: warning: {w.message}{hint}", file=sys.stderr)
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
@@ -343,6 +344,12 @@ def _reanchor(profile, seconds: float, extra: dict[str, Any] | None = None):
     return anchoring
 
 
+def _add_profile_checks(parser: argparse.ArgumentParser, reanchor_note: str = "") -> None:
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse a profile made on another configuration (an engine patch release only warns)")
+    _add_reanchor(parser, reanchor_note)
+
+
 def _add_reanchor(parser: argparse.ArgumentParser, default_note: str = "") -> None:
     from latbench.anchoring import DEFAULT_SECONDS
 
@@ -361,7 +368,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from latbench.anchoring import DEFAULT_SECONDS
 
         reanchor = DEFAULT_SECONDS
-    profile = _load_profile(args.profile, args.strict)
+    profile = _load_profile(args.profile, args.strict, will_reanchor=reanchor is not None)
     model, shape = _model_and_shape(args.model, None, profile.meta["settings"].get("batch", 1))
     import torch
 
@@ -590,8 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--remove-blocks", metavar="A,B", help="residual blocks to replace by identity")
     pd_.add_argument("--predictor", default="all", choices=["all", "lut", "xgb", "rf", "flops"])
     pd_.add_argument("--measure", action="store_true", help="also measure the network now and print the error")
-    pd_.add_argument("--strict", action="store_true", help="refuse a profile made on another configuration")
-    _add_reanchor(pd_, "; on by default with --measure")
+    _add_profile_checks(pd_, "; on by default with --measure")
     pd_.add_argument("--no-reanchor", action="store_true", help="with --measure: compare the profile as it is")
     pd_.set_defaults(func=cmd_predict)
 
@@ -604,8 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also measure on the profile's backend: per-layer times in context, sensitivity at "
                          "keep 0.5, staircase curves")
     an.add_argument("--staircase-layers", type=int, default=4, help="slowest distinct layers to sweep (default 4)")
-    an.add_argument("--strict", action="store_true", help="refuse a profile made on another configuration")
-    _add_reanchor(an)
+    _add_profile_checks(an)
     an.set_defaults(func=cmd_analyze)
 
     tr = sub.add_parser("train", help="train a built-in network from scratch on a dataset (weights for pruning)")
@@ -645,8 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--steps", type=int, help="pruning steps, fine-tuning between them (default 1: one-shot)")
     sp.add_argument("--step-epochs", type=int, help="fine-tuning epochs between steps (default 1)")
     pn.add_argument("--out", help="run folder (default runs/MODEL-METHOD-METRICTARGET); a rerun resumes there")
-    pn.add_argument("--strict", action="store_true", help="refuse a profile made on another configuration")
-    _add_reanchor(pn)
+    _add_profile_checks(pn)
     pn.add_argument("--quiet", action="store_true", help="no progress bar")
     pn.set_defaults(func=cmd_prune)
 

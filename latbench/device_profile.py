@@ -148,7 +148,7 @@ class DeviceProfile:
         changes = self.fingerprint_changes(current)
         if not changes:
             return
-        msg = f"profile {self.path.name} was made on another configuration: {'; '.join(map(str, changes))}"
+        msg = f"profile {self.path.name} differs from this machine: {'; '.join(map(str, changes))}"
         if strict and any(c.refused_when_strict for c in changes):
             raise ProfileError(msg)
         warnings.warn(msg, ProfileMismatchWarning, stacklevel=3)
