@@ -39,6 +39,7 @@ class FakeProfile:
                  backend_name: str = "onnxruntime", name: str = "fake-profile") -> None:
         self.meta = {"settings": {"backend": backend_name}}
         self.name = name
+        self.anchoring = None
         self.predictors = predictors if predictors is not None else {"lut": FakePredictor()}
         self._backend = backend
         self.backend_calls = 0

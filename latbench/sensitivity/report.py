@@ -120,7 +120,9 @@ def summarise(arch, profile, kind: str, frames: dict[str, Any], agreement: dict[
     lines = [f"# {arch.name} on {profile.name}", "",
              f"Predicted latency at full width: **{p.latency_us:,.1f} µs** ({kind}, 90% interval "
              f"{p.low_us:,.1f}–{p.high_us:,.1f} µs); {arch.flops() / 1e6:,.1f} MFLOPs, {arch.params():,} parameters. "
-             f"Latency shares below are {'measured in context by the engine profiler' if measured else 'predicted'}.",
+             f"Latency shares below are {'measured in context by the engine profiler' if measured else 'predicted'}."
+             + (f" Predictions re-anchored to this machine on {profile.anchoring.measured_at[:10]}: "
+                f"{profile.anchoring.describe(profile.meta.get('created', ''))}." if profile.anchoring else ""),
              "", "## Most latency-sensitive channel groups", "",
              f"Network latency saved when one group alone is kept at ratio {ranking['ratio'].iloc[0]:.1f} "
              "(sensitivity = share of latency saved / share of the group removed; see `latbench.sensitivity.latency`).",
