@@ -109,7 +109,7 @@ def leave_one_family_out(profile: DeviceProfile) -> dict[str, dict[str, dict]]:
     held-out), so layer and network samples come from one machine state, free of later drift.
     """
     from latbench.predictors import OutOfProfileError, build_predictor
-    from latbench.profiler.plan import shape_key
+    from latbench.profile import shape_key
 
     archs, measured = profile.network_samples()
     keys = {fam: {shape_key(layer.spec) for layer in profile.family_archs[fam].base.layers} for fam in FAMILIES}

@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latbench.anchoring import REFERENCE, AnchorPoint, Reanchoring, anchor_networks, reference_us
+from latbench.anchoring import REFERENCE, AnchorPoint, Reanchoring, anchor_networks
 from latbench.device_profile import DeviceProfile
 from latbench.measure import MeasureSettings, compare
 from latbench.models import build_candidate
 from latbench.predictors import PREDICTORS, accuracy
+from latbench.profile import reference_us
 from latbench.profiler.microbench import build_layer
 from latbench.profiler.staircase import PROBE
 

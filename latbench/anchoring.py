@@ -39,11 +39,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from latbench.errors import ProfileError
 from latbench.jsonio import dump_json
+from latbench.measure import MeasureSettings, compare
+from latbench.models import build_candidate
 from latbench.predictors.base import Rescaled, fit_toward
 from latbench.predictors.batch import CandidateBatch
 from latbench.predictors.layer_sum import FEATURES, LayerSumPredictor
+from latbench.profile import anchor_latencies, reference_us
+from latbench.profiler.microbench import build_layer
+from latbench.profiler.staircase import PROBE
 
 ANCHORS_FILE = "anchors.json"
 ANCHORS_SCHEMA = "latbench.anchors/2"
@@ -162,14 +169,9 @@ def anchor_networks(profile, per_family: int = PER_FAMILY) -> list[tuple[str, st
     """(name, family, arch, latency in the profile's state) of every network re-anchoring measures:
     each family's full-width anchor, and its calibration networks with the smallest and largest
     share of weight traffic in their predicted latency (they spread the two ratios apart)."""
-    import pandas as pd
-
     models = profile.models
-    out = []
-    if "anchor_us" in models:
-        anchors = pd.to_numeric(models["anchor_us"], errors="coerce").groupby(models["family"]).median()
-        out = [(f, f, profile.family_archs[f], float(v)) for f, v in anchors.items()
-               if f in profile.family_archs and np.isfinite(v) and v > 0]
+    out = [(f, f, profile.family_archs[f], v) for f, v in anchor_latencies(models).items()
+           if f in profile.family_archs]
     archs, latency = profile.network_samples("calib")
     keys = models.loc[(models["split"] == "calib").to_numpy(), "key"].tolist()
     if per_family < 1 or not archs:
@@ -186,12 +188,6 @@ def anchor_networks(profile, per_family: int = PER_FAMILY) -> list[tuple[str, st
     return out
 
 
-def reference_us(layers) -> float | None:
-    """The reference layer's median over the profiling run, if the profile has one."""
-    ref = layers.loc[layers["shape_key"] == "reference", "median_us"].astype(float)
-    return float(ref.median()) if len(ref) else None
-
-
 def measure_anchors(profile, seconds: float = DEFAULT_SECONDS, backend=None,
                     progress: Callable[[dict[str, Any]], None] | None = None, per_family: int = PER_FAMILY,
                     extra: dict[str, Any] | None = None, clock: Callable[[], float] = time.perf_counter) -> Reanchoring:
@@ -199,14 +195,6 @@ def measure_anchors(profile, seconds: float = DEFAULT_SECONDS, backend=None,
     ``seconds``. ``backend`` defaults to the profile's own (same device, threads, precision).
     ``extra`` runnables are measured in the same run, into ``Reanchoring.extra_us``, so that a
     network can be compared with predictions in the very machine state they were anchored to."""
-    import torch
-
-    from latbench.errors import ProfileError
-    from latbench.measure import MeasureSettings, compare
-    from latbench.models import build_candidate
-    from latbench.profiler.microbench import build_layer
-    from latbench.profiler.staircase import PROBE
-
     if not seconds > 0:
         raise ProfileError(f"re-anchoring needs a positive number of seconds, got {seconds}")
     started = time.perf_counter()

@@ -7,10 +7,14 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from latbench.errors import InputShapeError, LatbenchError, OutputError, UsageError
+from latbench.errors import InputShapeError, LatbenchError, OutputError, UsageError, first_line
+
+#: entry-point group of packages that add commands: each names ``register(subparsers)``
+COMMANDS_GROUP = "latbench.commands"
 
 
 def _console(stderr: bool = False, wide: bool = False):
@@ -307,7 +311,7 @@ def _profile_path(name: str) -> Path:
     return path
 
 
-def _load_profile(name: str, strict: bool, reanchor: float | None = None, will_reanchor: bool = False):
+def load_profile(name: str, strict: bool, reanchor: float | None = None, will_reanchor: bool = False):
     """Load a profile, printing its fingerprint warning once; with ``reanchor`` seconds, bring it to
     the machine's state now and say by how much the machine has moved (``will_reanchor``: the
     caller re-anchors it itself)."""
@@ -344,7 +348,7 @@ def _reanchor(profile, seconds: float, extra: dict[str, Any] | None = None):
     return anchoring
 
 
-def _add_profile_checks(parser: argparse.ArgumentParser, reanchor_note: str = "") -> None:
+def add_profile_checks(parser: argparse.ArgumentParser, reanchor_note: str = "") -> None:
     parser.add_argument("--strict", action="store_true",
                         help="refuse a profile made on another configuration (an engine patch release only warns)")
     _add_reanchor(parser, reanchor_note)
@@ -368,7 +372,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from latbench.anchoring import DEFAULT_SECONDS
 
         reanchor = DEFAULT_SECONDS
-    profile = _load_profile(args.profile, args.strict, will_reanchor=reanchor is not None)
+    profile = load_profile(args.profile, args.strict, will_reanchor=reanchor is not None)
     model, shape = _model_and_shape(args.model, None, profile.meta["settings"].get("batch", 1))
     import torch
 
@@ -439,7 +443,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from latbench.arch import trace
     from latbench.sensitivity.report import TOP, write_report
 
-    profile = _load_profile(args.profile, args.strict, args.reanchor)
+    profile = load_profile(args.profile, args.strict, args.reanchor)
     model, shape = _model_and_shape(args.model, None, profile.meta["settings"].get("batch", 1))
     arch = trace(model, torch.zeros(*shape), name=args.model)
     build = _candidate_builder(args.model) if args.measure else None
@@ -494,38 +498,6 @@ def cmd_devices(args: argparse.Namespace) -> int:
                  f"{rmspe * 100:.1f}%" if rmspe is not None else "-", anchor, r.get("status", "")]
         t.add_row(*cells, *([r.get("here", "")] if args.check else []))
     _console(wide=True).print(t)
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from pruners.train import TrainConfig
-    from pruners.zoo import train_zoo_model
-
-    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
-    out = args.out or f"runs/{args.model}-{args.dataset}"
-    report = train_zoo_model(args.model, args.dataset, out, config, root=args.data_root, progress=not args.quiet)
-    print(f"{args.model} on {args.dataset}: test accuracy {report['test_accuracy']:.2f}% after {config.epochs} "
-          f"epochs in {report['seconds']:.0f} s; weights {out}/weights.pt")
-    return 0
-
-
-def cmd_prune(args: argparse.Namespace) -> int:
-    from pruners.run import prune
-    from pruners.train import TrainConfig
-
-    if (args.latency_target is None) == (args.flops_target is None):
-        raise UsageError("give one of --latency-target or --flops-target (a ratio of the original, e.g. 0.5)")
-    metric, target = ("latency", args.latency_target) if args.flops_target is None else ("flops", args.flops_target)
-    finetune = TrainConfig(epochs=args.finetune_epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                           distill=args.distill)
-    profile = _load_profile(args.profile, args.strict, args.reanchor)
-    result = prune(args.method, args.model, args.weights, profile, target,
-                   dataset=args.dataset, data_root=args.data_root, out=args.out, metric=metric, finetune=finetune,
-                   predictor=args.predictor, mode=args.oracle, seed=args.seed, measure_budget_s=args.measure_budget,
-                   progress=not args.quiet,
-                   options={"group_size": args.group_size, "min_choices": args.min_choices, "steps": args.steps,
-                            "step_epochs": args.step_epochs})
-    print(result.summary())
     return 0
 
 
@@ -597,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--remove-blocks", metavar="A,B", help="residual blocks to replace by identity")
     pd_.add_argument("--predictor", default="all", choices=["all", "lut", "xgb", "rf", "flops"])
     pd_.add_argument("--measure", action="store_true", help="also measure the network now and print the error")
-    _add_profile_checks(pd_, "; on by default with --measure")
+    add_profile_checks(pd_, "; on by default with --measure")
     pd_.add_argument("--no-reanchor", action="store_true", help="with --measure: compare the profile as it is")
     pd_.set_defaults(func=cmd_predict)
 
@@ -610,49 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also measure on the profile's backend: per-layer times in context, sensitivity at "
                          "keep 0.5, staircase curves")
     an.add_argument("--staircase-layers", type=int, default=4, help="slowest distinct layers to sweep (default 4)")
-    _add_profile_checks(an)
+    add_profile_checks(an)
     an.set_defaults(func=cmd_analyze)
-
-    tr = sub.add_parser("train", help="train a built-in network from scratch on a dataset (weights for pruning)")
-    tr.add_argument("model", help="built-in network name, e.g. resnet20")
-    tr.add_argument("--dataset", default="digits", help="digits (ships with scikit-learn), cifar10 or imagefolder")
-    tr.add_argument("--data-root", help="dataset folder (cifar10, imagefolder); nothing is downloaded")
-    tr.add_argument("--epochs", type=int, default=30)
-    tr.add_argument("--lr", type=float, default=0.05, help="peak learning rate of the cosine schedule")
-    tr.add_argument("--batch-size", type=int, default=64)
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--out", help="run folder (default runs/MODEL-DATASET); an interrupted run resumes there")
-    tr.add_argument("--quiet", action="store_true", help="no progress bar")
-    tr.set_defaults(func=cmd_train)
-
-    pn = sub.add_parser("prune", help="prune a trained network to a latency (or FLOPs) target and fine-tune it")
-    pn.add_argument("method", help="splamp (latency-aware), or the baselines uniform and global")
-    pn.add_argument("--model", required=True, help="built-in network name")
-    pn.add_argument("--weights", required=True, help="state dict file, or a folder written by latbench train")
-    pn.add_argument("--profile", required=True, help="device profile folder or name (its backend is measured)")
-    pn.add_argument("--latency-target", type=float, help="target latency as a ratio of the original's, e.g. 0.5")
-    pn.add_argument("--flops-target", type=float, help="target FLOPs as a ratio of the original's")
-    pn.add_argument("--dataset", default="digits")
-    pn.add_argument("--data-root", help="dataset folder (cifar10, imagefolder)")
-    pn.add_argument("--finetune-epochs", type=int, default=5)
-    pn.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate")
-    pn.add_argument("--batch-size", type=int, default=64)
-    pn.add_argument("--distill", type=float, default=0.0, help="weight of distillation from the unpruned network")
-    pn.add_argument("--predictor", default="lut", choices=["lut", "xgb", "rf"])
-    pn.add_argument("--oracle", default="auto", choices=["predict", "measure", "auto"],
-                    help="how the search checks latency: predictions only, measurements, or both (default)")
-    pn.add_argument("--measure-budget", type=float, default=10.0,
-                    help="seconds for the final measurement against the original (default 10)")
-    pn.add_argument("--seed", type=int, default=0)
-    sp = pn.add_argument_group("splamp options")
-    sp.add_argument("--group-size", type=int, help="channels per group (default: the profile's latency step, else 8)")
-    sp.add_argument("--min-choices", type=int, help="cut narrower layers into this many groups (default 4)")
-    sp.add_argument("--steps", type=int, help="pruning steps, fine-tuning between them (default 1: one-shot)")
-    sp.add_argument("--step-epochs", type=int, help="fine-tuning epochs between steps (default 1)")
-    pn.add_argument("--out", help="run folder (default runs/MODEL-METHOD-METRICTARGET); a rerun resumes there")
-    _add_profile_checks(pn)
-    pn.add_argument("--quiet", action="store_true", help="no progress bar")
-    pn.set_defaults(func=cmd_prune)
 
     dv = sub.add_parser("devices", help="list device profiles, with their accuracy and last known anchor factor")
     dv.add_argument("--root", default="device_profiles")
@@ -664,6 +595,13 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("backends", help="list backends and whether they can run here")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     b.set_defaults(func=cmd_backends)
+    for plugin in entry_points(group=COMMANDS_GROUP):  # e.g. pruners: train, prune
+        try:
+            register = plugin.load()
+        except Exception as exc:  # noqa: BLE001 - a broken add-on must not take the other commands down
+            print(f"latbench: warning: commands of {plugin.value} unavailable: {first_line(exc)}", file=sys.stderr)
+            continue
+        register(sub)
     return parser
 
 

@@ -7,7 +7,6 @@ machine's: a mismatch warns, or refuses with ``strict=True``.
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from dataclasses import dataclass
@@ -18,15 +17,25 @@ from typing import Any
 import numpy as np
 
 from latbench.anchoring import DEFAULT_SECONDS, Reanchoring, history, measure_anchors, record, rescale
+from latbench.arch import Arch
+from latbench.backends import get_backend, require_backend
 from latbench.errors import ProfileError
+from latbench.predictors import PREDICTORS, accuracy, build_predictor
+from latbench.profile import (
+    LAYER_COLUMNS,
+    MODEL_COLUMNS,
+    ProfileMeta,
+    normalised_network_latency,
+    read_meta,
+    read_table,
+    trace_family,
+)
 
-SCHEMA = "latbench.profile/1"
 #: fingerprint fields naming the device and configuration: a difference means another setup
 CONFIG_KEYS = ("cpu", "gpu", "backend", "device", "precision", "threads", "compute_capability")
 #: engine and library versions: a patch release only warns, even with ``strict``
 VERSION_KEYS = ("onnxruntime", "torch", "tensorrt")
 FINGERPRINT_KEYS = CONFIG_KEYS + VERSION_KEYS
-NUMERIC = {"layers.csv": ("in_channels", "out_channels", "median_us", "batch"), "models.csv": ("median_us",)}
 
 
 class ProfileMismatchWarning(UserWarning):
@@ -63,53 +72,10 @@ def _major_minor(version: Any) -> tuple[int, int] | None:
     return (int(match[1]), int(match[2])) if match else None
 
 
-def _read_csv(path: Path, columns: list[str]):
-    import pandas as pd
-
-    if not path.exists():
-        raise ProfileError(f"{path.parent}: missing {path.name}")
-    try:
-        df = pd.read_csv(path, dtype={"key": str, "widths": str, "removed": str}, keep_default_na=False)
-    except Exception as exc:  # noqa: BLE001 - pandas raises several parser errors
-        raise ProfileError(f"{path}: unreadable CSV ({exc})") from None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ProfileError(f"{path}: missing column(s) {', '.join(missing)}")
-    for col in NUMERIC.get(path.name, ()):
-        values = pd.to_numeric(df[col], errors="coerce")
-        bad = np.flatnonzero(values.isna() | ~np.isfinite(values) | (values <= 0))
-        if len(bad):
-            raise ProfileError(f"{path}: column {col} has a missing, non-numeric or non-positive value "
-                               f"at data row {int(bad[0]) + 1}")
-        df[col] = values
-    return df
-
-
-def pd_numeric(series):
-    import pandas as pd
-
-    return pd.to_numeric(series, errors="coerce")
-
-
-def reference_factors(layers) -> np.ndarray:
-    """Per layer row, the factor that brings it to the median state of the reference layer.
-
-    The profiler re-measures one fixed layer (rows with ``shape_key == "reference"``) every few
-    samples; its latency, interpolated over measurement order, tracks the machine's speed.
-    """
-    is_ref = (layers["shape_key"] == "reference").to_numpy()
-    if is_ref.sum() < 2:
-        return np.ones(len(layers))
-    pos = np.arange(len(layers))
-    ref = layers["median_us"].to_numpy(dtype=float)
-    at = np.interp(pos, pos[is_ref], ref[is_ref])
-    return np.median(ref[is_ref]) / at
-
-
 class DeviceProfile:
     """A loaded profile: metadata, layer samples, network samples, and its predictors."""
 
-    def __init__(self, path: Path, meta: dict[str, Any], layers, models) -> None:
+    def __init__(self, path: Path, meta: ProfileMeta, layers, models) -> None:
         self.path = path
         self.meta = meta
         self.layers = layers
@@ -119,25 +85,10 @@ class DeviceProfile:
 
     @classmethod
     def load(cls, path: str | Path, strict: bool = False, check_fingerprint: bool = True) -> DeviceProfile:
-        from latbench.profiler.run import LAYER_COLUMNS, MODEL_COLUMNS
-
         path = Path(path)
-        meta_path = path / "profile.json"
-        if not meta_path.exists():
-            raise ProfileError(f"not a device profile: {path} (no profile.json)")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ProfileError(f"{meta_path}: corrupt JSON ({exc})") from None
-        if meta.get("schema") != SCHEMA:
-            raise ProfileError(f"{meta_path}: schema {meta.get('schema')!r} is not {SCHEMA!r}; "
-                               "re-profile with this version of latbench")
-        for key in ("plan", "fingerprint", "settings"):
-            if key not in meta:
-                raise ProfileError(f"{meta_path}: missing {key!r} "
-                                   "(an interrupted run? re-run the same profile command)")
-        profile = cls(path, meta, _read_csv(path / "layers.csv", LAYER_COLUMNS),
-                      _read_csv(path / "models.csv", MODEL_COLUMNS))
+        meta = read_meta(path)
+        profile = cls(path, meta, read_table(path / "layers.csv", LAYER_COLUMNS),
+                      read_table(path / "models.csv", MODEL_COLUMNS))
         if check_fingerprint:
             profile.check_fingerprint(strict)
         return profile
@@ -161,8 +112,6 @@ class DeviceProfile:
     def backend(self, require: bool = True):
         """The backend this profile was made with, configured the same way (device, threads,
         precision). With ``require``, a backend that cannot run here is a one-line error."""
-        from latbench.backends import get_backend, require_backend
-
         s = self.meta["settings"]
         make = require_backend if require else get_backend
         return make(s["backend"], device=s.get("device"), threads=s.get("threads"), precision=s.get("precision"))
@@ -186,9 +135,7 @@ class DeviceProfile:
 
     # --- data --------------------------------------------------------------------------------
     @cached_property
-    def family_archs(self) -> dict[str, Any]:
-        from latbench.profiler.run import trace_family
-
+    def family_archs(self) -> dict[str, Arch]:
         batch = int(self.meta["settings"].get("batch", 1))
         return {fam: trace_family(fam, batch) for fam in self.meta.get("families", [])}
 
@@ -199,12 +146,8 @@ class DeviceProfile:
         scaling it by the family's median anchor over its anchor in the same run removes the
         machine's drift between chunks.
         """
-        from latbench.arch import Arch
-
         models = self.models
-        anchor = pd_numeric(models["anchor_us"])
-        reference = anchor.groupby(models["family"]).transform("median")
-        normalised = models["median_us"] * (reference / anchor).fillna(1.0)
+        normalised = normalised_network_latency(models)
         keep = slice(None) if split is None else (models["split"] == split).to_numpy()
         rows = models[keep]
         archs = []
@@ -243,8 +186,6 @@ class DeviceProfile:
         ``flops`` (an adapted profile's layer-sum predictors are held toward its prior's calibration),
         rescaled to the machine's state now once the profile is re-anchored (unless ``reanchored``
         is False)."""
-        from latbench.predictors import PREDICTORS, build_predictor
-
         if kind not in PREDICTORS:
             raise ProfileError(f"unknown predictor {kind!r}; choose from {', '.join(PREDICTORS)}")
         if reanchored and self.anchoring is not None:
@@ -265,8 +206,6 @@ class DeviceProfile:
 
     def calibrations(self) -> dict[str, dict[str, Any]]:
         """Each predictor's calibration, or ``{"skipped": reason}`` where it cannot be built."""
-        from latbench.predictors import PREDICTORS
-
         out: dict[str, dict[str, Any]] = {}
         for kind in PREDICTORS:
             try:
@@ -277,8 +216,6 @@ class DeviceProfile:
 
     def validate(self) -> dict[str, dict[str, Any]]:
         """Accuracy of each predictor on the held-out network samples."""
-        from latbench.predictors import PREDICTORS, accuracy
-
         archs, measured = self.network_samples("valid")
         if not archs:
             return {}
@@ -297,22 +234,22 @@ def list_profiles(root: str | Path = "device_profiles") -> list[dict[str, Any]]:
     """One summary row per profile folder under ``root`` (unreadable ones say why)."""
     rows = []
     for folder in sorted(Path(root).glob("*/")):
-        meta_path = folder / "profile.json"
-        if not meta_path.exists():
+        if not (folder / "profile.json").exists():
             continue
         try:
-            meta = json.loads(meta_path.read_text())
-            s, fp = meta.get("settings", {}), meta.get("fingerprint", {})
-            val = meta.get("validation", {}).get("lut", {})
-            anchored = history(folder)
-            rows.append({"name": folder.name, "device": fp.get("gpu") or fp.get("cpu"), "backend": s.get("backend"),
-                         "threads": fp.get("threads"), "families": ",".join(meta.get("families", [])),
-                         "created": meta.get("created", ""), "status": meta.get("status", ""),
-                         "within_10pct": val.get("within_10pct"), "rmspe": val.get("rmspe"),
-                         "anchor_factor": anchored[-1].factor if anchored else None,
-                         "anchored_at": anchored[-1].measured_at if anchored else None})
-        except (json.JSONDecodeError, AttributeError) as exc:
+            meta = read_meta(folder, require=())
+        except ProfileError as exc:
             rows.append({"name": folder.name, "status": f"unreadable: {exc}"})
+            continue
+        s, fp = meta.get("settings", {}), meta.get("fingerprint", {})
+        val = meta.get("validation", {}).get("lut", {})
+        anchored = history(folder)
+        rows.append({"name": folder.name, "device": fp.get("gpu") or fp.get("cpu"), "backend": s.get("backend"),
+                     "threads": fp.get("threads"), "families": ",".join(meta.get("families", [])),
+                     "created": meta.get("created", ""), "status": meta.get("status", ""),
+                     "within_10pct": val.get("within_10pct"), "rmspe": val.get("rmspe"),
+                     "anchor_factor": anchored[-1].factor if anchored else None,
+                     "anchored_at": anchored[-1].measured_at if anchored else None})
     return rows
 
 

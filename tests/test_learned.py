@@ -21,7 +21,7 @@ from latbench.predictors.batch import CandidateBatch
 from latbench.predictors.layer_features import FEATURE_NAMES, spec_features, table_features
 from latbench.predictors.layer_sum import LayerLookup, LayerSumPredictor
 from latbench.predictors.learned import MIN_LAYER_SAMPLES, training_rows
-from latbench.profiler.run import row_spec, spec_row
+from latbench.profile import row_to_spec, spec_to_row
 
 SHIPPED = Path(__file__).resolve().parents[1] / "device_profiles" / "amd-epyc-1t-onnxruntime-fp32-bs1"
 
@@ -44,8 +44,8 @@ def test_a_table_row_and_its_spec_have_the_same_features():
     specs = [LayerSpec("conv", 24, 40, (3, 3), (2, 2), (1, 1), in_hw=(16, 16), epilogue=("bn", "relu")),
              LayerSpec("dwconv", 36, 36, (3, 3), groups=36, padding=(1, 1), in_hw=(8, 8), epilogue=("bn",)),
              LayerSpec("linear", 64, 10, in_mult=4), LayerSpec("gap", 64, 64, in_hw=(4, 4))]
-    table = pd.DataFrame([spec_row(s) for s in specs])
-    assert [row_spec(r) for _, r in table.iterrows()] == specs  # a row reads back as its spec
+    table = pd.DataFrame([spec_to_row(s) for s in specs])
+    assert [row_to_spec(r) for _, r in table.iterrows()] == specs  # a row reads back as its spec
     rows = table_features(table)
     for spec, row in zip(specs, rows, strict=True):
         np.testing.assert_array_equal(spec_features(spec, np.array([spec.in_channels]),

@@ -77,7 +77,7 @@ def _staircase_lut() -> tuple[LutPredictor, callable]:
     values = np.array([8, 16, 32, 64])
     grid = _Grid(values, np.array([0]), true_latency(values)[:, None], one_d=True)
     spec = LayerSpec("dwconv", 64, 64, (3, 3), (1, 1), (1, 1), groups=64, in_hw=(8, 8))
-    from latbench.profiler.plan import shape_key
+    from latbench.profile import shape_key
 
     return LutPredictor({shape_key(spec): [grid]}, step=8, overhead_us=0.0), true_latency
 
@@ -328,7 +328,7 @@ def test_plan_covers_every_layer_of_the_families():
     archs = [trace(build_model(n), torch.zeros(1, 3, 32, 32), n) for n in ("resnet20", "vgg16")]
     grids = layer_grids(archs, step=16)
     samples = layer_samples(grids)
-    from latbench.profiler.plan import shape_key, spec_key
+    from latbench.profile import shape_key, spec_key
 
     keys = {spec_key(s) for s, _ in samples}
     assert len(keys) == len(samples)

@@ -7,7 +7,8 @@ import pytest
 
 from latbench.arch.spec import LayerSpec
 from latbench.predictors.lut import _Grid, _lookup
-from latbench.profiler.plan import Grid, axis_values, shape_key, spec_key, with_channels
+from latbench.profile import Grid, shape_key, spec_key, with_channels
+from latbench.profiler.plan import axis_values
 from latbench.profiler.refine import choose, held_out_error, insert, interval_candidates, missing_points
 
 STEP = 8

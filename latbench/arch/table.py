@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from latbench.arch.arch import Arch
 
 _WINDOWED = ("conv", "dwconv", "maxpool", "avgpool")
@@ -16,8 +18,6 @@ def layer_table(arch: Arch):
     their running sums: the FLOPs-proportion analysis. FLOPs follow ``LayerSpec``'s convention
     (2 per multiply-accumulate, conv and linear only).
     """
-    import pandas as pd
-
     removable = {b.name: b.removable for b in arch.blocks}
     rows = []
     for i, layer in enumerate(arch.active_layers()):

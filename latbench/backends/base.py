@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from latbench.measure.timers import HostTimer, Timer
 
@@ -56,8 +57,6 @@ class Runnable:
 
 def layer_table(rows: list[dict[str, Any]]):
     """Aggregate per-run rows (layer, engine_node, op, time_us, run) into the layer DataFrame."""
-    import pandas as pd
-
     df = pd.DataFrame(rows, columns=["layer", "engine_node", "op", "time_us", "run"])
     if df.empty:
         return pd.DataFrame(columns=LAYER_COLUMNS)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 Z90 = 1.6448536269514722  # two-sided 90% interval of a normal
 
@@ -96,8 +97,6 @@ def leave_one_out_spread(fit, features: np.ndarray, measured: np.ndarray) -> flo
 
 def spearman(a, b) -> float:
     """Rank correlation of two sequences (ties get their mean rank); NaN for fewer than two."""
-    import pandas as pd
-
     if len(a) < 2:
         return float("nan")
     return float(np.corrcoef(pd.Series(list(a)).rank(), pd.Series(list(b)).rank())[0, 1])

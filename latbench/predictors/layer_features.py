@@ -10,11 +10,10 @@ or the other.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from latbench.arch.spec import LayerSpec
+from latbench.profile.tables import parse_pair
 
 #: ops with a one-hot column; anything else is "other"
 ONE_HOT_OPS = ("conv", "dwconv", "linear", "maxpool", "avgpool", "gap", "add")
@@ -67,14 +66,6 @@ def layer_columns(op, cin, cout, kernel_h, kernel_w, stride, padding, dilation, 
                cin % 4, cin % 8, cin % 16, cout % 4, cout % 16, padded_in, padded_out,
                np.log1p(2 * macs(padded_in, padded_out))]
     return np.stack([np.broadcast_to(np.asarray(c, dtype=np.float64), n) for c in columns], axis=-1)
-
-
-def parse_pair(value: Any) -> tuple[int, int]:
-    """``3x3`` (CSV) or ``[3, 3]`` / ``(3, 3)`` as a pair of ints."""
-    if isinstance(value, str):
-        a, _, b = value.partition("x")
-        return int(a), int(b or a)
-    return int(value[0]), int(value[1])
 
 
 def spec_features(spec: LayerSpec, cin: np.ndarray, cout: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from latbench.errors import ProfileError
 from latbench.predictors.batch import CandidateBatch
 from latbench.predictors.layer_features import FEATURE_NAMES, spec_features, table_features
 from latbench.predictors.layer_sum import LayerLookup, LayerSumPredictor, OutOfProfileError, profile_layout_block
+from latbench.profile import reference_factors
 
 LEARNED = ("xgb", "rf")
 ENSEMBLE = 4
@@ -48,8 +49,6 @@ def training_rows(layers, overhead_us: float) -> tuple[Any, np.ndarray]:
     Each row is brought to the reference layer's median machine state, and the engine's per-run
     overhead is removed as in the LUT.
     """
-    from latbench.device_profile import reference_factors
-
     corrected = layers["median_us"].to_numpy(dtype=float) * reference_factors(layers)
     keep = (layers["shape_key"] != "reference").to_numpy() & np.isfinite(corrected)
     core = np.maximum(corrected[keep] - overhead_us, 0.02 * corrected[keep])

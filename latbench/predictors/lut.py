@@ -36,6 +36,7 @@ from latbench.arch import ArchBase
 from latbench.arch.spec import LayerSpec
 from latbench.predictors.batch import CandidateBatch
 from latbench.predictors.layer_sum import LayerLookup, LayerSumPredictor, OutOfProfileError, profile_layout_block
+from latbench.profile import Grid, reference_factors, shape_key, spec_key, with_channels
 
 #: layers whose grids span at most this many (in, out) channel pairs are tabulated densely once
 DENSE_MAX = 1 << 18
@@ -60,8 +61,6 @@ class _Grid:
 
 def _table(grid, ins: list[int], outs: list[int], measured: dict[str, float]) -> _Grid | None:
     """The measured table of one grid's points; a budget-truncated run keeps its complete sub-grid."""
-    from latbench.profiler.plan import spec_key, with_channels
-
     outs = outs if not grid.one_d else [0]
     if not ins or not outs:
         return None
@@ -119,16 +118,11 @@ class LutPredictor(LayerSumPredictor):
     # --- construction ------------------------------------------------------------------------
     @classmethod
     def from_profile(cls, meta: dict[str, Any], layers) -> LutPredictor:
-        from latbench.device_profile import reference_factors
-        from latbench.profiler.plan import Grid
-
         corrected = layers["median_us"].to_numpy(dtype=float) * reference_factors(layers)
         measured = dict(zip(layers["key"], corrected, strict=True))
         grids: dict[str, list[_Grid]] = defaultdict(list)
         for g in meta["plan"]["grids"]:
-            template = LayerSpec.from_dict(g["template"])
-            grid = Grid(g["key"], template, tuple(map(tuple, g["in_values"])), tuple(map(tuple, g["out_values"])),
-                        tuple((unit, tuple(map(tuple, values))) for unit, values in g.get("off_layout", [])))
+            grid = Grid.from_dict(g)
             aligned = _table(grid, [c for c, _ in grid.in_values], [c for c, _ in grid.out_values], measured)
             if aligned is not None:
                 tables = ((unit, _table(grid, [c for c, _ in values], [c for c, _ in grid.unaligned_out()], measured))
@@ -139,8 +133,6 @@ class LutPredictor(LayerSumPredictor):
                    profile_layout_block(meta))
 
     def _grid_for(self, spec: LayerSpec) -> _Grid | None:
-        from latbench.profiler.plan import shape_key
-
         candidates = self.grids.get(shape_key(spec))
         if not candidates:
             return None

@@ -30,7 +30,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import torch
+
+from latbench.backends import require_backend
+from latbench.device_profile import DeviceProfile
 from latbench.errors import ProfileError
+from latbench.measure import compare, measure
+from latbench.models import build_candidate
+from latbench.predictors.base import PRIOR_STRENGTH
+from latbench.profile import MODEL_COLUMNS, new_meta, write_meta
+from latbench.profiler.plan import network_variants
+from latbench.profiler.run import NETWORK_SECONDS_EACH, NETWORK_SETTINGS, default_name, interleave, measurement_row
 
 
 def device_type(settings: dict[str, Any]) -> str:
@@ -78,13 +89,6 @@ def adapt_profile(prior_path: str | Path, settings, samples: int = 30, out: str 
                   progress: bool = True, root: str | Path = "device_profiles") -> Path:
     """Adapt the profile at ``prior_path`` to ``settings`` (a ``ProfileSettings``) with ``samples``
     network measurements; returns the new profile folder (see the module docstring)."""
-    from latbench import __version__
-    from latbench.backends import require_backend
-    from latbench.device_profile import SCHEMA, DeviceProfile
-    from latbench.jsonio import dump_json
-    from latbench.predictors.base import PRIOR_STRENGTH
-    from latbench.profiler.run import default_name
-
     started = time.perf_counter()
     prior = DeviceProfile.load(prior_path, check_fingerprint=False)
     settings.families = settings.families or list(prior.meta.get("families", []))
@@ -105,21 +109,19 @@ def adapt_profile(prior_path: str | Path, settings, samples: int = 30, out: str 
     if (prior.path / "predictors").is_dir():
         shutil.copytree(prior.path / "predictors", folder / "predictors", dirs_exist_ok=True)
     models.to_csv(folder / "models.csv", index=False)
-    meta = {"schema": SCHEMA, "name": folder.name, "status": "running", "latbench": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "fingerprint": fingerprint,
-            "settings": {**settings.comparable(), "step": prior.meta["settings"].get("step")},
-            "families": settings.families, "overhead_us": prior.meta.get("overhead_us", 0.0),
-            "plan": prior.meta["plan"], "staircase": prior.meta.get("staircase"),
-            "adapted_from": {"profile": prior.name, "samples": samples, "networks": len(models),
-                             "layers_from": prior.meta.get("fingerprint"), "strength": PRIOR_STRENGTH,
-                             "calibration_prior": calibration_prior},
-            "timings_s": {"total": time.perf_counter() - started}}
-    dump_json(meta, folder / "profile.json")
+    meta = new_meta(folder.name, fingerprint, {**settings.comparable(), "step": prior.meta["settings"].get("step")},
+                    settings.families, overhead_us=prior.meta.get("overhead_us", 0.0), plan=prior.meta["plan"],
+                    staircase=prior.meta.get("staircase"),
+                    adapted_from={"profile": prior.name, "samples": samples, "networks": len(models),
+                                  "layers_from": prior.meta.get("fingerprint"), "strength": PRIOR_STRENGTH,
+                                  "calibration_prior": calibration_prior},
+                    timings_s={"total": time.perf_counter() - started})
+    write_meta(folder, meta)
     meta["calibration"] = DeviceProfile.load(folder, check_fingerprint=False).calibrations()
     meta["timings_s"] = {"total": time.perf_counter() - started}
     meta["status"] = "complete"
     meta["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    dump_json(meta, folder / "profile.json")
+    write_meta(folder, meta)
     return folder
 
 
@@ -127,20 +129,6 @@ def measure_networks(backend, prior, families: list[str], n: int, seed: int, pro
     """``models.csv`` rows of ``n`` networks (the full-width one of every family first, then
     random-width variants) measured interleaved in one run; the full-width network of a family is
     the anchor of its rows."""
-    import pandas as pd
-    import torch
-
-    from latbench.measure import compare, measure
-    from latbench.models import build_candidate
-    from latbench.profiler.plan import network_variants
-    from latbench.profiler.run import (
-        MODEL_COLUMNS,
-        NETWORK_SECONDS_EACH,
-        NETWORK_SETTINGS,
-        interleave,
-        measurement_row,
-    )
-
     step = int(prior.meta["plan"]["step"])
     per_family = [network_variants(f, prior.family_archs[f], n // len(families) + 2, seed=seed, align=step)
                   for f in families]

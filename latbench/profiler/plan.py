@@ -21,40 +21,20 @@ import hashlib
 import json
 import math
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from latbench.arch import Arch
 from latbench.arch.spec import LayerSpec
+from latbench.profile.grid import UNALIGNED_PASSES, Grid
+from latbench.profile.keys import shape_key, spec_key
 
-ONE_D_OPS = ("dwconv", "maxpool", "avgpool", "gap", "add", "mul", "bn", "act")
 #: ops whose kernel changes when input channels leave the engine's blocked layout
 LAYOUT_OPS = ("conv", "dwconv")
 #: sub-block channel multiples probed off the blocked layout (ONNX Runtime runs multiples of 4 on
 #: its blocked kernels with a reorder in front, other widths on a plain NCHW conv)
 LAYOUT_UNITS = (4, 1)
-UNALIGNED_PASSES = 2
 PASS_FRACTIONS = {1: (0.0, 1.0), 2: (0.5,), 3: (0.25, 0.75)}
 MIN_FRACTION = 0.1
-
-
-def shape_key(spec: LayerSpec) -> str:
-    """Everything about a layer but its channel counts: the lookup table's outer key."""
-    return "|".join([
-        spec.op, f"k{spec.kernel[0]}x{spec.kernel[1]}", f"s{spec.stride[0]}x{spec.stride[1]}",
-        f"p{spec.padding[0]}x{spec.padding[1]}", f"d{spec.dilation[0]}x{spec.dilation[1]}",
-        f"hw{spec.in_hw[0]}x{spec.in_hw[1]}", f"b{spec.batch}", spec.dtype, f"bias{int(spec.bias)}",
-        "+".join(spec.epilogue) or "-", f"m{spec.in_mult}",
-    ])
-
-
-def spec_key(spec: LayerSpec) -> str:
-    """Stable id of one measured layer sample."""
-    return hashlib.sha1(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def with_channels(spec: LayerSpec, cin: int, cout: int) -> LayerSpec:
-    groups = cin if spec.op == "dwconv" else spec.groups
-    return replace(spec, in_channels=cin, out_channels=cout, groups=groups)
 
 
 def axis_values(full: int, step: int, fixed: bool, passes: int = 3) -> list[tuple[int, int]]:
@@ -77,39 +57,6 @@ def sub_step_values(step: int, unit: int, full: int) -> list[tuple[int, int]]:
     fractions = (0.25, 0.5) if unit > 1 else (0.5, 1.0)
     values = {max(unit, round(f * step)) - (1 if unit == 1 else 0) for f in fractions}
     return [(v, 1) for v in sorted(values) if v % step and 0 < v < full]
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A lookup grid for one distinct layer: its shape key, full widths, and axis values."""
-
-    key: str
-    template: LayerSpec  # the layer at full width
-    in_values: tuple[tuple[int, int], ...]
-    out_values: tuple[tuple[int, int], ...]
-    off_layout: tuple[tuple[int, tuple[tuple[int, int], ...]], ...] = ()  # (unit, input values)
-
-    @property
-    def one_d(self) -> bool:
-        return self.template.op in ONE_D_OPS
-
-    def unaligned_out(self) -> tuple[tuple[int, int], ...]:
-        return tuple(v for v in self.out_values if v[1] <= UNALIGNED_PASSES)
-
-    def points(self) -> list[tuple[LayerSpec, int]]:
-        """(spec, pass) for every grid point, aligned grid first."""
-        off = [v for _, values in self.off_layout for v in values]
-        if self.one_d:
-            return [(with_channels(self.template, c, c), p) for c, p in (*self.in_values, *off)]
-        aligned = [(with_channels(self.template, ci, co), max(pi, po))
-                   for ci, pi in self.in_values for co, po in self.out_values]
-        return aligned + [(with_channels(self.template, ci, co), max(pi, po))
-                          for ci, pi in off for co, po in self.unaligned_out()]
-
-    def to_dict(self) -> dict:
-        return {"key": self.key, "template": self.template.to_dict(),
-                "in_values": [list(v) for v in self.in_values], "out_values": [list(v) for v in self.out_values],
-                "off_layout": [[unit, [list(v) for v in values]] for unit, values in self.off_layout]}
 
 
 def layer_grids(archs: list[Arch], step: int, passes: int = 3) -> list[Grid]:

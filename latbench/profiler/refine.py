@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from latbench.arch.spec import LayerSpec
-from latbench.profiler.plan import Grid, spec_key, with_channels
+from latbench.profile import Grid, spec_key, with_channels
 
 
 @dataclass(frozen=True)

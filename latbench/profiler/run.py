@@ -13,7 +13,6 @@ Re-running the same command on the same folder resumes where it stopped.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import asdict, dataclass, replace
@@ -21,11 +20,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from latbench.arch import Arch, trace
+import numpy as np
+import torch
+
+from latbench.arch import Arch
 from latbench.arch.spec import LayerSpec
-from latbench.device_profile import SCHEMA, ProfileError
-from latbench.jsonio import dump_json
-from latbench.measure import MeasureSettings, measure
+from latbench.backends import require_backend
+from latbench.device_profile import DeviceProfile
+from latbench.errors import ProfileError
+from latbench.measure import MeasureSettings, compare, measure
+from latbench.models import build_candidate, get_entry
+from latbench.predictors import LutPredictor, accuracy
+from latbench.profile import (
+    LAYER_COLUMNS,
+    MODEL_COLUMNS,
+    ProfileMeta,
+    new_meta,
+    read_meta,
+    spec_to_row,
+    trace_family,
+    write_meta,
+)
 from latbench.profiler import staircase
 from latbench.profiler.journal import Journal
 from latbench.profiler.microbench import build_layer
@@ -46,12 +61,6 @@ from latbench.profiler.refine import (
     missing_points,
 )
 
-SPEC_COLUMNS = ["op", "in_channels", "out_channels", "kernel", "stride", "padding", "groups", "dilation", "in_hw",
-                "batch", "dtype", "bias", "epilogue", "in_mult"]
-MEASURE_COLUMNS = ["median_us", "ci_low_us", "ci_high_us", "p90_us", "runs", "stop_reason", "wall_s"]
-LAYER_COLUMNS = ["key", "shape_key", *SPEC_COLUMNS, "pass", *MEASURE_COLUMNS, "measured_at"]
-MODEL_COLUMNS = ["key", "family", "split", "widths", "removed", "flops", "params", "anchor_us", *MEASURE_COLUMNS,
-                 "measured_at"]
 LAYER_SETTINGS = MeasureSettings(target_rel_ci=0.02, budget_s=2.0, min_time_s=0.15, warmup_min_s=0.05,
                                  min_blocks=6, block_s=0.01)
 NETWORK_SETTINGS = MeasureSettings(target_rel_ci=0.02, budget_s=40.0, min_time_s=0.3, warmup_min_s=0.1)
@@ -88,27 +97,6 @@ class ProfileSettings:
         return d
 
 
-def spec_row(spec: LayerSpec) -> dict[str, Any]:
-    """A spec as CSV cells: pairs as ``3x3``, the epilogue as ``bn+relu``."""
-    d = spec.to_dict()
-    d["epilogue"] = "+".join(d["epilogue"])
-    return {k: "x".join(map(str, d[k])) if isinstance(d[k], list) else d[k] for k in SPEC_COLUMNS}
-
-
-def row_spec(row) -> LayerSpec:
-    """The spec of a ``layers.csv`` row (the inverse of ``spec_row``)."""
-    from latbench.predictors.layer_features import parse_pair
-
-    d: dict[str, Any] = {c: row[c] for c in SPEC_COLUMNS}
-    for c in ("kernel", "stride", "padding", "dilation", "in_hw"):
-        d[c] = parse_pair(d[c])
-    for c in ("in_channels", "out_channels", "groups", "batch", "in_mult"):
-        d[c] = int(d[c])
-    d["epilogue"] = tuple(s for s in str(d["epilogue"]).split("+") if s)
-    d["bias"] = str(d["bias"]).lower() in ("true", "1")
-    return LayerSpec.from_dict(d)
-
-
 def measurement_row(m) -> dict[str, Any]:
     s = m.summary
     return {"median_us": round(s.median, 3), "ci_low_us": round(s.ci_low, 3), "ci_high_us": round(s.ci_high, 3),
@@ -122,15 +110,6 @@ def default_name(fingerprint: dict[str, Any], settings: ProfileSettings) -> str:
     if fingerprint.get("threads"):
         slug += f"-{fingerprint['threads']}t"
     return f"{slug}-{settings.backend}-{settings.precision}-bs{settings.batch}"
-
-
-def trace_family(name: str, batch: int = 1) -> Arch:
-    import torch
-
-    from latbench.models import build_model, get_entry
-
-    entry = get_entry(name)
-    return trace(build_model(name), torch.zeros(batch, *entry.input_shape), name)
 
 
 class _Progress:
@@ -166,9 +145,6 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
     The budget counts the time of earlier, interrupted runs on the same folder too. The first
     grid pass and ``min_networks_per_family`` networks are always measured, whatever the budget.
     """
-    from latbench.backends import require_backend
-    from latbench.models import get_entry
-
     if not settings.families:
         raise ProfileError("no model families to profile: give at least one, e.g. --models resnet56")
     for fam in settings.families:
@@ -195,9 +171,9 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
         if len(journal.rows) % (REFERENCE_EVERY + 1) == 0:
             ref = run_layer(staircase.PROBE)
             journal.append({"key": f"ref-{len(journal.rows)}", "shape_key": "reference",
-                            **spec_row(staircase.PROBE), "pass": 0, **measurement_row(ref)})
+                            **spec_to_row(staircase.PROBE), "pass": 0, **measurement_row(ref)})
         m = run_layer(spec)
-        journal.append({"key": spec_key(spec), "shape_key": shape_key(spec), **spec_row(spec), "pass": p,
+        journal.append({"key": spec_key(spec), "shape_key": shape_key(spec), **spec_to_row(spec), "pass": p,
                         **measurement_row(m)})
         bar.advance()
         return m.median_us
@@ -206,14 +182,14 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
     try:
         if "overhead_us" not in meta:
             meta["overhead_us"] = run_layer(LayerSpec("act", 1, 1, epilogue=("relu",))).median_us
-            _save(folder, meta)
+            write_meta(folder, meta)
         if settings.step is None and "staircase" not in meta:
             bar.phase("staircase sweep", 2 * max(staircase.CANDIDATE_STEPS))
             raw = staircase.sweep(lambda s: _advance_after(bar, run_layer(s).median_us))
             step, scores, found = staircase.detect_step(staircase.smooth(raw))
             meta["staircase"] = {"probe": staircase.PROBE.to_dict(), "latency_us": raw, "scores": scores,
                                  "step": step, "found": found}
-            _save(folder, meta)
+            write_meta(folder, meta)
         step = settings.step or meta["staircase"]["step"]
         archs = {fam: trace_family(fam, settings.batch) for fam in settings.families}
         grids = insert(layer_grids(list(archs.values()), step, settings.passes),
@@ -223,7 +199,7 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
                                 for f, a in archs.items()])
         meta["plan"] = {"step": step, "grids": [g.to_dict() for g in grids], "layer_samples": len(samples),
                         "network_variants": len(variants)}
-        _save(folder, meta)
+        write_meta(folder, meta)
 
         layers = Journal(folder / "layers.csv", LAYER_COLUMNS)
         t0 = time.perf_counter()
@@ -268,9 +244,7 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
     finally:
         bar.close()
         timings["total"] = spent()
-        _save(folder, meta)
-
-    from latbench.device_profile import DeviceProfile
+        write_meta(folder, meta)
 
     profile = DeviceProfile.load(folder, check_fingerprint=False)
     meta["validation"] = profile.validate()
@@ -281,7 +255,7 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
         profile.predictor("xgb").save(folder)
     meta["status"] = "complete"
     meta["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    _save(folder, meta)
+    write_meta(folder, meta)
     return folder
 
 
@@ -290,11 +264,6 @@ def _refine(folder: Path, meta: dict[str, Any], grids: list, step: int, settings
     """Refinement rounds (``latbench.profiler.refine``) until the target or the budget. Inserted
     grid values and each round's accuracy (held-out layers, and the lookup table on the held-out
     networks before the round) go to ``meta["refine"]``."""
-    import numpy as np
-
-    from latbench.device_profile import DeviceProfile
-    from latbench.predictors import LutPredictor, accuracy
-
     rs = RefineSettings(target=settings.refine_target)
     state = meta.setdefault("refine", {"settings": asdict(rs), "inserted": [], "rounds": []})
     rounds = state["rounds"]
@@ -317,7 +286,7 @@ def _refine(folder: Path, meta: dict[str, Any], grids: list, step: int, settings
         state["inserted"] += inserted
         grids[:] = insert(grids, inserted)
         meta["plan"]["grids"] = [g.to_dict() for g in grids]
-        _save(folder, meta)
+        write_meta(folder, meta)
         predicted = {spec_key(s): us for p in picks for s, us in p.points}
         todo = missing_points(grids, layers.keys)
         bar.phase(f"refining grids (round {n})", len(todo))
@@ -333,7 +302,7 @@ def _refine(folder: Path, meta: dict[str, Any], grids: list, step: int, settings
         record["held_out"] = held_out_error(*np.array(pairs).T)
         record["measured"] = len(pairs)
         rounds.append(record)
-        _save(folder, meta)
+        write_meta(folder, meta)
 
 
 def _advance_after(bar: _Progress, value: float) -> float:
@@ -355,11 +324,6 @@ def _measure_chunk(backend, archs: dict[str, Arch], chunk: list[NetworkVariant],
     Each row records its family anchor's latency in the same interleaved run, so rows measured
     at different times can be brought to one machine state (``DeviceProfile`` does this).
     """
-    import torch
-
-    from latbench.measure import compare
-    from latbench.models import build_candidate
-
     members = {f"anchor:{f}": v for f, v in anchors.items()} | {v.key: v for v in chunk}
     candidates = {name: v.arch(archs[v.family]) for name, v in members.items()}
     runnables = {name: backend.deploy(build_candidate(members[name].family, arch),
@@ -376,33 +340,14 @@ def _measure_chunk(backend, archs: dict[str, Arch], chunk: list[NetworkVariant],
                         **measurement_row(result.measurements[v.key])})
 
 
-def _open_folder(folder: Path, settings: ProfileSettings, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    path = folder / "profile.json"
-    if path.exists():
-        try:
-            meta = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ProfileError(f"cannot resume {folder}: profile.json is corrupt ({exc})") from None
-        if meta.get("schema") != SCHEMA:
-            raise ProfileError(f"cannot resume {folder}: schema {meta.get('schema')!r}, expected {SCHEMA!r}")
+def _open_folder(folder: Path, settings: ProfileSettings, fingerprint: dict[str, Any]) -> ProfileMeta:
+    if (folder / "profile.json").exists():
+        meta = read_meta(folder, require=(), context=f"cannot resume {folder}")
         if meta.get("settings", {}) != settings.comparable():
             raise ProfileError(f"cannot resume {folder}: it was started with other settings "
                                f"({meta.get('settings')}); use another --out or remove the folder")
         meta["status"] = "running"
         return meta
     folder.mkdir(parents=True, exist_ok=True)
-    from latbench import __version__
-
-    return {"schema": SCHEMA, "name": folder.name, "status": "running",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "latbench": __version__,
-            "fingerprint": fingerprint, "settings": settings.comparable(),
-            "measure_settings": {"layers": asdict(LAYER_SETTINGS), "networks": asdict(NETWORK_SETTINGS)},
-            "families": settings.families}
-
-
-def _save(folder: Path, meta: dict[str, Any]) -> None:
-    tmp = folder / "profile.json.tmp"
-    dump_json(meta, tmp)
-    tmp.replace(folder / "profile.json")
-
-
+    return new_meta(folder.name, fingerprint, settings.comparable(), settings.families,
+                    measure_settings={"layers": asdict(LAYER_SETTINGS), "networks": asdict(NETWORK_SETTINGS)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from latbench.sensitivity.latency import kept_channels
 
@@ -10,8 +11,6 @@ from latbench.sensitivity.latency import kept_channels
 def candidates(arch, predictor, n: int = 300, low: float = 0.2, seed: int = 0):
     """``n`` candidates with every prunable group kept at an independent uniform ratio in
     ``[low, 1]``: ``flops``, ``params``, ``predicted_us``, ``rel_sigma`` and ``mean_keep``."""
-    import pandas as pd
-
     rng = np.random.default_rng(seed)
     groups = arch.prunable_groups
     keep = rng.uniform(low, 1.0, (n, len(groups)))

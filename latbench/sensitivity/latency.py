@@ -24,6 +24,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import pandas as pd
+import torch
+
+from latbench.measure import MeasureSettings, compare
 
 RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 COLUMNS = ["group", "group_name", "layers", "channels", "ratio", "kept", "removed_share", "latency_us", "saved_us",
@@ -52,8 +56,6 @@ def _candidates(arch, groups: Sequence[int] | None, ratios: Sequence[float]):
 
 
 def _table(rows: list[dict], latency: np.ndarray, full_us: float):
-    import pandas as pd
-
     df = pd.DataFrame(rows)
     df["latency_us"] = latency
     df["saved_us"] = full_us - df["latency_us"]
@@ -76,10 +78,6 @@ def measure_sensitivity(arch, build: Callable, backend, ratios: Sequence[float] 
     """Measured latency sensitivity: ``build(candidate_arch)`` gives each module; all candidates
     and the full network are measured interleaved on ``backend``. ``saved_share`` is ``1 -`` the
     median paired ratio to the full network; ``saved_share_low``/``saved_share_high`` bound it (95%)."""
-    import torch
-
-    from latbench.measure import MeasureSettings, compare
-
     rows, archs = _candidates(arch, groups, ratios)
     x = torch.randn(*arch.base.input_shape)
     runnables = {"full": backend.deploy(build(arch), x)}

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from latbench.arch.table import layer_table
+
 FLAG_RATIO = 2.0
 MIN_SHARE = 0.01
 
@@ -27,8 +29,6 @@ def proportion(arch, predictor, runnable: Any = None, runs: int = 20):
     parameter shares) plus ``predicted_us``/``predicted_share``, with ``runnable`` (the deployed
     network) ``measured_us``/``measured_share``, then ``latency_to_flops`` (latency share over
     FLOPs share, measured where available) and ``flag``."""
-    from latbench.arch.table import layer_table
-
     table = layer_table(arch)
     breakdown = {row["layer"]: row["latency_us"] for row in predictor.predict(arch).breakdown}
     table["predicted_us"] = table["name"].map(breakdown).fillna(0.0).astype(float)

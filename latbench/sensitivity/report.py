@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from latbench.predictors.base import spearman
 from latbench.sensitivity.candidates import candidates
@@ -61,8 +62,6 @@ def write_report(arch, profile, out: str | Path, build: Callable | None = None, 
 
     runnable = None
     if measure:
-        import torch
-
         if build is None:
             raise ValueError("measuring needs build(candidate) -> module")
         runnable = backend.deploy(build(arch), torch.randn(*arch.base.input_shape))

@@ -13,14 +13,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
+
+from latbench.measure import measure
+from latbench.predictors.batch import CandidateBatch
+from latbench.profile import spec_key
+from latbench.profiler.microbench import build_layer
+from latbench.profiler.run import LAYER_SETTINGS
 
 SWEEPABLE = ("conv", "linear")
 
 
 def key_layers(arch, predictor, n: int = 4) -> list[str]:
     """The ``n`` slowest conv/linear layers by predicted latency, one per distinct shape."""
-    from latbench.profiler.plan import spec_key
-
     by_name = {layer.name: layer for layer in arch.active_layers()}
     shares = sorted(predictor.predict(arch).breakdown, key=lambda b: -b["latency_us"])
     chosen, seen = [], set()
@@ -54,10 +59,6 @@ def staircase_curves(arch, layers: Sequence[str], predictor=None, backend=None, 
     """Long table ``layer, op, out_channels, full_channels, predicted_us, measured_us`` (a column
     is NaN when its source is not given). Predictions are the layer's own latency from
     ``predictor.layer_latency`` plus the engine overhead the isolated measurement also pays."""
-    import pandas as pd
-
-    from latbench.predictors.batch import CandidateBatch
-
     by_name = {layer.name: (j, layer) for j, layer in enumerate(arch.base.layers)}
     rows = []
     for name in layers:
@@ -86,10 +87,6 @@ def staircase_curves(arch, layers: Sequence[str], predictor=None, backend=None, 
 
 
 def _measure(backend, spec, widths: list[int], progress, name: str) -> np.ndarray:
-    from latbench.measure import measure
-    from latbench.profiler.microbench import build_layer
-    from latbench.profiler.run import LAYER_SETTINGS
-
     out = np.empty(len(widths))
     for i, w in enumerate(widths):
         module, x = build_layer(replace(spec, out_channels=w))

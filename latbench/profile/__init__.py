@@ -1,0 +1,56 @@
+"""The device-profile format, in one place: what the files under ``device_profiles/<name>/`` hold.
+
+- ``meta``: ``profile.json`` (schema, fingerprint, settings, plan, timings, calibration,
+  validation) as a typed record with one reader and one writer;
+- ``tables``: the columns of ``layers.csv`` and ``models.csv``, a layer spec as CSV cells and
+  back, and the validated reader of both files;
+- ``keys``: the identity of a layer sample and of its lookup grid;
+- ``grid``: the lookup grids of the sampling plan;
+- ``state``: the machine state the samples were measured in (reference layer, family anchors),
+  and how rows measured at different times are brought to one state;
+- ``families``: the profiled families' full-width architectures.
+
+The profiler writes this format, ``DeviceProfile`` and the predictors read it; none of them is
+needed to read or write it.
+"""
+
+from latbench.profile.families import trace_family
+from latbench.profile.grid import Grid
+from latbench.profile.keys import shape_key, spec_key, with_channels
+from latbench.profile.meta import SCHEMA, ProfileMeta, new_meta, read_meta, write_meta
+from latbench.profile.state import anchor_latencies, normalised_network_latency, reference_factors, reference_us
+from latbench.profile.tables import (
+    LAYER_COLUMNS,
+    MEASURE_COLUMNS,
+    MODEL_COLUMNS,
+    SPEC_COLUMNS,
+    parse_pair,
+    read_table,
+    row_to_spec,
+    spec_to_row,
+)
+
+__all__ = [
+    "LAYER_COLUMNS",
+    "MEASURE_COLUMNS",
+    "MODEL_COLUMNS",
+    "SCHEMA",
+    "SPEC_COLUMNS",
+    "Grid",
+    "ProfileMeta",
+    "anchor_latencies",
+    "new_meta",
+    "normalised_network_latency",
+    "parse_pair",
+    "read_meta",
+    "read_table",
+    "reference_factors",
+    "reference_us",
+    "row_to_spec",
+    "shape_key",
+    "spec_key",
+    "spec_to_row",
+    "trace_family",
+    "with_channels",
+    "write_meta",
+]

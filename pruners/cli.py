@@ -1,0 +1,83 @@
+"""``latbench train`` and ``latbench prune``: the pruning commands, added to ``latbench`` through the
+``latbench.commands`` entry point (``latbench`` itself never imports ``pruners``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from latbench.cli import add_profile_checks, load_profile
+from latbench.errors import UsageError
+from latbench.predictors import LEARNED
+from pruners.run import prune
+from pruners.train import TrainConfig
+from pruners.zoo import train_zoo_model
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    out = args.out or f"runs/{args.model}-{args.dataset}"
+    report = train_zoo_model(args.model, args.dataset, out, config, root=args.data_root, progress=not args.quiet)
+    print(f"{args.model} on {args.dataset}: test accuracy {report['test_accuracy']:.2f}% after {config.epochs} "
+          f"epochs in {report['seconds']:.0f} s; weights {out}/weights.pt")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    if (args.latency_target is None) == (args.flops_target is None):
+        raise UsageError("give one of --latency-target or --flops-target (a ratio of the original, e.g. 0.5)")
+    metric, target = ("latency", args.latency_target) if args.flops_target is None else ("flops", args.flops_target)
+    finetune = TrainConfig(epochs=args.finetune_epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                           distill=args.distill)
+    profile = load_profile(args.profile, args.strict, args.reanchor)
+    result = prune(args.method, args.model, args.weights, profile, target,
+                   dataset=args.dataset, data_root=args.data_root, out=args.out, metric=metric, finetune=finetune,
+                   predictor=args.predictor, mode=args.oracle, seed=args.seed, measure_budget_s=args.measure_budget,
+                   progress=not args.quiet,
+                   options={"group_size": args.group_size, "min_choices": args.min_choices, "steps": args.steps,
+                            "step_epochs": args.step_epochs})
+    print(result.summary())
+    return 0
+
+
+def register(sub) -> None:
+    """Add ``train`` and ``prune`` to the ``latbench`` command's subparsers."""
+    tr = sub.add_parser("train", help="train a built-in network from scratch on a dataset (weights for pruning)")
+    tr.add_argument("model", help="built-in network name, e.g. resnet20")
+    tr.add_argument("--dataset", default="digits", help="digits (ships with scikit-learn), cifar10 or imagefolder")
+    tr.add_argument("--data-root", help="dataset folder (cifar10, imagefolder); nothing is downloaded")
+    tr.add_argument("--epochs", type=int, default=30)
+    tr.add_argument("--lr", type=float, default=0.05, help="peak learning rate of the cosine schedule")
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--out", help="run folder (default runs/MODEL-DATASET); an interrupted run resumes there")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=cmd_train)
+
+    pn = sub.add_parser("prune", help="prune a trained network to a latency (or FLOPs) target and fine-tune it")
+    pn.add_argument("method", help="splamp (latency-aware), or the baselines uniform and global")
+    pn.add_argument("--model", required=True, help="built-in network name")
+    pn.add_argument("--weights", required=True, help="state dict file, or a folder written by latbench train")
+    pn.add_argument("--profile", required=True, help="device profile folder or name (its backend is measured)")
+    pn.add_argument("--latency-target", type=float, help="target latency as a ratio of the original's, e.g. 0.5")
+    pn.add_argument("--flops-target", type=float, help="target FLOPs as a ratio of the original's")
+    pn.add_argument("--dataset", default="digits")
+    pn.add_argument("--data-root", help="dataset folder (cifar10, imagefolder)")
+    pn.add_argument("--finetune-epochs", type=int, default=5)
+    pn.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate")
+    pn.add_argument("--batch-size", type=int, default=64)
+    pn.add_argument("--distill", type=float, default=0.0, help="weight of distillation from the unpruned network")
+    pn.add_argument("--predictor", default="lut", choices=["lut", *LEARNED])
+    pn.add_argument("--oracle", default="auto", choices=["predict", "measure", "auto"],
+                    help="how the search checks latency: predictions only, measurements, or both (default)")
+    pn.add_argument("--measure-budget", type=float, default=10.0,
+                    help="seconds for the final measurement against the original (default 10)")
+    pn.add_argument("--seed", type=int, default=0)
+    sp = pn.add_argument_group("splamp options")
+    sp.add_argument("--group-size", type=int, help="channels per group (default: the profile's latency step, else 8)")
+    sp.add_argument("--min-choices", type=int, help="cut narrower layers into this many groups (default 4)")
+    sp.add_argument("--steps", type=int, help="pruning steps, fine-tuning between them (default 1: one-shot)")
+    sp.add_argument("--step-epochs", type=int, help="fine-tuning epochs between steps (default 1)")
+    pn.add_argument("--out", help="run folder (default runs/MODEL-METHOD-METRICTARGET); a rerun resumes there")
+    add_profile_checks(pn)
+    pn.add_argument("--quiet", action="store_true", help="no progress bar")
+    pn.set_defaults(func=cmd_prune)
