@@ -45,9 +45,10 @@ from latbench.errors import ProfileError
 from latbench.jsonio import dump_json
 from latbench.measure import MeasureSettings, compare
 from latbench.models import build_candidate
-from latbench.predictors.base import Rescaled, fit_toward
 from latbench.predictors.batch import CandidateBatch
+from latbench.predictors.calibration import fit_toward
 from latbench.predictors.layer_sum import FEATURES, LayerSumPredictor
+from latbench.predictors.rescaled import Rescaled
 from latbench.profile import anchor_latencies, reference_us
 from latbench.profiler.microbench import build_layer
 from latbench.profiler.staircase import PROBE

@@ -389,7 +389,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         arch = arch.with_widths({g.id: kept_channels(g.channels, args.keep) for g in arch.prunable_groups})
     if args.remove_blocks:
         arch = arch.without_blocks([b for b in args.remove_blocks.split(",") if b])
-    kinds = PREDICTORS if args.predictor == "all" else (args.predictor,)
+    kinds = tuple(PREDICTORS) if args.predictor == "all" else (args.predictor,)
     con = _console()
     con.print(f"{args.model}: {arch.flops() / 1e6:,.1f} MFLOPs, {arch.params():,} params · profile {profile.name}")
     measured = None
@@ -504,6 +504,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from latbench import __version__
     from latbench.backends import DEFAULT_BACKEND, backend_names
+    from latbench.predictors import PREDICTORS, layer_sum_kinds
 
     parser = argparse.ArgumentParser(prog="latbench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"latbench {__version__}")
@@ -567,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--widths", metavar="FILE", help="JSON {group id, group name or layer name: channels}")
     pd_.add_argument("--keep", type=float, help="keep this share of every prunable group's channels")
     pd_.add_argument("--remove-blocks", metavar="A,B", help="residual blocks to replace by identity")
-    pd_.add_argument("--predictor", default="all", choices=["all", "lut", "xgb", "rf", "flops"])
+    pd_.add_argument("--predictor", default="all", choices=["all", *PREDICTORS])
     pd_.add_argument("--measure", action="store_true", help="also measure the network now and print the error")
     add_profile_checks(pd_, "; on by default with --measure")
     pd_.add_argument("--no-reanchor", action="store_true", help="with --measure: compare the profile as it is")
@@ -577,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--model", required=True, help="built-in network name (or torchvision:NAME)")
     an.add_argument("--profile", required=True, help="device profile folder or name")
     an.add_argument("--out", help="report folder (default report-MODEL)")
-    an.add_argument("--predictor", default="lut", choices=["lut", "xgb", "rf"])
+    an.add_argument("--predictor", default="lut", choices=layer_sum_kinds())
     an.add_argument("--measure", action="store_true",
                     help="also measure on the profile's backend: per-layer times in context, sensitivity at "
                          "keep 0.5, staircase curves")

@@ -7,7 +7,7 @@ import argparse
 
 from latbench.cli import add_profile_checks, load_profile
 from latbench.errors import UsageError
-from latbench.predictors import LEARNED
+from latbench.predictors import layer_sum_kinds
 from pruners.run import prune
 from pruners.train import TrainConfig
 from pruners.zoo import train_zoo_model
@@ -66,7 +66,7 @@ def register(sub) -> None:
     pn.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate")
     pn.add_argument("--batch-size", type=int, default=64)
     pn.add_argument("--distill", type=float, default=0.0, help="weight of distillation from the unpruned network")
-    pn.add_argument("--predictor", default="lut", choices=["lut", *LEARNED])
+    pn.add_argument("--predictor", default="lut", choices=layer_sum_kinds())
     pn.add_argument("--oracle", default="auto", choices=["predict", "measure", "auto"],
                     help="how the search checks latency: predictions only, measurements, or both (default)")
     pn.add_argument("--measure-budget", type=float, default=10.0,

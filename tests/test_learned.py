@@ -15,12 +15,12 @@ from latbench.arch import trace
 from latbench.arch.spec import LayerSpec
 from latbench.device_profile import DeviceProfile, ProfileError
 from latbench.models import build_model
-from latbench.predictors import LearnedPredictor, OutOfProfileError, accuracy
-from latbench.predictors.base import interval
+from latbench.predictors import LearnedPredictor, OutOfProfileError, RandomForestPredictor, XgbPredictor, accuracy
 from latbench.predictors.batch import CandidateBatch
 from latbench.predictors.layer_features import FEATURE_NAMES, spec_features, table_features
 from latbench.predictors.layer_sum import LayerLookup, LayerSumPredictor
 from latbench.predictors.learned import MIN_LAYER_SAMPLES, training_rows
+from latbench.predictors.protocol import interval
 from latbench.profile import row_to_spec, spec_to_row
 
 SHIPPED = Path(__file__).resolve().parents[1] / "device_profiles" / "amd-epyc-1t-onnxruntime-fp32-bs1"
@@ -85,9 +85,9 @@ def test_a_model_stored_for_other_layer_samples_is_retrained(profile_copy):
     profile.predictor("xgb").save(profile_copy)
     layers = profile.layers.copy()
     layers.loc[5, "median_us"] *= 1.5
-    pred = LearnedPredictor.from_profile("xgb", profile.meta, layers, profile_copy)
+    pred = XgbPredictor.from_profile(profile.meta, layers, profile_copy)
     assert pred.source == "trained"
-    assert LearnedPredictor.from_profile("xgb", profile.meta, profile.layers, profile_copy).source == "stored"
+    assert XgbPredictor.from_profile(profile.meta, profile.layers, profile_copy).source == "stored"
 
 
 def test_a_corrupt_stored_model_is_one_clear_error(profile_copy, tmp_path):
@@ -97,7 +97,7 @@ def test_a_corrupt_stored_model_is_one_clear_error(profile_copy, tmp_path):
     profile.predictor("xgb").save(folder)
     (folder / "predictors" / "xgb-1.ubj").write_bytes(b"not a model")
     with pytest.raises(ProfileError, match="corrupt stored xgb model"):
-        LearnedPredictor.from_profile("xgb", profile.meta, profile.layers, folder)
+        XgbPredictor.from_profile(profile.meta, profile.layers, folder)
 
 
 def test_too_few_layer_samples_say_how_many_are_needed(profile_copy):
@@ -110,7 +110,7 @@ def test_too_few_layer_samples_say_how_many_are_needed(profile_copy):
 def test_an_op_without_layer_samples_is_named(profile_copy):
     profile = DeviceProfile.load(profile_copy, check_fingerprint=False)
     no_depthwise = profile.layers[profile.layers["op"] != "dwconv"].reset_index(drop=True)
-    pred = LearnedPredictor.from_profile("rf", profile.meta, no_depthwise)
+    pred = RandomForestPredictor.from_profile(profile.meta, no_depthwise)
     with pytest.raises(OutOfProfileError, match="no layer samples of op dwconv"):
         pred.predict(profile.family_archs["mobilenetv2"])
 
@@ -182,7 +182,7 @@ def _calibration_case(seed: int = 0, n: int = 40):
 
 
 def test_a_calibration_held_toward_the_prior_needs_few_networks():
-    from latbench.predictors.base import fit_relative, fit_toward
+    from latbench.predictors.calibration import fit_relative, fit_toward
 
     features, prior, truth = _calibration_case()
     measured = features @ truth
@@ -196,7 +196,7 @@ def test_a_calibration_held_toward_the_prior_needs_few_networks():
 
 
 def test_a_device_that_only_differs_in_speed_keeps_the_priors_shape():
-    from latbench.predictors.base import fit_toward, leave_one_out_spread
+    from latbench.predictors.calibration import fit_toward, leave_one_out_spread
 
     features, prior, _ = _calibration_case(seed=1)
     measured = features[:5] @ (2.5 * prior)

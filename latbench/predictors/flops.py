@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from latbench.arch import Arch
-from latbench.predictors.base import Prediction, fit_relative, interval
 from latbench.predictors.batch import CandidateBatch, group_by_base
+from latbench.predictors.calibration import fit_relative
+from latbench.predictors.protocol import Prediction, interval
 
 
 class FlopsPredictor:
@@ -20,11 +22,17 @@ class FlopsPredictor:
     def __init__(self) -> None:
         self.calibration: dict[str, Any] = {"intercept_us": 0.0, "us_per_mflop": 0.0, "rel_sigma": 0.0}
 
+    @classmethod
+    def from_profile(cls, meta: dict[str, Any], layers: Any = None, folder: Path | None = None) -> FlopsPredictor:
+        """FLOPs need nothing of the profile but its networks (given to ``fit``)."""
+        return cls()
+
     def _mflops(self, archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray]:
         groups, order = group_by_base(archs)
         return np.concatenate([CandidateBatch.of(g).flops() for g in groups]) / 1e6, order
 
-    def fit(self, archs: Sequence[Arch], measured_us: np.ndarray) -> None:
+    def fit(self, archs: Sequence[Arch], measured_us: np.ndarray, prior: dict[str, float] | None = None) -> None:
+        """Least squares on the networks (two terms need no prior to hold them)."""
         mflops, order = self._mflops(archs)
         feats = np.stack([np.ones_like(mflops), mflops], axis=1)
         coef, sigma = fit_relative(feats, np.asarray(measured_us, dtype=float)[order])

@@ -30,9 +30,10 @@ import numpy as np
 from latbench.arch import Arch
 from latbench.arch.spec import LayerSpec
 from latbench.errors import LatbenchError
-from latbench.predictors.base import Prediction, fit_relative, fit_toward, interval, leave_one_out_spread
 from latbench.predictors.batch import CandidateBatch, group_by_base
+from latbench.predictors.calibration import fit_relative, fit_toward, leave_one_out_spread
 from latbench.predictors.layout import conversions
+from latbench.predictors.protocol import Prediction, interval
 
 #: calibration features: intercept, summed layer latency per op kind, number of active layers,
 #: summed latency of layers whose input channels are off the engine's blocked layout, and the

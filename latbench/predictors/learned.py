@@ -101,6 +101,8 @@ class _Member:
 class LearnedPredictor(LayerSumPredictor):
     """Per-layer regressor (``xgb`` or ``rf``) summed over a network and calibrated on networks."""
 
+    kind = ""  # set by each registered subclass
+
     def __init__(self, kind: str, overhead_us: float, step: int, layout_block: int | None = None) -> None:
         if kind not in LEARNED:
             raise ProfileError(f"unknown learned predictor {kind!r}; choose from {', '.join(LEARNED)}")
@@ -116,8 +118,11 @@ class LearnedPredictor(LayerSumPredictor):
 
     # --- training and storage ----------------------------------------------------------------
     @classmethod
-    def from_profile(cls, kind: str, meta: dict[str, Any], layers, folder: Path | None = None) -> LearnedPredictor:
-        """Load the stored model when it matches the profile's layer samples, else train one."""
+    def from_profile(cls, meta: dict[str, Any], layers, folder: Path | None = None,
+                     kind: str | None = None) -> LearnedPredictor:
+        """Load the stored model when it matches the profile's layer samples, else train one
+        (``kind`` defaults to the subclass's)."""
+        kind = kind or cls.kind
         pred = cls(kind, float(meta.get("overhead_us", 0.0)), int(meta["plan"]["step"]), profile_layout_block(meta))
         rows, target = training_rows(layers, pred.overhead_us)
         if folder is not None and pred._load(folder, rows_digest(rows, target)):
@@ -208,3 +213,23 @@ class LearnedPredictor(LayerSumPredictor):
             off = convs & (batch.cin % self.layout_block != 0) & (batch.cin > self.layout_block)
         return LayerLookup(lat * batch.active, unc * batch.active, np.zeros((n, n_layers), dtype=bool),
                            off & batch.active)
+
+
+class XgbPredictor(LearnedPredictor):
+    """Per-layer XGBoost ensemble (stored in XGBoost's own format in the profile)."""
+
+    kind = "xgb"
+
+    def __init__(self, kind: str = "xgb", overhead_us: float = 0.0, step: int = 16,
+                 layout_block: int | None = None) -> None:
+        super().__init__(kind, overhead_us, step, layout_block)
+
+
+class RandomForestPredictor(LearnedPredictor):
+    """Per-layer scikit-learn random forest (refitted from ``layers.csv`` on load)."""
+
+    kind = "rf"
+
+    def __init__(self, kind: str = "rf", overhead_us: float = 0.0, step: int = 16,
+                 layout_block: int | None = None) -> None:
+        super().__init__(kind, overhead_us, step, layout_block)

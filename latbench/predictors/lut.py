@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,7 +118,7 @@ class LutPredictor(LayerSumPredictor):
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
-    def from_profile(cls, meta: dict[str, Any], layers) -> LutPredictor:
+    def from_profile(cls, meta: dict[str, Any], layers, folder: Path | None = None) -> LutPredictor:
         corrected = layers["median_us"].to_numpy(dtype=float) * reference_factors(layers)
         measured = dict(zip(layers["key"], corrected, strict=True))
         grids: dict[str, list[_Grid]] = defaultdict(list)

@@ -38,7 +38,7 @@ from latbench.device_profile import DeviceProfile
 from latbench.errors import ProfileError
 from latbench.measure import compare, measure
 from latbench.models import build_candidate
-from latbench.predictors.base import PRIOR_STRENGTH
+from latbench.predictors.calibration import PRIOR_STRENGTH
 from latbench.profile import MODEL_COLUMNS, new_meta, write_meta
 from latbench.profiler.plan import network_variants
 from latbench.profiler.run import NETWORK_SECONDS_EACH, NETWORK_SETTINGS, default_name, interleave, measurement_row

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from latbench.predictors.base import spearman
+from latbench.predictors.metrics import spearman
 from latbench.sensitivity.candidates import candidates
 from latbench.sensitivity.latency import RATIOS, measure_sensitivity, rank_groups, sensitivity
 from latbench.sensitivity.proportion import proportion
