@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from latbench.errors import ProfileError
+from latbench.errors import InvalidValueError, ProfileError
 from latbench.jsonio import dump_json
 from latbench.measure import MeasureSettings, compare
 from latbench.models import build_candidate
@@ -146,7 +146,7 @@ class Reanchoring:
                                    *(float(p[k]) for k in ("profile_us", "now_us", "ci_low_us", "ci_high_us")))
                        for p in d["points"])
         if not points or any(not (p.profile_us > 0 and p.now_us > 0) for p in points):
-            raise ValueError("an anchoring needs positive latencies")
+            raise InvalidValueError("an anchoring needs positive latencies")
         return cls(str(d["profile"]), str(d["measured_at"]), float(d["seconds"]), points, dict(d.get("engine", {})))
 
 

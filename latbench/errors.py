@@ -31,6 +31,11 @@ class UsageError(LatbenchError):
     """A command-line option with a value out of its range."""
 
 
+class InvalidValueError(LatbenchError, ValueError):
+    """A value out of its range or of the wrong kind, given to the Python API (still a ``ValueError``
+    for callers that catch one; one line with exit code 2 on the command line)."""
+
+
 class OutputError(LatbenchError):
     """A result file that cannot be written."""
 

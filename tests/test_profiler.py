@@ -131,6 +131,23 @@ def test_journal_drops_a_torn_line_and_never_duplicates(tmp_path):
     assert path.read_text() == "key,value\na,1\nb,2\nc,3\n"
 
 
+def test_resuming_a_journal_with_other_columns_is_one_profile_error(tmp_path):
+    path = tmp_path / "layers.csv"
+    path.write_text("key,something_else\na,1\n")
+    with pytest.raises(ProfileError, match=r"cannot resume: .*layers.csv has columns \['key', 'something_else'\]"):
+        Journal(path, ["key", "value"])
+
+
+def test_bad_values_for_the_python_api_are_one_line_errors_and_still_value_errors():
+    from latbench.errors import LatbenchError
+    from latbench.measure import MeasureSettings
+
+    for bad in ({"budget_s": 0}, {"target_rel_ci": 2.0}):
+        with pytest.raises(LatbenchError) as caught:
+            MeasureSettings(**bad)
+        assert isinstance(caught.value, ValueError) and "\n" not in str(caught.value)
+
+
 # --- profiling runs ------------------------------------------------------------------------------
 def _rows(folder: Path) -> tuple[list[str], list[str]]:
     def keys(name: str) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from latbench.errors import InvalidValueError
 from latbench.measure.timers import HostTimer, Timer
 
 LAYER_COLUMNS = ["layer", "engine_node", "op", "time_us", "share"]
@@ -75,9 +76,9 @@ class Backend(ABC):
     def __init__(self, device: str = "cpu", threads: int | None = None, precision: str = "fp32") -> None:
         if precision not in self.precisions:
             supported = ", ".join(self.precisions)
-            raise ValueError(f"backend {self.name!r} supports precisions {supported}, not {precision!r}")
+            raise InvalidValueError(f"backend {self.name!r} supports precisions {supported}, not {precision!r}")
         if threads is not None and threads < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads}")
+            raise InvalidValueError(f"threads must be a positive integer, got {threads}")
         self.device = device
         self.threads = threads
         self.precision = precision

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from latbench.errors import InvalidValueError
 from latbench.measure.record import Measurement
 from latbench.measure.stats import median_ci
 from latbench.measure.timers import HostTimer, Timer
@@ -63,13 +64,13 @@ class MeasureSettings:
 
     def __post_init__(self) -> None:
         if not 0 < self.target_rel_ci < 1:
-            raise ValueError(f"target_rel_ci must be in (0, 1), got {self.target_rel_ci}")
+            raise InvalidValueError(f"target_rel_ci must be in (0, 1), got {self.target_rel_ci}")
         if self.budget_s <= 0:
-            raise ValueError(f"budget_s must be positive, got {self.budget_s}")
+            raise InvalidValueError(f"budget_s must be positive, got {self.budget_s}")
         if self.min_blocks < 2:
-            raise ValueError(f"min_blocks must be at least 2, got {self.min_blocks}")
+            raise InvalidValueError(f"min_blocks must be at least 2, got {self.min_blocks}")
         if self.min_runs < 1 or self.max_runs < self.min_runs:
-            raise ValueError(f"need 1 <= min_runs <= max_runs, got {self.min_runs}, {self.max_runs}")
+            raise InvalidValueError(f"need 1 <= min_runs <= max_runs, got {self.min_runs}, {self.max_runs}")
 
 
 def _runnable_parts(fn: Any, timer: Timer | None, conditions: dict | None) -> tuple[Callable, Timer, dict]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from latbench.errors import InvalidValueError
 from latbench.measure.adaptive import MeasureSettings, _block_size, _runnable_parts, warm_up
 from latbench.measure.record import Measurement
 from latbench.measure.stats import median_ci
@@ -88,12 +89,12 @@ def compare(
     ``settings.budget_s`` bounds the whole comparison; ``baseline`` defaults to the first name.
     """
     if len(runnables) < 2:
-        raise ValueError("compare needs at least two runnables")
+        raise InvalidValueError("compare needs at least two runnables")
     settings = settings or MeasureSettings(target_rel_ci=0.02, budget_s=30.0)
     names = list(runnables)
     baseline = baseline or names[0]
     if baseline not in runnables:
-        raise ValueError(f"baseline {baseline!r} is not one of {names}")
+        raise InvalidValueError(f"baseline {baseline!r} is not one of {names}")
     parts = {n: _runnable_parts(fn, None, None) for n, fn in runnables.items()}
     start = clock()
     warm_settings = MeasureSettings(**{**settings.__dict__, "budget_s": settings.budget_s / len(names)})

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from latbench.errors import InvalidValueError
 from latbench.jsonio import dump_json
 from latbench.measure.stats import Summary
 
@@ -104,7 +105,7 @@ class Measurement:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Measurement:
         if d.get("schema") != SCHEMA:
-            raise ValueError(f"not a latbench measurement (schema {d.get('schema')!r}, expected {SCHEMA!r})")
+            raise InvalidValueError(f"not a latbench measurement (schema {d.get('schema')!r}, expected {SCHEMA!r})")
         return cls(
             samples_us=[float(x) for x in d["samples_us"]],
             warmup_runs=int(d["warmup_runs"]),

@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 
 from torch import nn
 
+from latbench.errors import InvalidValueError
+
 
 class Widths:
     """Out-channel overrides for ``Conv2d`` layers, keyed by their path in the built model's ``named_modules()``.
@@ -21,9 +23,9 @@ class Widths:
             try:
                 width = operator.index(value)
             except TypeError:
-                raise ValueError(f"channels[{path!r}] must be an integer, got {value!r}") from None
+                raise InvalidValueError(f"channels[{path!r}] must be an integer, got {value!r}") from None
             if width < 1:
-                raise ValueError(f"channels[{path!r}] must be at least 1, got {width}")
+                raise InvalidValueError(f"channels[{path!r}] must be at least 1, got {width}")
             self._channels[str(path)] = width
         self._asked: list[str] = []
 
@@ -36,7 +38,7 @@ class Widths:
         unknown = sorted(set(self._channels) - set(self._asked))
         if unknown:
             sample = ", ".join(self._asked[:6])
-            raise ValueError(
+            raise InvalidValueError(
                 f"{model} has no width-settable Conv2d at {', '.join(map(repr, unknown))} "
                 f"(keys are non-depthwise conv paths such as {sample}, ...)"
             )

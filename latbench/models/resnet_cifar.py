@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from latbench.errors import InvalidValueError
 from latbench.models._common import Widths, init_weights
 from latbench.models.resnet import BasicBlock, make_stage
 
@@ -21,7 +22,7 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int = 20, num_classes: int = 10, channels: Mapping[str, int] | None = None) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"CIFAR ResNet depth must be 6n + 2 with n >= 1, got {depth}")
+            raise InvalidValueError(f"CIFAR ResNet depth must be 6n + 2 with n >= 1, got {depth}")
         n = (depth - 2) // 6
         widths = Widths(channels)
         c = widths("conv1", 16)

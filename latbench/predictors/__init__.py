@@ -5,7 +5,7 @@ command line's choices come from this registry. Adding one is a class with ``fro
 ``fit``, ``predict`` and ``predict_many``, and one ``register_predictor`` call.
 """
 
-from latbench.errors import ProfileError
+from latbench.errors import InvalidValueError, ProfileError
 from latbench.predictors.flops import FlopsPredictor
 from latbench.predictors.layer_sum import LayerSumPredictor, OutOfProfileError
 from latbench.predictors.learned import LearnedPredictor, RandomForestPredictor, XgbPredictor
@@ -26,7 +26,7 @@ PREDICTORS: dict[str, type[Predictor]] = {
 def register_predictor(name: str, cls: type[Predictor]) -> None:
     """Add a predictor kind (a class following ``Predictor``) under ``name``."""
     if not isinstance(name, str) or not name or name == "all":
-        raise ValueError(f"a predictor needs a name other than {name!r}")
+        raise InvalidValueError(f"a predictor needs a name other than {name!r}")
     PREDICTORS[name] = cls
 
 

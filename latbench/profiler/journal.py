@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from latbench.errors import ProfileError
+
 
 class Journal:
     def __init__(self, path: str | Path, columns: list[str]) -> None:
@@ -33,7 +35,8 @@ class Journal:
                 f.truncate(len(data))
         reader = csv.DictReader(io.StringIO(data.decode()))
         if reader.fieldnames != self.columns:
-            raise ValueError(f"{self.path} has columns {reader.fieldnames}, expected {self.columns}")
+            raise ProfileError(f"cannot resume: {self.path} has columns {reader.fieldnames}, expected {self.columns} "
+                               "(made by another version of latbench? use another --out or remove the folder)")
         self.rows = list(reader)
 
     def _write_line(self, values: list[Any]) -> None:

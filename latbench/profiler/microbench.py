@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from latbench.arch.spec import LayerSpec
+from latbench.errors import InvalidValueError
 
 _ACTS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "silu": nn.SiLU, "gelu": nn.GELU,
          "sigmoid": nn.Sigmoid, "hardsigmoid": nn.Hardsigmoid, "leakyrelu": nn.LeakyReLU, "tanh": nn.Tanh}
@@ -44,7 +45,7 @@ def _epilogue(spec: LayerSpec, channels: int) -> list[nn.Module]:
         elif step in _ACTS:
             mods.append(_ACTS[step]())
         else:
-            raise ValueError(f"unknown epilogue step {step!r}")
+            raise InvalidValueError(f"unknown epilogue step {step!r}")
     return mods
 
 
@@ -72,7 +73,7 @@ def build_layer(spec: LayerSpec) -> tuple[nn.Module, torch.Tensor]:
     elif spec.op in ("bn", "act"):
         core = nn.Identity()
     else:
-        raise ValueError(f"no micro-benchmark for op {spec.op!r}")
+        raise InvalidValueError(f"no micro-benchmark for op {spec.op!r}")
     channels = cout if spec.op in ("conv", "dwconv", "linear") else cin
     module = nn.Sequential(core, *_epilogue(spec, channels)).eval()
     for m in module.modules():  # non-trivial BN statistics, so nothing folds away to a no-op

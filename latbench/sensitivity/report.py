@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from latbench.errors import InvalidValueError
 from latbench.predictors.metrics import spearman
 from latbench.sensitivity.candidates import candidates
 from latbench.sensitivity.latency import RATIOS, measure_sensitivity, rank_groups, sensitivity
@@ -63,7 +64,7 @@ def write_report(arch, profile, out: str | Path, build: Callable | None = None, 
     runnable = None
     if measure:
         if build is None:
-            raise ValueError("measuring needs build(candidate) -> module")
+            raise InvalidValueError("measuring needs build(candidate) -> module")
         runnable = backend.deploy(build(arch), torch.randn(*arch.base.input_shape))
         log("measuring per-layer times in context ...")
     frames["proportion"] = proportion(arch, pred, runnable)

@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from latbench.errors import InvalidValueError
 from latbench.measure import measure
 from latbench.predictors.batch import CandidateBatch
 from latbench.profile import spec_key
@@ -63,17 +64,17 @@ def staircase_curves(arch, layers: Sequence[str], predictor=None, backend=None, 
     rows = []
     for name in layers:
         if name not in by_name:
-            raise ValueError(f"{arch.name}: no layer named {name!r}")
+            raise InvalidValueError(f"{arch.name}: no layer named {name!r}")
         j, layer = by_name[name]
         spec = arch.spec(layer)
         if spec.op not in SWEEPABLE or len(layer.out_groups) != 1:
-            raise ValueError(f"{name}: staircase curves sweep conv/linear layers, not {spec.op}")
+            raise InvalidValueError(f"{name}: staircase curves sweep conv/linear layers, not {spec.op}")
         widths = sweep_widths(spec.out_channels, step, max_points)
         predicted = np.full(len(widths), np.nan)
         if predictor is not None:
             gid = layer.out_groups[0]
             if arch.base.groups[gid].fixed:
-                raise ValueError(f"{name}: its output channels are fixed (network output)")
+                raise InvalidValueError(f"{name}: its output channels are fixed (network output)")
             batch = CandidateBatch.of([arch.with_widths({gid: w}) for w in widths])
             predicted = predictor.layer_latency(batch).latency[:, j] + getattr(predictor, "overhead_us", 0.0)
         measured = np.full(len(widths), np.nan)
