@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,10 +27,9 @@ from latbench.arch import Arch
 from pruners.errors import PruningError
 from pruners.groups import ChannelGroup
 from pruners.importance import keep_top, score
+from pruners.method import Method, NoOptions, Problem, Search
 from pruners.oracle import LatencyOracle
 from pruners.surgery import Decision
-
-BASELINES = ("uniform", "global")
 
 
 def uniform_widths(groups: list[ChannelGroup], keep_ratio: float) -> dict[int, int]:
@@ -92,22 +90,10 @@ def global_decision(model: nn.Module, groups: list[ChannelGroup], example: torch
     return Decision(keep)
 
 
-@dataclass
-class Fit:
-    """The knob value chosen, the candidate it gives, and every step of the search; ``model`` is the pruned
-    module when the search already built (and trained) it, as iterative schedules do."""
-
-    knob: float
-    decision: Decision
-    arch: Arch
-    history: list[dict[str, Any]]
-    model: nn.Module | None = None
-
-
 def fit_knob(make: Callable[[float], Decision], arch: Arch, oracle: LatencyOracle | None, target: float,
              metric: str = "latency", build: Callable[[Decision], nn.Module] | None = None,
              knob_range: tuple[float, float] = (0.02, 1.0), grid: int = 121, tolerance: float = 0.05,
-             max_measurements: int = 6) -> Fit:
+             max_measurements: int = 6) -> Search:
     """The largest knob (larger = bigger network) whose candidate's ``metric`` ratio meets ``target``.
 
     Latency is not monotone in a width knob (a channel count just past a vector width can be slower
@@ -146,7 +132,7 @@ def fit_knob(make: Callable[[float], Decision], arch: Arch, oracle: LatencyOracl
         x, d, cand, v = points[i]
         if v > target * (1 + tolerance):
             _out_of_reach(target, metric, "predicted" if metric == "latency" else "counted", x, v)
-        return Fit(x, d, cand, history)
+        return Search(x, d, cand, history)
     anchors: dict[float, float] = {}  # knob -> log(measured / predicted)
     best: tuple[float, int, float] | None = None
     for _ in range(max_measurements):
@@ -168,7 +154,7 @@ def fit_knob(make: Callable[[float], Decision], arch: Arch, oracle: LatencyOracl
     x, d, cand, _ = points[i]
     if m > target * (1 + tolerance) and i == int(np.argmin(values)):
         _out_of_reach(target, metric, "measured", x, m)
-    return Fit(x, d, cand, history)
+    return Search(x, d, cand, history)
 
 
 def _out_of_reach(target: float, metric: str, how: str, knob: float, value: float) -> None:
@@ -178,7 +164,7 @@ def _out_of_reach(target: float, metric: str, how: str, knob: float, value: floa
 
 def uniform(model: nn.Module, arch: Arch, groups: list[ChannelGroup], example: torch.Tensor,
             oracle: LatencyOracle | None, target: float, metric: str = "latency",
-            build: Callable[[Decision], nn.Module] | None = None, **kw: Any) -> Fit:
+            build: Callable[[Decision], nn.Module] | None = None, **kw: Any) -> Search:
     """The uniform L1 baseline at a latency or FLOPs ratio."""
     scores = score(model, groups, "l1")
     return fit_knob(lambda r: uniform_decision(groups, scores, r), arch, oracle, target, metric, build, **kw)
@@ -186,7 +172,7 @@ def uniform(model: nn.Module, arch: Arch, groups: list[ChannelGroup], example: t
 
 def global_magnitude(model: nn.Module, arch: Arch, groups: list[ChannelGroup], example: torch.Tensor,
                      oracle: LatencyOracle | None, target: float, metric: str = "latency",
-                     build: Callable[[Decision], nn.Module] | None = None, **kw: Any) -> Fit:
+                     build: Callable[[Decision], nn.Module] | None = None, **kw: Any) -> Search:
     """Torch-Pruning's global magnitude baseline at a latency or FLOPs ratio (knob: 1 - pruning ratio)."""
     cache: dict[float, Decision] = {}
 
@@ -199,3 +185,19 @@ def global_magnitude(model: nn.Module, arch: Arch, groups: list[ChannelGroup], e
     kw.setdefault("knob_range", (0.05, 1.0))
     kw.setdefault("grid", 96)
     return fit_knob(make, arch, oracle, target, metric, build, **kw)
+
+
+def _search_uniform(problem: Problem, options: NoOptions) -> Search:
+    return uniform(problem.model, problem.arch, problem.groups, problem.example, problem.oracle, problem.target,
+                   problem.metric, problem.build)
+
+
+def _search_global(problem: Problem, options: NoOptions) -> Search:
+    return global_magnitude(problem.model, problem.arch, problem.groups, problem.example, problem.oracle,
+                            problem.target, problem.metric, problem.build)
+
+
+UNIFORM = Method("uniform", "the same keep ratio in every group, filters by L1 norm (FLOPs-era baseline)",
+                 NoOptions, _search_uniform)
+GLOBAL = Method("global", "Torch-Pruning's global magnitude pruning at one ratio (FLOPs-era baseline)",
+                NoOptions, _search_global)

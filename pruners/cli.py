@@ -8,6 +8,8 @@ import argparse
 from latbench.cli import add_profile_checks, load_profile
 from latbench.errors import UsageError
 from latbench.predictors import layer_sum_kinds
+from pruners.method import option_type
+from pruners.methods import METHODS
 from pruners.run import prune
 from pruners.train import TrainConfig
 from pruners.zoo import train_zoo_model
@@ -32,11 +34,36 @@ def cmd_prune(args: argparse.Namespace) -> int:
     result = prune(args.method, args.model, args.weights, profile, target,
                    dataset=args.dataset, data_root=args.data_root, out=args.out, metric=metric, finetune=finetune,
                    predictor=args.predictor, mode=args.oracle, seed=args.seed, measure_budget_s=args.measure_budget,
-                   progress=not args.quiet,
-                   options={"group_size": args.group_size, "min_choices": args.min_choices, "steps": args.steps,
-                            "step_epochs": args.step_epochs})
+                   progress=not args.quiet, options={name: getattr(args, name) for name in method_option_names()})
     print(result.summary())
     return 0
+
+
+def method_option_names() -> list[str]:
+    """Every option of every registered method (a name several methods share is one flag)."""
+    return list(dict.fromkeys(f.name for m in METHODS.values() for f in m.option_fields()))
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """A flag for each field of each method's options dataclass, grouped by method, unset by default
+    (``prune`` refuses a flag the chosen method does not take)."""
+    added: set[str] = set()
+    for method in METHODS.values():
+        fields = [f for f in method.option_fields() if f.name not in added]
+        if not fields:
+            continue
+        group = parser.add_argument_group(f"{method.name} options")
+        for f in fields:
+            added.add(f.name)
+            kind = option_type(method.Options, f.name)
+            default = "" if f.default is None else f" (default {f.default})"
+            flag = "--" + f.name.replace("_", "-")
+            if kind is bool:
+                group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                   help=f.metadata.get("help", "") + default)
+            else:
+                group.add_argument(flag, dest=f.name, type=kind, default=None, metavar=f.name.upper(),
+                                   help=f.metadata.get("help", "") + default)
 
 
 def register(sub) -> None:
@@ -54,7 +81,7 @@ def register(sub) -> None:
     tr.set_defaults(func=cmd_train)
 
     pn = sub.add_parser("prune", help="prune a trained network to a latency (or FLOPs) target and fine-tune it")
-    pn.add_argument("method", help="splamp (latency-aware), or the baselines uniform and global")
+    pn.add_argument("method", help="; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()))
     pn.add_argument("--model", required=True, help="built-in network name")
     pn.add_argument("--weights", required=True, help="state dict file, or a folder written by latbench train")
     pn.add_argument("--profile", required=True, help="device profile folder or name (its backend is measured)")
@@ -72,11 +99,7 @@ def register(sub) -> None:
     pn.add_argument("--measure-budget", type=float, default=10.0,
                     help="seconds for the final measurement against the original (default 10)")
     pn.add_argument("--seed", type=int, default=0)
-    sp = pn.add_argument_group("splamp options")
-    sp.add_argument("--group-size", type=int, help="channels per group (default: the profile's latency step, else 8)")
-    sp.add_argument("--min-choices", type=int, help="cut narrower layers into this many groups (default 4)")
-    sp.add_argument("--steps", type=int, help="pruning steps, fine-tuning between them (default 1: one-shot)")
-    sp.add_argument("--step-epochs", type=int, help="fine-tuning epochs between steps (default 1)")
+    add_method_options(pn)
     pn.add_argument("--out", help="run folder (default runs/MODEL-METHOD-METRICTARGET); a rerun resumes there")
     add_profile_checks(pn)
     pn.add_argument("--quiet", action="store_true", help="no progress bar")

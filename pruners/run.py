@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from latbench.arch import Arch, trace
+from latbench.arch import trace
 from latbench.device_profile import DeviceProfile
 from latbench.jsonio import dump_json
-from pruners import baselines, splamp
 from pruners.data import load_dataset, loaders
 from pruners.errors import PruningError
-from pruners.groups import ChannelGroup, channel_groups
+from pruners.groups import channel_groups
+from pruners.method import Method, Problem
+from pruners.methods import get_method
 from pruners.oracle import LatencyOracle
 from pruners.result import PruneResult
 from pruners.surgery import Decision, apply
@@ -35,57 +34,6 @@ SEARCH = "search.json"
 SEARCH_WEIGHTS = "search.pt"
 
 
-@dataclass
-class Problem:
-    """What a method is given: the trained network, its trace and groups, the oracle, the data, the target."""
-
-    model: nn.Module
-    arch: Arch
-    groups: list[ChannelGroup]
-    example: torch.Tensor
-    oracle: LatencyOracle | None
-    target: float
-    metric: str
-    train_loader: Any
-    val_loader: Any
-    finetune: TrainConfig
-    options: dict[str, Any] = field(default_factory=dict)
-    out: Path | None = None
-    progress: bool = False
-
-    def build(self, decision: Decision) -> nn.Module:
-        """The pruned module of ``decision`` (for measuring; the arch check is skipped for speed)."""
-        return apply(self.model, self.arch, decision, self.example, check_arch=False)[0]
-
-    def step_fine_tune(self, module: nn.Module, step: int) -> None:
-        """Fine-tune ``module`` in place between the steps of an iterative schedule (``step_epochs`` epochs,
-        checkpointed under ``out/steps/<step>`` so an interrupted search resumes)."""
-        config = replace(self.finetune, epochs=int(self.options.get("step_epochs", 1)))
-        folder = self.out / "steps" / str(step) if self.out else None
-        fit(module, self.train_loader, self.val_loader, config, checkpoint_dir=folder, progress=self.progress,
-            description=f"fine-tuning (step {step})")
-
-
-Method = Callable[[Problem], baselines.Fit]
-
-METHODS: dict[str, Method] = {
-    "uniform": lambda p: baselines.uniform(p.model, p.arch, p.groups, p.example, p.oracle, p.target, p.metric,
-                                           p.build),
-    "global": lambda p: baselines.global_magnitude(p.model, p.arch, p.groups, p.example, p.oracle, p.target,
-                                                   p.metric, p.build),
-    "splamp": lambda p: splamp.splamp(p.model, p.arch, p.groups, p.example, p.oracle, p.target, p.metric, p.build,
-                                      fine_tune=p.step_fine_tune, **p.options),
-}
-
-#: the options each method accepts (``prune(options=...)``, the CLI's method flags)
-OPTIONS: dict[str, tuple[str, ...]] = {"uniform": (), "global": (),
-                                       "splamp": ("group_size", "min_choices", "steps", "step_epochs", "per_writer")}
-
-
-def method_names() -> list[str]:
-    return sorted(METHODS)
-
-
 def prune(method: str, model_name: str, weights: str | Path, profile: str | Path | DeviceProfile, target: float = 0.5,
           dataset: str = "digits", data_root: str | Path | None = None, out: str | Path | None = None,
           metric: str = "latency", finetune: TrainConfig | None = None, predictor: str = "lut", mode: str = "auto",
@@ -93,14 +41,11 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
           options: dict[str, Any] | None = None) -> PruneResult:
     """Prune ``model_name`` (trained ``weights``) with ``method`` to ``target`` (a ratio of the original's
     latency or FLOPs), fine-tune, measure (interleaved with the original for ``measure_budget_s``), and
-    write the run folder ``out``. ``options`` are the method's own settings (:data:`OPTIONS`)."""
-    if method not in METHODS:
-        raise PruningError(f"unknown pruning method {method!r}; available: {', '.join(method_names())}")
+    write the run folder ``out``. ``options`` are the method's own settings (the fields of its
+    ``Options``, see ``pruners.methods``); unset ones take their defaults."""
+    chosen = get_method(method)
     options = {k: v for k, v in (options or {}).items() if v is not None}
-    unknown = sorted(set(options) - set(OPTIONS[method]))
-    if unknown:
-        raise PruningError(f"{method} takes no option {', '.join(unknown)}"
-                           f"{'; it takes ' + ', '.join(OPTIONS[method]) if OPTIONS[method] else ''}")
+    method_options = chosen.options(options)
     start = time.perf_counter()
     finetune = finetune or TrainConfig(epochs=5, lr=0.01, seed=seed)
     out = Path(out or f"runs/{model_name}-{method}-{metric}{target:g}")
@@ -114,7 +59,7 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
     groups = channel_groups(model, arch, example)
     train_loader, val_loader, test_loader = loaders(splits, finetune.batch_size, seed)
     problem = Problem(model, arch, groups, example, oracle, target, metric, train_loader, val_loader, finetune,
-                      options, Path(out), progress)
+                      Path(out), progress)
     if metric == "latency":
         smallest = Decision({g.id: (0,) for g in groups}, tuple(b.name for b in arch.blocks if b.removable))
         oracle.check_target(target, lambda: problem.build(smallest))
@@ -122,7 +67,7 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
                 "profile": prof.name, "target": target, "metric": metric, "predictor": predictor, "mode": mode,
                 "seed": seed, "finetune": finetune.to_dict(), "options": options}
 
-    decision, search, knob, searched = _search(problem, method, out, settings)
+    decision, search, knob, searched = _search(problem, chosen, method_options, out, settings)
     pruned, pruned_arch = apply(model, arch, decision, example)
     if searched is not None:  # an iterative schedule pruned and trained it during the search
         load_weights(pruned, searched, str(out / SEARCH_WEIGHTS))
@@ -157,7 +102,7 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
     return result
 
 
-def _search(problem: Problem, method: str, out: Path,
+def _search(problem: Problem, method: Method, options: Any, out: Path,
             settings: dict[str, Any]) -> tuple[Decision, list, float, dict[str, torch.Tensor] | None]:
     """The method's decision (and the weights it trained, if any), from ``out/search.json`` when an earlier
     run with these settings found it."""
@@ -171,7 +116,7 @@ def _search(problem: Problem, method: str, out: Path,
             trained = read_weights(weights) if saved.get("weights") else None
             return Decision.from_dict(saved["decision"]), saved["history"], saved["knob"], trained
         raise PruningError(f"{out} holds a run with other settings; choose another --out or delete it")
-    found = METHODS[method](problem)
+    found = method.search(problem, options)
     trained = None
     if found.model is not None:
         trained = found.model.state_dict()

@@ -46,10 +46,10 @@ from torch import nn
 
 from latbench.arch import Arch
 from pruners import knapsack
-from pruners.baselines import Fit
 from pruners.errors import PruningError
 from pruners.groups import ChannelGroup, channel_groups
 from pruners.importance import score
+from pruners.method import Method, Problem, Search, option
 from pruners.oracle import LatencyOracle
 from pruners.surgery import Decision, apply
 
@@ -227,11 +227,11 @@ def splamp(model: nn.Module, arch: Arch, groups: Sequence[ChannelGroup], example
            build: Callable[[Decision], nn.Module] | None = None, group_size: int | None = None,
            min_choices: int = 4, steps: int = 1, step_epochs: int = 1,
            fine_tune: Callable[[nn.Module, int], None] | None = None, tolerance: float = 0.05,
-           max_measurements: int = 6, bins: int = 2000, per_writer: bool = True) -> Fit:
+           max_measurements: int = 6, bins: int = 2000, per_writer: bool = True) -> Search:
     """SP-LAMP at a latency ``target`` (a measured ratio of the original), one-shot or over ``steps`` steps.
 
     ``fine_tune(module, step)`` trains a pruned module in place between steps (required when ``steps > 1``).
-    The returned :class:`Fit` has ``knob`` = the final predicted budget; with ``steps > 1`` it carries the
+    The returned :class:`Search` has ``knob`` = the final predicted budget; with ``steps > 1`` it carries the
     pruned, fine-tuned ``model``.
     """
     if metric != "latency":
@@ -275,11 +275,11 @@ def splamp(model: nn.Module, arch: Arch, groups: Sequence[ChannelGroup], example
     b, d, cand, fits = fit_budget(choose, oracle, target, build_current, smallest, tolerance, max_measurements)
     history.extend({"step": steps, **f, "rounds": picked[round(f["budget"], 9)][2].rounds} for f in fits)
     if steps == 1:
-        return Fit(b, d, cand, history)
+        return Search(b, d, cand, history)
     kept = _compose(kept, d, current_arch)
     final = Decision(dict(kept))
     pruned = apply(current, current_arch, d, example)[0]
-    return Fit(b, final, final.arch(arch), history, model=pruned)
+    return Search(b, final, final.arch(arch), history, model=pruned)
 
 
 def _smallest(arch: Arch, groups: Sequence[ChannelGroup], size: int, min_choices: int) -> Arch:
@@ -293,3 +293,23 @@ def _compose(kept: dict[str, tuple[int, ...]], d: Decision, arch: Arch) -> dict[
         name = arch.groups[gid].name
         out[name] = tuple(kept[name][i] for i in idx)
     return out
+
+
+@dataclass(frozen=True)
+class Options:
+    group_size: int | None = option(None, "channels per group (default: the profile's latency step, else 8)")
+    min_choices: int = option(4, "cut narrower layers into this many groups")
+    steps: int = option(1, "pruning steps, fine-tuning between them; 1 is one-shot")
+    step_epochs: int = option(1, "fine-tuning epochs between steps")
+    per_writer: bool = option(True, "weigh a coupled group's kept score by its number of writers")
+
+
+def search(problem: Problem, options: Options) -> Search:
+    return splamp(problem.model, problem.arch, problem.groups, problem.example, problem.oracle, problem.target,
+                  problem.metric, problem.build, group_size=options.group_size, min_choices=options.min_choices,
+                  steps=options.steps, step_epochs=options.step_epochs, per_writer=options.per_writer,
+                  fine_tune=lambda module, step: problem.step_fine_tune(module, step, options.step_epochs))
+
+
+METHOD = Method("splamp", "SP-LAMP: LAMP scores, group knapsack over predicted latency, measured budget",
+                Options, search)

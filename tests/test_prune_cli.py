@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pytest
 import torch
 from test_cli import assert_one_line_error, run
 
-from latbench.arch import Arch
+from latbench.arch import Arch, trace
 from latbench.models import build_model
-from pruners.train import read_weights
+from pruners.method import Method, Problem, Search, option
+from pruners.methods import METHODS, register_method
+from pruners.run import prune
+from pruners.surgery import Decision
+from pruners.train import TrainConfig, read_weights
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +120,45 @@ def test_prune_method_options_are_checked(capsys, trained, profile, tmp_path):
     assert_one_line_error(code, err, "uniform takes no option steps")
     code, _, err = run(capsys, *splamp_args(trained, profile, tmp_path / "f", "--steps", "0"))
     assert_one_line_error(code, err, "steps must be at least 1")
+
+
+# --- a method registered from this file alone ------------------------------------------------------
+@dataclass(frozen=True)
+class FirstChannelsOptions:
+    share: float = option(0.5, "share of every group's channels to keep (the first ones)")
+
+
+def first_channels(problem: Problem, options: FirstChannelsOptions) -> Search:
+    keep = {g.id: tuple(range(max(1, round(options.share * g.channels)))) for g in problem.groups}
+    decision = Decision(keep)
+    return Search(options.share, decision, decision.arch(problem.arch), [{"share": options.share}])
+
+
+@pytest.fixture
+def toy_method():
+    register_method(Method("firstchannels", "keep the first channels of every group", FirstChannelsOptions,
+                           first_channels))
+    yield
+    METHODS.pop("firstchannels")
+
+
+def test_a_method_registered_from_a_test_file_runs_through_prune_and_the_cli(capsys, trained, profile, tmp_path,
+                                                                             toy_method):
+    from latbench.device_profile import DeviceProfile
+
+    loaded = DeviceProfile.load(profile)
+    result = prune("firstchannels", "smallconv", trained, loaded, 0.9, out=tmp_path / "api", mode="predict",
+                   finetune=TrainConfig(epochs=0), measure_budget_s=1, progress=False, options={"share": 0.25})
+    original = trace(build_model("smallconv"), torch.zeros(1, 3, 32, 32), "smallconv")
+    assert {g.id: result.arch.widths[g.id] for g in original.prunable_groups} == \
+        {g.id: max(1, round(0.25 * g.channels)) for g in original.prunable_groups}
+    assert result.search == [{"share": 0.25}]
+    with pytest.raises(SystemExit):
+        run(capsys, "prune", "--help")
+    assert "firstchannels options" in capsys.readouterr().out
+    code, _, err = run(capsys, "prune", "firstchannels", "--model", "smallconv", "--weights", str(trained),
+                             "--profile", profile, "--latency-target", "0.9", "--oracle", "predict",
+                             "--finetune-epochs", "0", "--measure-budget", "1", "--share", "0.5",
+                             "--out", str(tmp_path / "cli"), "--quiet")
+    assert code == 0, err
+    assert json.loads((tmp_path / "cli" / "report.json").read_text())["settings"]["options"] == {"share": 0.5}

@@ -1,0 +1,111 @@
+"""What a pruning method is: it is given a ``Problem`` and its ``Options``, and returns a ``Search``.
+
+A method is one module that defines an options dataclass (every field with a default and a
+``help`` in its metadata: the command line makes a flag of each) and
+``search(problem, options) -> Search``, and exposes them as ``METHOD = Method(name, summary,
+Options, search)``; ``pruners.methods`` registers it with one line. ``prune`` (``pruners.run``)
+does everything around the search: loading, the target check, cutting, fine-tuning, the final
+side-by-side measurement and the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from latbench.arch import Arch
+from pruners.errors import PruningError
+from pruners.groups import ChannelGroup
+from pruners.oracle import LatencyOracle
+from pruners.surgery import Decision, apply
+from pruners.train import TrainConfig, fit
+
+
+@dataclass
+class Problem:
+    """What a method is given: the trained network, its trace and groups, the oracle, the data, the target."""
+
+    model: nn.Module
+    arch: Arch
+    groups: list[ChannelGroup]
+    example: torch.Tensor
+    oracle: LatencyOracle | None
+    target: float  # a ratio of the original's latency (metric "latency") or FLOPs ("flops")
+    metric: str
+    train_loader: Any
+    val_loader: Any
+    finetune: TrainConfig
+    out: Path | None = None
+    progress: bool = False
+
+    def build(self, decision: Decision) -> nn.Module:
+        """The pruned module of ``decision`` (for measuring; the arch check is skipped for speed)."""
+        return apply(self.model, self.arch, decision, self.example, check_arch=False)[0]
+
+    def step_fine_tune(self, module: nn.Module, step: int, epochs: int = 1) -> None:
+        """Fine-tune ``module`` in place between the steps of an iterative schedule (``epochs`` epochs,
+        checkpointed under ``out/steps/<step>`` so an interrupted search resumes)."""
+        config = replace(self.finetune, epochs=epochs)
+        folder = self.out / "steps" / str(step) if self.out else None
+        fit(module, self.train_loader, self.val_loader, config, checkpoint_dir=folder, progress=self.progress,
+            description=f"fine-tuning (step {step})")
+
+
+@dataclass
+class Search:
+    """A method's answer: the knob or budget it settled on, the decision and the candidate it gives, every
+    step of the search; ``model`` is the pruned module when the search already built (and trained) it, as
+    iterative schedules do."""
+
+    knob: float
+    decision: Decision
+    arch: Arch
+    history: list[dict[str, Any]]
+    model: nn.Module | None = None
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """Options of a method that takes none."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered pruning method: its name, a one-line summary, its options dataclass and its search."""
+
+    name: str
+    summary: str
+    Options: type
+    search: Callable[[Problem, Any], Search]
+
+    def option_fields(self) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(self.Options))
+
+    def options(self, given: dict[str, Any]) -> Any:
+        """The method's options from ``given`` (names as in the dataclass; None means the default)."""
+        given = {k: v for k, v in given.items() if v is not None}
+        names = [f.name for f in self.option_fields()]
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise PruningError(f"{self.name} takes no option {', '.join(unknown)}"
+                               f"{'; it takes ' + ', '.join(names) if names else ''}")
+        return self.Options(**given)
+
+
+def option_type(options_type: type, name: str) -> type:
+    """The value type of one option (``int`` for ``int | None``)."""
+    hint = typing.get_type_hints(options_type)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def option(default: Any, help: str) -> Any:
+    """A field of an options dataclass, with the help text the command line shows."""
+    return field(default=default, metadata={"help": help})
