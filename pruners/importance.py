@@ -18,6 +18,11 @@ Per-writer scores (:func:`writer_scores`), for filter ``c`` of writer ``w``:
   in ``named_modules()`` order); a writer without one falls back to its ``l1``.
 * ``lamp``: ``||F_c||_2^2`` (the energy that the group-level LAMP transform then ranks).
 
+Each criterion is a :class:`Criterion` registered by name in :data:`CRITERIA` (``register_criterion`` adds
+one; ``criterion(model, groups)`` scores). Torch-Pruning's group importances are not reused for these: they
+also score the readers' input slices and the norms of a group, a different quantity; the ``global``
+baseline uses Torch-Pruning's own.
+
 Group scores (:func:`score`), one per channel of group ``g``:
 
 * ``l1``, ``l2``, ``taylor``, ``fpgm``: the mean over ``g``'s writers of their per-writer scores (the same
@@ -63,17 +68,11 @@ from pruners.errors import PruningError
 from pruners.groups import ChannelGroup
 
 Scores = dict[int, torch.Tensor]
-CRITERIA = ("l1", "l2", "bn_scale", "taylor", "fpgm", "lamp")
 
 _WRITERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 # --- helpers --------------------------------------------------------------------------------------------------
-def _check_criterion(criterion: str) -> None:
-    if criterion not in CRITERIA:
-        raise PruningError(f"unknown importance criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
-
-
 def _writer(modules: dict[str, nn.Module], path: str) -> nn.Module:
     mod = modules.get(path)
     if mod is None:
@@ -156,18 +155,92 @@ def _taylor(model: nn.Module, paths: list[str], batches: Iterable | None, max_ba
     return out
 
 
-# --- per-writer and group scores -------------------------------------------------------------------------------
-def writer_scores(model: nn.Module, groups: Sequence[ChannelGroup], criterion: str,
-                  batches: Iterable | None = None, max_batches: int = 8) -> dict[str, torch.Tensor]:
-    """Writer path -> per-filter scores of every writer of ``groups``, before any group aggregation."""
-    _check_criterion(criterion)
-    modules = dict(model.named_modules())
-    paths = _all_writers(groups)
-    if criterion == "taylor":
-        return _taylor(model, paths, batches, max_batches)
-    out: dict[str, torch.Tensor] = {}
-    if criterion == "bn_scale":
+# --- criteria --------------------------------------------------------------------------------------------------
+class Criterion:
+    """An importance criterion: per-filter scores of every writer, and how a group combines its writers'.
+
+    ``__call__(model, groups)`` gives group id -> per-channel scores (higher = more important). Subclasses
+    define ``filter_scores`` (one writer's filters as a (C, n) float64 matrix -> C scores); the group score is
+    the mean over the group's writers unless ``group_scores`` says otherwise; ``size_divisor`` puts a
+    writer's mean score in per-weight units for block importance.
+    """
+
+    name = ""
+
+    def filter_scores(self, filters: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def writer_scores(self, model: nn.Module, groups: Sequence[ChannelGroup], batches: Iterable | None = None,
+                      max_batches: int = 8) -> dict[str, torch.Tensor]:
+        """Writer path -> per-filter scores of every writer of ``groups``, before any group aggregation."""
+        modules = dict(model.named_modules())
+        return {p: self.filter_scores(_filters(_writer(modules, p))) for p in _all_writers(groups)}
+
+    def group_scores(self, model: nn.Module, groups: Sequence[ChannelGroup],
+                     per_writer: dict[str, torch.Tensor]) -> Scores:
+        return {g.id: torch.stack([per_writer[w] for w in g.writers]).mean(0) for g in groups}
+
+    def __call__(self, model: nn.Module, groups: Sequence[ChannelGroup], batches: Iterable | None = None,
+                 max_batches: int = 8) -> Scores:
+        modules = dict(model.named_modules())
+        for g in groups:
+            _width(g, modules)  # writers must agree on the group's width
+        return self.group_scores(model, groups, self.writer_scores(model, groups, batches, max_batches))
+
+    def size_divisor(self, weight: torch.Tensor) -> float:
+        """Weights of one filter (``n``): a mean score divided by this is per weight."""
+        return float(weight[0].numel())
+
+
+class L1(Criterion):
+    name = "l1"
+
+    def filter_scores(self, filters: torch.Tensor) -> torch.Tensor:
+        return filters.abs().sum(1)
+
+
+class L2(Criterion):
+    name = "l2"
+
+    def filter_scores(self, filters: torch.Tensor) -> torch.Tensor:
+        return filters.norm(dim=1)
+
+    def size_divisor(self, weight: torch.Tensor) -> float:
+        return math.sqrt(weight[0].numel())
+
+
+class FPGM(Criterion):
+    """Distance to the writer's other filters (He et al. 2019): near the geometric median is redundant."""
+
+    name = "fpgm"
+
+    def filter_scores(self, filters: torch.Tensor) -> torch.Tensor:
+        return torch.cdist(filters.unsqueeze(0), filters.unsqueeze(0)).squeeze(0).sum(1)
+
+    def size_divisor(self, weight: torch.Tensor) -> float:
+        return max(weight.shape[0] - 1, 1) * math.sqrt(weight[0].numel())
+
+
+class Taylor(Criterion):
+    """First-order Taylor (Molchanov et al. 2019) over the first ``max_batches`` batches."""
+
+    name = "taylor"
+
+    def writer_scores(self, model: nn.Module, groups: Sequence[ChannelGroup], batches: Iterable | None = None,
+                      max_batches: int = 8) -> dict[str, torch.Tensor]:
+        return _taylor(model, _all_writers(groups), batches, max_batches)
+
+
+class BNScale(Criterion):
+    """``|gamma|`` of the batch norms over a group (a writer's own norm per writer); ``l1`` without one."""
+
+    name = "bn_scale"
+
+    def writer_scores(self, model: nn.Module, groups: Sequence[ChannelGroup], batches: Iterable | None = None,
+                      max_batches: int = 8) -> dict[str, torch.Tensor]:
+        modules = dict(model.named_modules())
         order = list(modules)
+        out: dict[str, torch.Tensor] = {}
         for g in groups:
             for p in g.writers:
                 if p in out:
@@ -179,17 +252,54 @@ def writer_scores(model: nn.Module, groups: Sequence[ChannelGroup], criterion: s
                 else:
                     out[p] = _filters(modules[p]).abs().sum(1)
         return out
-    for p in paths:
-        f = _filters(_writer(modules, p))
-        if criterion == "l1":
-            out[p] = f.abs().sum(1)
-        elif criterion == "l2":
-            out[p] = f.norm(dim=1)
-        elif criterion == "lamp":
-            out[p] = f.pow(2).sum(1)
-        else:  # fpgm
-            out[p] = torch.cdist(f.unsqueeze(0), f.unsqueeze(0)).squeeze(0).sum(1)
-    return out
+
+    def __call__(self, model: nn.Module, groups: Sequence[ChannelGroup], batches: Iterable | None = None,
+                 max_batches: int = 8) -> Scores:
+        modules = dict(model.named_modules())
+        widths = {g.id: _width(g, modules) for g in groups}
+        fallback = [g for g in groups if not _affine_norms(g, modules, widths[g.id])]
+        l1 = CRITERIA["l1"](model, fallback) if fallback else {}
+        out: Scores = {}
+        for g in groups:
+            gammas = _affine_norms(g, modules, widths[g.id])
+            out[g.id] = torch.stack(gammas).mean(0) if gammas else l1[g.id]
+        return out
+
+    def size_divisor(self, weight: torch.Tensor) -> float:
+        return 1.0
+
+
+class LAMP(Criterion):
+    """SP-LAMP: filter energy summed over a group's writers, then ``lamp_transform`` (the top channel scores 1)."""
+
+    name = "lamp"
+
+    def filter_scores(self, filters: torch.Tensor) -> torch.Tensor:
+        return filters.pow(2).sum(1)
+
+    def group_scores(self, model: nn.Module, groups: Sequence[ChannelGroup],
+                     per_writer: dict[str, torch.Tensor]) -> Scores:
+        return {g.id: lamp_transform(torch.stack([per_writer[w] for w in g.writers]).sum(0)) for g in groups}
+
+
+#: importance criteria by name; ``register_criterion`` adds one
+CRITERIA: dict[str, Criterion] = {c.name: c for c in (L1(), L2(), BNScale(), Taylor(), FPGM(), LAMP())}
+
+
+def register_criterion(criterion: Criterion) -> None:
+    CRITERIA[criterion.name] = criterion
+
+
+def get_criterion(name: str) -> Criterion:
+    if name not in CRITERIA:
+        raise PruningError(f"unknown importance criterion {name!r}; choose one of {', '.join(CRITERIA)}")
+    return CRITERIA[name]
+
+
+def writer_scores(model: nn.Module, groups: Sequence[ChannelGroup], criterion: str,
+                  batches: Iterable | None = None, max_batches: int = 8) -> dict[str, torch.Tensor]:
+    """Writer path -> per-filter scores of every writer of ``groups``, before any group aggregation."""
+    return get_criterion(criterion).writer_scores(model, groups, batches, max_batches)
 
 
 def lamp_transform(values: torch.Tensor) -> torch.Tensor:
@@ -212,23 +322,8 @@ def lamp_transform(values: torch.Tensor) -> torch.Tensor:
 
 def score(model: nn.Module, groups: Sequence[ChannelGroup], criterion: str = "l1",
           batches: Iterable | None = None, max_batches: int = 8) -> Scores:
-    """Group id -> per-channel importance of every group, by ``criterion`` (one of :data:`CRITERIA`)."""
-    _check_criterion(criterion)
-    modules = dict(model.named_modules())
-    widths = {g.id: _width(g, modules) for g in groups}
-    out: Scores = {}
-    if criterion == "bn_scale":
-        fallback = [g for g in groups if not _affine_norms(g, modules, widths[g.id])]
-        l1 = score(model, fallback, "l1") if fallback else {}
-        for g in groups:
-            gammas = _affine_norms(g, modules, widths[g.id])
-            out[g.id] = torch.stack(gammas).mean(0) if gammas else l1[g.id]
-        return out
-    per_writer = writer_scores(model, groups, criterion, batches, max_batches)
-    for g in groups:
-        stacked = torch.stack([per_writer[w] for w in g.writers])
-        out[g.id] = lamp_transform(stacked.sum(0)) if criterion == "lamp" else stacked.mean(0)
-    return out
+    """Group id -> per-channel importance of every group, by ``criterion`` (a name in :data:`CRITERIA`)."""
+    return get_criterion(criterion)(model, groups, batches, max_batches)
 
 
 # --- dynamic importance ----------------------------------------------------------------------------------------
@@ -277,23 +372,13 @@ class FilterDynamics:
 
 
 # --- block importance and selection ----------------------------------------------------------------------------
-def _size_divisor(criterion: str, weight: torch.Tensor) -> float:
-    n = weight[0].numel()
-    if criterion in ("l1", "taylor", "lamp"):
-        return float(n)
-    if criterion == "l2":
-        return math.sqrt(n)
-    if criterion == "fpgm":
-        return max(weight.shape[0] - 1, 1) * math.sqrt(n)
-    return 1.0
-
-
 def block_scores(model: nn.Module, arch: Arch, groups: Sequence[ChannelGroup], criterion: str = "l1",
                  batches: Iterable | None = None, max_batches: int = 8) -> dict[str, float]:
     """Removable block name -> its mean normalised writer importance (1 = an average writer; see module doc)."""
-    per_writer = writer_scores(model, groups, criterion, batches, max_batches)
+    chosen = get_criterion(criterion)
+    per_writer = chosen.writer_scores(model, groups, batches, max_batches)
     modules = dict(model.named_modules())
-    unit = {p: float(s.mean()) / _size_divisor(criterion, modules[p].weight) for p, s in per_writer.items()}
+    unit = {p: float(s.mean()) / chosen.size_divisor(modules[p].weight) for p, s in per_writer.items()}
     if not unit:
         raise PruningError("block importance needs at least one writer; the groups have none")
     net = sum(unit.values()) / len(unit)

@@ -285,3 +285,24 @@ def test_keep_top_order_and_ties():
     assert keep_top(s, 5) == [0, 1, 2, 3, 4]
     with pytest.raises(PruningError):
         keep_top(s, 6)
+
+
+def test_a_registered_criterion_scores_through_score_and_block_scores():
+    from pruners.importance import CRITERIA, Criterion, register_criterion
+
+    class LastFirst(Criterion):
+        """Later filters matter less: filter c of n scores n - c."""
+
+        name = "last_first"
+
+        def filter_scores(self, filters: torch.Tensor) -> torch.Tensor:
+            return torch.arange(filters.shape[0], 0, -1, dtype=torch.float64)
+
+    register_criterion(LastFirst())
+    try:
+        _close(score(Tiny(), [COUPLED], "last_first")[2], [3, 2, 1])  # the mean of two writers' identical scores
+        assert keep_top(score(Tiny(), [COUPLED], "last_first")[2], 1) == [0]
+    finally:
+        CRITERIA.pop("last_first")
+    with pytest.raises(PruningError, match="unknown importance criterion 'last_first'"):
+        score(Tiny(), [COUPLED], "last_first")
