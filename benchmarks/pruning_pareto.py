@@ -3,7 +3,7 @@
 A network trained on digits (``latbench train``; trained here first if ``--weights`` has no weights) is pruned
 by every method to every measured latency target on the profile's backend (ONNX Runtime on this CPU by
 default), each fine-tuned for the same number of epochs with the same seed, then measured interleaved with the
-original (``pruners.run.prune``). Every run keeps its folder under ``--runs``, so an interrupted benchmark
+original (``pruners.prune.prune``). Every run keeps its folder under ``--runs``, so an interrupted benchmark
 resumes where it stopped. A shared machine drifts between measurements by more than the ±5% a target allows,
 so the networks of every method at one target are then also measured side by side in one interleaved
 comparison with the original, ``--repeats`` times (median and range reported). Writes one JSON row per
@@ -33,10 +33,10 @@ from latbench.measure import MeasureSettings, compare
 from latbench.models import build_model
 from pruners.data import load_dataset, loaders
 from pruners.errors import PruningError
-from pruners.run import prune
+from pruners.prune import prune
 from pruners.surgery import Decision, apply
 from pruners.train import TrainConfig, evaluate, fit, load_weights, read_weights
-from pruners.zoo import load_trained, train_zoo_model
+from pruners.trained import load_trained, train_zoo_model
 
 RESULTS = Path(__file__).parent / "results"
 PROFILE = "device_profiles/amd-epyc-1t-onnxruntime-fp32-bs1"

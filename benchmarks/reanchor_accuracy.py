@@ -33,8 +33,8 @@ from latbench.measure import MeasureSettings, compare
 from latbench.models import build_candidate
 from latbench.predictors import PREDICTORS, accuracy
 from latbench.profile import reference_us
+from latbench.profiler.channel_step import PROBE
 from latbench.profiler.microbench import build_layer
-from latbench.profiler.staircase import PROBE
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_PROFILE = "device_profiles/amd-epyc-1t-onnxruntime-fp32-bs1"

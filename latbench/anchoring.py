@@ -50,8 +50,8 @@ from latbench.predictors.calibration import fit_toward
 from latbench.predictors.layer_sum import FEATURES, LayerSumPredictor
 from latbench.predictors.rescaled import Rescaled
 from latbench.profile import anchor_latencies, reference_us
+from latbench.profiler.channel_step import PROBE
 from latbench.profiler.microbench import build_layer
-from latbench.profiler.staircase import PROBE
 
 ANCHORS_FILE = "anchors.json"
 ANCHORS_SCHEMA = "latbench.anchors/2"

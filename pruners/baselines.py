@@ -4,7 +4,7 @@
 - ``global``: Torch-Pruning's global magnitude pruning (group L1 importance, normalised per
   group, ranked across the whole network) at one pruning ratio.
 
-Each has one knob. :func:`fit_knob` sets it for a target: a FLOPs ratio (exact, from the ``Arch``)
+Each has one knob. :func:`search_knob` sets it for a target: a FLOPs ratio (exact, from the ``Arch``)
 or a latency ratio, where bisection runs on the oracle's *predictions* and is then corrected by
 *measurements*: after measuring candidate ``x``, the remaining bias ``measured / predicted`` is
 assumed to hold nearby, the predicted target is rescaled by it and bisection runs again, until the
@@ -90,7 +90,7 @@ def global_decision(model: nn.Module, groups: list[ChannelGroup], example: torch
     return Decision(keep)
 
 
-def fit_knob(make: Callable[[float], Decision], arch: Arch, oracle: LatencyOracle | None, target: float,
+def search_knob(make: Callable[[float], Decision], arch: Arch, oracle: LatencyOracle | None, target: float,
              metric: str = "latency", build: Callable[[Decision], nn.Module] | None = None,
              knob_range: tuple[float, float] = (0.02, 1.0), grid: int = 121, tolerance: float = 0.05,
              max_measurements: int = 6) -> Search:
@@ -167,7 +167,7 @@ def uniform(model: nn.Module, arch: Arch, groups: list[ChannelGroup], example: t
             build: Callable[[Decision], nn.Module] | None = None, **kw: Any) -> Search:
     """The uniform L1 baseline at a latency or FLOPs ratio."""
     scores = score(model, groups, "l1")
-    return fit_knob(lambda r: uniform_decision(groups, scores, r), arch, oracle, target, metric, build, **kw)
+    return search_knob(lambda r: uniform_decision(groups, scores, r), arch, oracle, target, metric, build, **kw)
 
 
 def global_magnitude(model: nn.Module, arch: Arch, groups: list[ChannelGroup], example: torch.Tensor,
@@ -184,7 +184,7 @@ def global_magnitude(model: nn.Module, arch: Arch, groups: list[ChannelGroup], e
 
     kw.setdefault("knob_range", (0.05, 1.0))
     kw.setdefault("grid", 96)
-    return fit_knob(make, arch, oracle, target, metric, build, **kw)
+    return search_knob(make, arch, oracle, target, metric, build, **kw)
 
 
 def _search_uniform(problem: Problem, options: NoOptions) -> Search:

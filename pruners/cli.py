@@ -10,9 +10,9 @@ from latbench.errors import UsageError
 from latbench.predictors import layer_sum_kinds
 from pruners.method import option_type
 from pruners.methods import METHODS
-from pruners.run import prune
+from pruners.prune import prune
 from pruners.train import TrainConfig
-from pruners.zoo import train_zoo_model
+from pruners.trained import train_zoo_model
 
 
 def cmd_train(args: argparse.Namespace) -> int:

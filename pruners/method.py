@@ -3,7 +3,7 @@
 A method is one module that defines an options dataclass (every field with a default and a
 ``help`` in its metadata: the command line makes a flag of each) and
 ``search(problem, options) -> Search``, and exposes them as ``METHOD = Method(name, summary,
-Options, search)``; ``pruners.methods`` registers it with one line. ``prune`` (``pruners.run``)
+Options, search)``; ``pruners.methods`` registers it with one line. ``prune`` (``pruners.prune``)
 does everything around the search: loading, the target check, cutting, fine-tuning, the final
 side-by-side measurement and the run folder.
 """

@@ -160,7 +160,7 @@ def decision_of(menu: Sequence[Menu], widths: Mapping[int, int]) -> Decision:
     return Decision({m.group.id: m.keep(widths[m.group.id]) for m in menu if widths[m.group.id] < m.widths[-1]})
 
 
-def fit_budget(choose: Callable[[float], tuple[Decision, Arch, float]], oracle: LatencyOracle, target: float,
+def search_budget(choose: Callable[[float], tuple[Decision, Arch, float]], oracle: LatencyOracle, target: float,
                build: Callable[[Decision], nn.Module] | None, floor: float, tolerance: float = 0.05,
                max_measurements: int = 6, grid: int = 401) -> tuple[float, Decision, Arch, list[dict[str, Any]]]:
     """The predicted budget whose selection *measures* closest to ``target`` (module docstring, step 4).
@@ -272,7 +272,7 @@ def splamp(model: nn.Module, arch: Arch, groups: Sequence[ChannelGroup], example
     if build is not None:
         build_current = build if steps == 1 else (lambda d: apply(current, current_arch, d, example,
                                                                   check_arch=False)[0])
-    b, d, cand, fits = fit_budget(choose, oracle, target, build_current, smallest, tolerance, max_measurements)
+    b, d, cand, fits = search_budget(choose, oracle, target, build_current, smallest, tolerance, max_measurements)
     history.extend({"step": steps, **f, "rounds": picked[round(f["budget"], 9)][2].rounds} for f in fits)
     if steps == 1:
         return Search(b, d, cand, history)

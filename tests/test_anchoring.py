@@ -14,8 +14,8 @@ from latbench.anchoring import ANCHORS_FILE, AnchorPoint, Reanchoring, group_rat
 from latbench.device_profile import DeviceProfile, list_profiles
 from latbench.models import build_candidate
 from latbench.predictors import accuracy
+from latbench.profiler.channel_step import PROBE
 from latbench.profiler.microbench import build_layer
-from latbench.profiler.staircase import PROBE
 
 
 def parameters(module) -> int:

@@ -13,7 +13,7 @@ import torch_pruning as tp
 from fakes import FakePredictor, FakeProfile
 from nets import randomized, with_groups
 
-from pruners.baselines import fit_knob, global_decision, uniform_decision, uniform_widths
+from pruners.baselines import global_decision, search_knob, uniform_decision, uniform_widths
 from pruners.errors import PruningError
 from pruners.groups import ChannelGroup
 from pruners.importance import score
@@ -78,7 +78,7 @@ def test_fit_knob_flops_is_the_largest_knob_meeting_the_target(resnet20):
         return uniform_decision(groups, scores, r)
 
     target, grid = 0.5, 61
-    fit = fit_knob(make, arch, None, target, metric="flops", grid=grid)
+    fit = search_knob(make, arch, None, target, metric="flops", grid=grid)
     base = arch.flops()
     assert fit.arch.flops() / base <= target
     assert fit.arch == fit.decision.arch(arch) == make(fit.knob).arch(arch)
@@ -95,9 +95,9 @@ def test_fit_knob_refuses_bad_metric_and_missing_oracle(resnet20):
     model, arch, groups = resnet20
     scores = score(model, groups, "l1")
     with pytest.raises(PruningError, match="unknown target metric"):
-        fit_knob(lambda r: uniform_decision(groups, scores, r), arch, None, 0.5, metric="params")
+        search_knob(lambda r: uniform_decision(groups, scores, r), arch, None, 0.5, metric="params")
     with pytest.raises(PruningError, match="needs a latency oracle"):
-        fit_knob(lambda r: uniform_decision(groups, scores, r), arch, None, 0.5, metric="latency")
+        search_knob(lambda r: uniform_decision(groups, scores, r), arch, None, 0.5, metric="latency")
 
 
 # --- Torch-Pruning's global magnitude -------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_fit_knob_latency_predict_mode(resnet20):
         raise AssertionError("predict mode must not build or measure a candidate")
 
     target, grid = 0.6, 41
-    fit = fit_knob(make, arch, oracle, target, metric="latency", build=build, grid=grid)
+    fit = search_knob(make, arch, oracle, target, metric="latency", build=build, grid=grid)
     ref = predictor.latency_us(arch)
     predicted = predictor.latency_us(fit.arch) / ref
     assert predicted <= target
@@ -159,5 +159,5 @@ def test_fit_knob_latency_predict_mode(resnet20):
     assert oracle.counts.measurements == 0
     assert oracle.counts.predictions >= len({make(float(x)).arch(arch).signature() for x in knobs})
     # the latency knob differs from the FLOPs knob: the constant part of the latency does not shrink
-    flops_fit = fit_knob(make, arch, None, target, metric="flops", grid=grid)
+    flops_fit = search_knob(make, arch, None, target, metric="flops", grid=grid)
     assert fit.knob < flops_fit.knob

@@ -21,10 +21,10 @@ from latbench.models import build_candidate, build_model
 from latbench.predictors import PREDICTORS, OutOfProfileError
 from latbench.predictors.batch import CandidateBatch
 from latbench.predictors.lut import LutPredictor, _Grid
+from latbench.profiler.channel_step import FALLBACK_STEP, detect_step
 from latbench.profiler.journal import Journal
 from latbench.profiler.plan import axis_values, layer_grids, layer_samples
 from latbench.profiler.run import ProfileSettings, profile_device
-from latbench.profiler.staircase import FALLBACK_STEP, detect_step
 
 TINY = dict(families=["smallconv"], threads=1, budget_min=5, networks_per_family=8, min_networks_per_family=8,
             passes=2, step=16, refine=False)

@@ -13,7 +13,7 @@ from latbench.arch import Arch, trace
 from latbench.models import build_model
 from pruners.method import Method, Problem, Search, option
 from pruners.methods import METHODS, register_method
-from pruners.run import prune
+from pruners.prune import prune
 from pruners.surgery import Decision
 from pruners.train import TrainConfig, read_weights
 

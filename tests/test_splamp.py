@@ -20,9 +20,9 @@ from pruners.splamp import (
     Menu,
     chunk_widths,
     decision_of,
-    fit_budget,
     menus,
     profile_group_size,
+    search_budget,
     select,
     splamp,
 )
@@ -173,12 +173,12 @@ def test_fit_budget_corrects_a_biased_prediction_by_measurements(resnet20):
         return SimpleNamespace(ratio=0.7 * cand.width_tuple[gid] / arch.width_tuple[gid])  # 30% faster than predicted
 
     oracle = SimpleNamespace(mode="auto", measure=measure)
-    b, _, _, history = fit_budget(choose, oracle, 0.5, build=lambda d: None, floor=0.05)
+    b, _, _, history = search_budget(choose, oracle, 0.5, build=lambda d: None, floor=0.05)
     measured = [h["measured"] for h in history]
     assert abs(measured[-1] / 0.5 - 1) <= 0.025
     assert len(measured) <= 3 and b == pytest.approx(0.5 / 0.7, abs=0.02)
     predict_only = SimpleNamespace(mode="predict", measure=None)
-    b, _, _, history = fit_budget(choose, predict_only, 0.5, build=lambda d: None, floor=0.05)
+    b, _, _, history = search_budget(choose, predict_only, 0.5, build=lambda d: None, floor=0.05)
     assert b == 0.5 and "measured" not in history[0]
 
 
@@ -192,10 +192,10 @@ def test_fit_budget_refuses_a_target_it_cannot_reach(resnet20):
 
     oracle = SimpleNamespace(mode="auto", measure=lambda m, a: SimpleNamespace(ratio=0.9))
     with pytest.raises(PruningError, match=r"out of SP-LAMP's reach.*measures 0\.900"):
-        fit_budget(choose, oracle, 0.3, build=lambda d: None, floor=0.5)
+        search_budget(choose, oracle, 0.3, build=lambda d: None, floor=0.5)
     with pytest.raises(PruningError, match=r"out of SP-LAMP's reach.*predicted at 0\.500"):
-        fit_budget(choose, SimpleNamespace(mode="predict"), 0.3, build=None, floor=0.5)
-    assert fit_budget(choose, SimpleNamespace(mode="predict"), 0.49, build=None, floor=0.5)[0] == 0.5  # within 5%
+        search_budget(choose, SimpleNamespace(mode="predict"), 0.3, build=None, floor=0.5)
+    assert search_budget(choose, SimpleNamespace(mode="predict"), 0.49, build=None, floor=0.5)[0] == 0.5  # within 5%
 
 
 # --- the method ---------------------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ class Runnable:
         return self._layer_profiler(runs)
 
 
-def layer_table(rows: list[dict[str, Any]]):
+def engine_layer_table(rows: list[dict[str, Any]]):
     """Aggregate per-run rows (layer, engine_node, op, time_us, run) into the layer DataFrame."""
     df = pd.DataFrame(rows, columns=["layer", "engine_node", "op", "time_us", "run"])
     if df.empty:

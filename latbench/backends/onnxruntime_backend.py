@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from latbench.backends.base import Backend, Runnable, layer_table
+from latbench.backends.base import Backend, Runnable, engine_layer_table
 from latbench.backends.export import OnnxNodeMap, onnx_source
 from latbench.backends.fingerprint import host_fingerprint, package_version
 from latbench.backends.inputs import as_numpy, check_input
@@ -104,7 +104,7 @@ class OnnxRuntimeBackend(Backend):
                 for _ in range(warmup + runs):
                     prof.run(None, feed)
                 events = json.loads(Path(prof.end_profiling()).read_text())
-            return layer_table(_kernel_rows(events, node_map, warmup))
+            return engine_layer_table(_kernel_rows(events, node_map, warmup))
 
         if self.device == "cpu":
             return Runnable(lambda: session.run(None, feed), timer=HostTimer(), conditions=conditions,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from latbench.backends.base import Backend, Runnable, layer_table
+from latbench.backends.base import Backend, Runnable, engine_layer_table
 from latbench.backends.export import OnnxNodeMap, onnx_source
 from latbench.backends.fingerprint import cuda_fingerprint, host_fingerprint
 from latbench.backends.inputs import as_numpy, check_input
@@ -128,7 +128,7 @@ class TensorRTBackend(Backend):
             for run in range(warmup + runs):
                 profiler.run = run - warmup
                 profiled.execute_v2(ordered)
-            return layer_table([r for r in rows if r["run"] >= 0])
+            return engine_layer_table([r for r in rows if r["run"] >= 0])
 
         def fetch():
             call()

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from latbench.backends.base import Backend, Runnable, layer_table
+from latbench.backends.base import Backend, Runnable, engine_layer_table
 from latbench.backends.export import check_forward
 from latbench.backends.fingerprint import host_fingerprint
 from latbench.errors import InputShapeError, ModelLoadError
@@ -158,4 +158,4 @@ def _hook_layer_times(module, call, runs: int, cuda: bool, warmup: int = 3):
     finally:
         for h in handles:
             h.remove()
-    return layer_table(rows)
+    return engine_layer_table(rows)

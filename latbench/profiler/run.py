@@ -41,7 +41,7 @@ from latbench.profile import (
     trace_family,
     write_meta,
 )
-from latbench.profiler import staircase
+from latbench.profiler import channel_step
 from latbench.profiler.journal import Journal
 from latbench.profiler.microbench import build_layer
 from latbench.profiler.plan import (
@@ -169,9 +169,9 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
     def sample_layer(spec: LayerSpec, p: int, journal: Journal) -> float:
         """Measure one layer sample into the journal (after the reference layer when it is due)."""
         if len(journal.rows) % (REFERENCE_EVERY + 1) == 0:
-            ref = run_layer(staircase.PROBE)
+            ref = run_layer(channel_step.PROBE)
             journal.append({"key": f"ref-{len(journal.rows)}", "shape_key": "reference",
-                            **spec_to_row(staircase.PROBE), "pass": 0, **measurement_row(ref)})
+                            **spec_to_row(channel_step.PROBE), "pass": 0, **measurement_row(ref)})
         m = run_layer(spec)
         journal.append({"key": spec_key(spec), "shape_key": shape_key(spec), **spec_to_row(spec), "pass": p,
                         **measurement_row(m)})
@@ -184,10 +184,10 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
             meta["overhead_us"] = run_layer(LayerSpec("act", 1, 1, epilogue=("relu",))).median_us
             write_meta(folder, meta)
         if settings.step is None and "staircase" not in meta:
-            bar.phase("staircase sweep", 2 * max(staircase.CANDIDATE_STEPS))
-            raw = staircase.sweep(lambda s: _advance_after(bar, run_layer(s).median_us))
-            step, scores, found = staircase.detect_step(staircase.smooth(raw))
-            meta["staircase"] = {"probe": staircase.PROBE.to_dict(), "latency_us": raw, "scores": scores,
+            bar.phase("staircase sweep", 2 * max(channel_step.CANDIDATE_STEPS))
+            raw = channel_step.sweep(lambda s: _advance_after(bar, run_layer(s).median_us))
+            step, scores, found = channel_step.detect_step(channel_step.smooth(raw))
+            meta["staircase"] = {"probe": channel_step.PROBE.to_dict(), "latency_us": raw, "scores": scores,
                                  "step": step, "found": found}
             write_meta(folder, meta)
         step = settings.step or meta["staircase"]["step"]

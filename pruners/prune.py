@@ -28,7 +28,7 @@ from pruners.oracle import LatencyOracle
 from pruners.result import PruneResult
 from pruners.surgery import Decision, apply
 from pruners.train import TrainConfig, evaluate, fit, load_weights, read_weights
-from pruners.zoo import load_trained
+from pruners.trained import load_trained
 
 SEARCH = "search.json"
 SEARCH_WEIGHTS = "search.pt"
