@@ -9,6 +9,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rich.console import Group
+from rich.table import Table
+
 from latbench.errors import InvalidValueError
 from latbench.jsonio import dump_json
 from latbench.measure.stats import Summary
@@ -25,6 +28,11 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
+
+
+def format_us(value: float) -> str:
+    """Microseconds as people read them: ``22.3 us``, ``12.345 ms`` from 10 ms up."""
+    return f"{value / 1e3:.3f} ms" if value >= 1e4 else f"{value:.1f} us"
 
 
 @dataclass
@@ -130,3 +138,27 @@ class Measurement:
         p = Path(text_or_path) if not str(text_or_path).lstrip().startswith("{") else None
         text = p.read_text() if p is not None else str(text_or_path)
         return cls.from_dict(json.loads(text))
+
+    def __rich__(self) -> Group:
+        """The summary table (``rich.print(measurement)``), titled by name and conditions."""
+        s, c = self.summary, self.conditions
+        title = (f"{self.name or 'measurement'} · {c.get('backend', '?')} on {c.get('device', '?')} · "
+                 f"batch {c.get('batch', '?')} · {c.get('dtype', '?')} · threads {c.get('threads') or '-'}")
+        table = Table(title=title, show_header=False)
+        table.add_column("statistic", style="bold")
+        table.add_column("value", justify="right")
+        us = format_us
+        for key, value in (
+            ("median", us(s.median)),
+            (f"{s.ci_level:.0%} CI of median",
+             f"{us(s.ci_low)} – {us(s.ci_high)} (±{s.rel_ci_halfwidth * 100:.2f}%)"),
+            ("mean / min", f"{us(s.mean)} / {us(s.min)}"),
+            ("p90 / p99", f"{us(s.p90)} / {us(s.p99)}"),
+            ("IQR", us(s.iqr)),
+            ("runs (warm-up)", f"{s.n} ({self.warmup_runs}{'' if self.warmup_settled else ', not settled'})"),
+            ("stopped", f"{self.stop_reason} after {self.wall_time_s:.1f} s"),
+        ):
+            table.add_row(key, value)
+        drift = (f"drift: machine state changed during the run; {self.discarded_runs} older samples discarded"
+                 if self.discarded_runs else "")
+        return Group(table, drift) if drift else Group(table)

@@ -1,0 +1,52 @@
+"""Console output shared by the commands: rich consoles that do not cut lines in a pipe, progress bars, units."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from latbench.errors import OutputError
+from latbench.measure.record import format_us
+
+
+def console(stderr: bool = False, wide: bool = False):
+    """A rich console; ``wide``: in a pipe, as wide as the content (tables are not cut to 80 columns)."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:  # a pipe or a file: lines are not cut at 80 columns
+        console = Console(stderr=stderr, highlight=False, soft_wrap=True, width=1000 if wide else None)
+    return console
+
+
+def progress_bar():
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(), console=console(stderr=True), transient=True)
+
+
+def measure_with_progress(measure_fn, runnable, settings, name: str):
+    with progress_bar() as bar:
+        task = bar.add_task(f"measuring {name}", total=settings.budget_s, info="warming up")
+
+        def on_progress(p: dict[str, Any]) -> None:
+            rel = p["rel_ci"]
+            ci = f"±{rel * 100:.2f}% (target ±{settings.target_rel_ci * 100:g}%)" if rel < 1e9 else "…"
+            bar.update(task, completed=min(p["elapsed_s"], p["budget_s"]), info=f"{p['runs']} runs, CI {ci}")
+
+        return measure_fn(runnable, settings, name=name, progress=on_progress)
+
+
+us = format_us
+
+
+def check_writable(path: str) -> None:
+    """Refuse an output path that cannot be written, without leaving a file behind."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if target.is_dir() or not os.access(target if target.exists() else target.parent, os.W_OK):
+        raise OutputError(f"cannot write {path}: not a writable file location")

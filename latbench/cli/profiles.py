@@ -1,0 +1,120 @@
+"""``latbench profile`` and ``devices``: make a device profile, list and check the profiles there are."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from latbench.cli.console import console
+from latbench.cli.options import add_engine_options, add_reanchor, profile_path
+from latbench.device_profile import DeviceProfile, check_profile, list_profiles
+from latbench.errors import UsageError
+from latbench.profiler.adapt import adapt_profile
+from latbench.profiler.run import ProfileSettings, profile_device
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    families = [m for m in (args.models or "").split(",") if m]
+    if args.prior:
+        return _adapt(args, families)
+    if not families:
+        raise UsageError("give --models (e.g. resnet56,vgg16,mobilenetv2), or --from a profile to adapt")
+    if args.budget_min <= 0:
+        raise UsageError(f"--budget-min must be positive, got {args.budget_min}")
+    settings = ProfileSettings(families=families, backend=args.backend, device=args.device, threads=args.threads,
+                               precision=args.precision or "fp32", batch=args.batch, budget_min=args.budget_min,
+                               networks_per_family=args.networks, step=args.step, refine=not args.no_refine,
+                               refine_target=args.refine_target)
+    folder = profile_device(settings, out=args.out, progress=not args.quiet)
+    meta = DeviceProfile.load(folder, check_fingerprint=False).meta
+    con = console()
+    con.print(f"profile written to {folder} in {meta['timings_s']['total'] / 60:.1f} min "
+              f"({len(meta['plan']['grids'])} grids, step {meta['plan']['step']})")
+    for kind, v in meta.get("validation", {}).items():
+        if "skipped" in v:
+            con.print(f"  {kind:5s} skipped: {v['skipped']}")
+            continue
+        con.print(f"  {kind:5s} on {v['n']} held-out networks: {v['within_10pct'] * 100:.0f}% within ±10%, "
+                  f"{v['within_5pct'] * 100:.0f}% within ±5%, RMSPE {v['rmspe'] * 100:.1f}%, "
+                  f"Spearman {v['spearman']:.3f}")
+    for r in meta.get("refine", {}).get("rounds", []):
+        con.print(f"  refine round {r['round']} at {r['minutes']:.1f} min: {r['layer_samples']} layer samples; "
+                  f"{r['measured']} new points had been interpolated to a median "
+                  f"{r['held_out']['median_ape'] * 100:.1f}% (90th pct {r['held_out']['p90_ape'] * 100:.1f}%)")
+    return 0
+
+
+def _adapt(args: argparse.Namespace, families: list[str]) -> int:
+    settings = ProfileSettings(families=families, backend=args.backend, device=args.device, threads=args.threads,
+                               precision=args.precision or "fp32", batch=args.batch)
+    folder = adapt_profile(profile_path(args.prior), settings, samples=args.samples, out=args.out,
+                           progress=not args.quiet)
+    meta = DeviceProfile.load(folder, check_fingerprint=False).meta
+    a = meta["adapted_from"]
+    lut = meta["calibration"]["lut"]
+    console().print(f"profile written to {folder} in {meta['timings_s']['total'] / 60:.1f} min: {a['profile']} "
+                     f"recalibrated on {a['networks']} networks measured here "
+                     f"(LUT leave-one-out error {100 * lut['rel_sigma']:.1f}%)")
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    if args.reanchor is not None and not args.check:
+        raise UsageError("--reanchor with devices needs --check")
+    rows = list_profiles(args.root)
+    if args.check:
+        for row in rows:
+            row.update(check_profile(Path(args.root) / row["name"], args.reanchor,
+                                     lambda name: console(stderr=True).print(f"re-anchoring {name} ...")))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        console().print(f"no device profiles under {args.root}/ (create one with `latbench profile`)")
+        return 0
+    t = Table(title=f"device profiles in {args.root}/")
+    columns = ["name", "device", "backend", "threads", "families", "created", "within ±10%", "RMSPE", "last anchor",
+               "status"] + (["here"] if args.check else [])
+    for col in columns:
+        t.add_column(col, no_wrap=col in ("name", "created", "last anchor"), overflow="fold")
+    for r in rows:
+        w10, rmspe, factor = r.get("within_10pct"), r.get("rmspe"), r.get("anchor_factor")
+        anchor = f"{factor:.2f}x ({r['anchored_at'][:10]})" if factor is not None else "-"
+        cells = [r["name"], str(r.get("device", "")), str(r.get("backend", "")), str(r.get("threads", "")),
+                 r.get("families", ""), str(r.get("created", ""))[:10], f"{w10 * 100:.0f}%" if w10 is not None else "-",
+                 f"{rmspe * 100:.1f}%" if rmspe is not None else "-", anchor, r.get("status", "")]
+        t.add_row(*cells, *([r.get("here", "")] if args.check else []))
+    console(wide=True).print(t)
+    return 0
+
+
+def register(sub) -> None:
+    pr = sub.add_parser("profile", help="profile this device: layer grids + whole networks -> device_profiles/")
+    pr.add_argument("--models", help="comma-separated families, e.g. resnet56,vgg16,mobilenetv2 "
+                                     "(with --from: default the prior's)")
+    add_engine_options(pr)
+    pr.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    pr.add_argument("--budget-min", type=float, default=15.0, help="minutes the run may take (default 15)")
+    pr.add_argument("--networks", type=int, default=32, help="whole-network samples per family (default 32)")
+    pr.add_argument("--step", type=int, help="channel step of the grids (default: measured)")
+    pr.add_argument("--no-refine", action="store_true",
+                    help="do not spend budget left after the networks on refining the grids")
+    pr.add_argument("--refine-target", type=float, default=0.05,
+                    help="stop refining once new grid points are interpolated to this median error (default 0.05)")
+    pr.add_argument("--out", help="profile folder (default device_profiles/<device>-<backend>-<dtype>-bs<batch>)")
+    pr.add_argument("--from", dest="prior", metavar="PROFILE",
+                    help="adapt this profile of another device or configuration with --samples measurements")
+    pr.add_argument("--samples", type=int, default=30,
+                    help="with --from: networks to measure here (default 30)")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_profile)
+
+    dv = sub.add_parser("devices", help="list device profiles, with their accuracy and last known anchor factor")
+    dv.add_argument("--root", default="device_profiles")
+    dv.add_argument("--check", action="store_true", help="compare each profile's fingerprint with this machine")
+    add_reanchor(dv, " (with --check: each profile that can run here)")
+    dv.add_argument("--json", action="store_true", help="machine-readable output")
+    dv.set_defaults(func=cmd_devices)
