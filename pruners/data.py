@@ -24,6 +24,8 @@ from typing import BinaryIO
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from pruners.errors import DatasetError
@@ -137,8 +139,6 @@ class TensorImages(_Seeded, Dataset):
 
 def _split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (kept, held out) with ``fraction`` held out, stratified by label when possible, seeded."""
-    from sklearn.model_selection import train_test_split
-
     index = np.arange(len(labels))
     if not 0.0 <= fraction < 1.0:
         raise DatasetError(f"split fraction must be in [0, 1), got {fraction}")
@@ -153,8 +153,6 @@ def _split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, 
 
 def digits(seed: int = 0, size: int = 32, val_fraction: float = 0.2, test_fraction: float = 0.2) -> Splits:
     """scikit-learn's 8×8 digits upsampled to ``size``, 3 channels, stratified seeded train/val/test split."""
-    from sklearn.datasets import load_digits
-
     bunch = load_digits()
     labels = np.asarray(bunch.target, dtype=np.int64)
     x = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0

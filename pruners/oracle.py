@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from latbench.arch import Arch
-from latbench.measure import MeasureSettings
+from latbench.measure import MeasureSettings, compare
 from pruners.errors import PruningError
 
 MODES = ("predict", "measure", "auto")
@@ -129,8 +129,6 @@ class LatencyOracle:
 
     def measure(self, module: nn.Module, arch: Arch) -> Estimate:
         """Time ``module`` (whose trace is ``arch``) interleaved with the reference network."""
-        from latbench.measure import compare
-
         key = arch.signature()
         if key in self._measured:
             self.counts.cache_hits += 1

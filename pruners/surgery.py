@@ -22,6 +22,7 @@ from latbench.arch import Arch, ArchError, trace
 from latbench.errors import first_line
 from pruners.errors import SurgeryError
 from pruners.groups import dependency_graph, out_handler, regular_writers
+from pruners.path_layers import remove_path_layers
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,6 @@ def apply(model: nn.Module, arch: Arch, decision: Decision, example: torch.Tenso
     if cut:
         _prune_channels(pruned, arch, cut, example)
     if decision.remove_layers:
-        from pruners.path_layers import remove_path_layers
-
         remove_path_layers(pruned, target, decision.remove_layers)
         check_forward(model, pruned, example)
         target = trace(copy.deepcopy(pruned), example, arch.name)

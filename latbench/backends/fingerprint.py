@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -73,8 +74,6 @@ def cuda_fingerprint(device: int = 0) -> dict[str, object]:
         "cudnn": torch.backends.cudnn.version(),
     }
     try:
-        import subprocess
-
         driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                 capture_output=True, text=True, timeout=10).stdout.strip().splitlines()
         out["driver"] = driver[device] if driver else None

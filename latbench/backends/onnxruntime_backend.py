@@ -12,7 +12,7 @@ import numpy as np
 
 from latbench.backends.base import Backend, Runnable, engine_layer_table
 from latbench.backends.export import OnnxNodeMap, onnx_source
-from latbench.backends.fingerprint import host_fingerprint, package_version
+from latbench.backends.fingerprint import cuda_fingerprint, host_fingerprint, package_version
 from latbench.backends.inputs import as_numpy, check_input
 from latbench.errors import ModelLoadError, first_line
 from latbench.measure.timers import HostTimer
@@ -64,8 +64,6 @@ class OnnxRuntimeBackend(Backend):
             "threads": self.effective_threads() if self.device == "cpu" else None,
         })
         if self.device != "cpu":
-            from latbench.backends.fingerprint import cuda_fingerprint
-
             fp.update(cuda_fingerprint())
         return fp
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from latbench.backends.base import Backend, Runnable, engine_layer_table
 from latbench.backends.export import check_forward
-from latbench.backends.fingerprint import host_fingerprint
+from latbench.backends.fingerprint import cuda_fingerprint, host_fingerprint
 from latbench.errors import InputShapeError, ModelLoadError
 from latbench.measure.timers import CudaEventTimer, HostTimer
 
@@ -53,8 +53,6 @@ class TorchBackend(Backend):
                    "torch": torch.__version__, "cuda_graph": self.cuda_graph,
                    "threads": (self.threads or torch.get_num_threads()) if self.device == "cpu" else None})
         if self.device == "cuda":
-            from latbench.backends.fingerprint import cuda_fingerprint
-
             fp.update(cuda_fingerprint())
         return fp
 

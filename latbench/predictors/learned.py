@@ -20,11 +20,13 @@ trusted. Nothing is pickled.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.ensemble import RandomForestRegressor
 
 from latbench.errors import ProfileError
 from latbench.predictors.batch import CandidateBatch
@@ -78,8 +80,6 @@ class _Member:
 
             self.model = xgb.XGBRegressor(**PARAMS["xgb"], random_state=self.seed, n_jobs=1)
         else:
-            from sklearn.ensemble import RandomForestRegressor
-
             self.model = RandomForestRegressor(**PARAMS["rf"], random_state=self.seed, n_jobs=1)
         self.model.fit(x[idx], y[idx])
         return self
@@ -143,8 +143,6 @@ class LearnedPredictor(LayerSumPredictor):
 
     def save(self, folder: Path) -> Path:
         """Write the model into ``folder/predictors``; returns the metadata file."""
-        import importlib.metadata
-
         out = Path(folder) / "predictors"
         out.mkdir(exist_ok=True)
         library = "xgboost" if self.kind == "xgb" else "scikit-learn"

@@ -14,6 +14,7 @@ promote or veto a step.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -42,8 +43,6 @@ def detect_step(latencies: dict[int, float], keep: float = 0.6, enrichment: floa
 
 def sweep(measure_us: Callable[[LayerSpec], float], max_step: int = 32) -> dict[int, float]:
     """Median latency of the probe at every output width 1 .. 2 * max_step."""
-    from dataclasses import replace
-
     return {c: measure_us(replace(PROBE, out_channels=c)) for c in range(1, 2 * max_step + 1)}
 
 
