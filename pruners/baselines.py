@@ -30,6 +30,7 @@ from pruners.importance import keep_top, score
 from pruners.method import Method, NoOptions, Problem, Search
 from pruners.oracle import LatencyOracle
 from pruners.surgery import Decision
+from pruners.targeting import largest_meeting, measure_toward
 
 
 def uniform_widths(groups: list[ChannelGroup], keep_ratio: float) -> dict[int, int]:
@@ -122,38 +123,29 @@ def search_knob(make: Callable[[float], Decision], arch: Arch, oracle: LatencyOr
             seen.add(cand.signature())
             history.append({"knob": float(x), metric if metric == "flops" else "predicted": v, "flops": cand.flops()})
 
-    def largest_meeting(estimate: np.ndarray) -> int:
-        ok = np.flatnonzero(estimate <= target)
-        return int(ok[-1]) if ok.size else int(np.argmin(estimate))
-
     values = np.array([p[3] for p in points])
-    i = largest_meeting(values)
+    ok = largest_meeting(values, target)
+    i = ok if ok is not None else int(np.argmin(values))
     if metric == "flops" or build is None or oracle.mode == "predict":
         x, d, cand, v = points[i]
         if v > target * (1 + tolerance):
             _out_of_reach(target, metric, "predicted" if metric == "latency" else "counted", x, v)
         return Search(x, d, cand, history)
-    anchors: dict[float, float] = {}  # knob -> log(measured / predicted)
-    best: tuple[float, int, float] | None = None
-    for _ in range(max_measurements):
-        x, d, cand, v = points[i]
-        if x in anchors:
-            break
+    index = {p[0]: j for j, p in enumerate(points)}
+
+    def measure_at(x: float) -> tuple[float, dict[str, Any], str]:
+        _, d, cand, v = points[index[x]]
         m = oracle.measure(build(d), cand).ratio
-        anchors[x] = float(np.log(m / v))
-        history.append({"knob": x, "predicted": v, "measured": m, "flops": cand.flops()})
-        err = abs(m / target - 1)
-        if best is None or err < best[0]:
-            best = (err, i, m)
-        if err <= tolerance / 2:
-            break
-        at = np.array(sorted(anchors))
-        correction = np.interp(knobs, at, [anchors[a] for a in at])
-        i = largest_meeting(values * np.exp(correction))
-    _, i, m = best
+        return m, {"knob": x, "predicted": v, "measured": m, "flops": cand.flops()}, cand.signature()
+
+    reached = measure_toward(target, knobs, values, points[i][0], measure_at, lambda x: points[index[x]][3],
+                             fallback=lambda corrected: int(np.argmin(corrected)), tolerance=tolerance,
+                             max_measurements=max_measurements)
+    history.extend(reached.history)
+    i = index[reached.knob]
     x, d, cand, _ = points[i]
-    if m > target * (1 + tolerance) and i == int(np.argmin(values)):
-        _out_of_reach(target, metric, "measured", x, m)
+    if reached.measured > target * (1 + tolerance) and i == int(np.argmin(values)):
+        _out_of_reach(target, metric, "measured", x, reached.measured)
     return Search(x, d, cand, history)
 
 

@@ -35,7 +35,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +51,7 @@ from pruners.importance import score
 from pruners.method import Method, Problem, Search, option
 from pruners.oracle import LatencyOracle
 from pruners.surgery import Decision, apply
+from pruners.targeting import measure_toward
 
 DEFAULT_GROUP_SIZE = 8
 
@@ -170,42 +170,28 @@ def search_budget(choose: Callable[[float], tuple[Decision, Arch, float]], oracl
     the predicted floor may still be met, as predictions can be pessimistic).
     """
     budgets = np.linspace(floor, 1.0, grid)
-    history: list[dict[str, Any]] = []
     b = max(target, floor)
     if build is None or oracle.mode == "predict":
         d, cand, p = choose(b)
-        history.append({"budget": b, "predicted": p, "flops": cand.flops()})
         if p > target * (1 + tolerance):
             raise PruningError(f"latency target {target:g} is out of SP-LAMP's reach here: its smallest selection "
                                f"is predicted at {p:.3f} of the original")
-        return b, d, cand, history
-    anchors: dict[float, float] = {}  # budget -> log(measured / budget)
-    best: tuple[float, float, Decision, Arch, float] | None = None
-    measured_keys: set[str] = set()
-    for _ in range(max_measurements):
-        d, cand, p = choose(b)
-        key = cand.signature()
+        return b, d, cand, [{"budget": b, "predicted": p, "flops": cand.flops()}]
+
+    def measure_at(budget: float) -> tuple[float, dict[str, Any], str]:
+        d, cand, p = choose(budget)
         m = oracle.measure(build(d), cand).ratio
-        history.append({"budget": b, "predicted": p, "measured": m, "flops": cand.flops()})
-        err = abs(m / target - 1)
-        if best is None or err < best[0]:
-            best = (err, b, d, cand, m)
-        if err <= tolerance / 2 or key in measured_keys:
-            break
-        measured_keys.add(key)
-        anchors[b] = math.log(m / b)
-        at = np.array(sorted(anchors))
-        corrected = budgets * np.exp(np.interp(budgets, at, [anchors[a] for a in at]))
-        ok = np.flatnonzero(corrected <= target)
-        nxt = float(budgets[ok[-1]]) if ok.size else floor
-        if any(abs(nxt - a) < 1e-9 for a in anchors):
-            break
-        b = nxt
-    _, b, d, cand, m = best
-    if m > target * (1 + tolerance) and b <= floor + 1e-9:
+        return m, {"budget": budget, "predicted": p, "measured": m, "flops": cand.flops()}, cand.signature()
+
+    reached = measure_toward(target, budgets, budgets, b, measure_at, lambda budget: budget,
+                             fallback=lambda corrected: 0, tolerance=tolerance, max_measurements=max_measurements,
+                             stop_on_repeat=True)
+    b = reached.knob
+    d, cand, _ = choose(b)
+    if reached.measured > target * (1 + tolerance) and b <= floor + 1e-9:
         raise PruningError(f"latency target {target:g} is out of SP-LAMP's reach here: its smallest selection "
-                           f"measures {m:.3f} of the original")
-    return b, d, cand, history
+                           f"measures {reached.measured:.3f} of the original")
+    return b, d, cand, reached.history
 
 
 def lamp_menus(model: nn.Module, groups: Sequence[ChannelGroup], size: int, min_choices: int = 4,
