@@ -38,33 +38,29 @@ def _lazy(module: str, function: str) -> Callable[..., Any]:
 _CIFAR = (3, 32, 32)
 _IMAGENET = (3, 224, 224)
 
-REGISTRY: dict[str, ModelEntry] = {
-    "smallconv": ModelEntry(_lazy("small", "SmallConvNet"), _CIFAR,
-                            "3 conv-BN-ReLU stages (16-32-64 channels) and a linear head", 10),
-    "resnet20": ModelEntry(_lazy("resnet_cifar", "resnet20"), _CIFAR,
-                           "CIFAR ResNet-20 (He et al.), 3x3 BasicBlocks at 16-32-64 channels, 1x1 projections", 10),
-    "resnet32": ModelEntry(_lazy("resnet_cifar", "resnet32"), _CIFAR,
-                           "CIFAR ResNet-32 (He et al.), 3x5 BasicBlocks at 16-32-64 channels, 1x1 projections", 10),
-    "resnet56": ModelEntry(_lazy("resnet_cifar", "resnet56"), _CIFAR,
-                           "CIFAR ResNet-56 (He et al.), 3x9 BasicBlocks at 16-32-64 channels, 1x1 projections", 10),
-    "resnet110": ModelEntry(_lazy("resnet_cifar", "resnet110"), _CIFAR,
-                            "CIFAR ResNet-110 (He et al.), 3x18 BasicBlocks at 16-32-64 channels, 1x1 projections",
-                            10),
-    "vgg16": ModelEntry(_lazy("vgg", "vgg16"), _CIFAR, "VGG-16 with BatchNorm, CIFAR head Linear(512, 10)", 10),
-    "vgg19": ModelEntry(_lazy("vgg", "vgg19"), _CIFAR, "VGG-19 with BatchNorm, CIFAR head Linear(512, 10)", 10),
-    "mobilenetv1": ModelEntry(_lazy("mobilenet", "mobilenet_v1"), _IMAGENET,
-                              "MobileNet v1 (Howard et al.), 13 depthwise-separable blocks, ImageNet", 1000),
-    "mobilenetv1_cifar": ModelEntry(_lazy("mobilenet", "mobilenet_v1_cifar"), _CIFAR,
-                                    "MobileNet v1 for CIFAR: stem and blocks 2 and 4 at stride 1", 10),
-    "mobilenetv2": ModelEntry(_lazy("mobilenet", "mobilenet_v2"), _IMAGENET,
-                              "MobileNet v2 (Sandler et al.), 17 inverted residual blocks with ReLU6, ImageNet", 1000),
-    "mobilenetv2_cifar": ModelEntry(_lazy("mobilenet", "mobilenet_v2_cifar"), _CIFAR,
-                                    "MobileNet v2 for CIFAR: stem and the second stage (24 channels) at stride 1", 10),
-    "resnet18": ModelEntry(_lazy("resnet", "resnet18"), _IMAGENET,
-                           "ResNet-18, torchvision layout (BasicBlocks 2-2-2-2), ImageNet", 1000),
-    "resnet50": ModelEntry(_lazy("resnet", "resnet50"), _IMAGENET,
-                           "ResNet-50 v1.5, torchvision layout (Bottlenecks 3-4-6-3), ImageNet", 1000),
-}
+_CIFAR_RESNET = "CIFAR ResNet-{} (He et al.), 3x{} BasicBlocks at 16-32-64 channels, 1x1 projections"
+#: name, module, constructor, input shape, classes, description
+_ZOO = [
+    ("smallconv", "small", "SmallConvNet", _CIFAR, 10, "3 conv-BN-ReLU stages (16-32-64 channels) and a linear head"),
+    *((f"resnet{d}", "resnet_cifar", f"resnet{d}", _CIFAR, 10, _CIFAR_RESNET.format(d, (d - 2) // 6))
+      for d in (20, 32, 56, 110)),
+    *((f"vgg{d}", "vgg", f"vgg{d}", _CIFAR, 10, f"VGG-{d} with BatchNorm, CIFAR head Linear(512, 10)")
+      for d in (16, 19)),
+    ("mobilenetv1", "mobilenet", "mobilenet_v1", _IMAGENET, 1000,
+     "MobileNet v1 (Howard et al.), 13 depthwise-separable blocks, ImageNet"),
+    ("mobilenetv1_cifar", "mobilenet", "mobilenet_v1_cifar", _CIFAR, 10,
+     "MobileNet v1 for CIFAR: stem and blocks 2 and 4 at stride 1"),
+    ("mobilenetv2", "mobilenet", "mobilenet_v2", _IMAGENET, 1000,
+     "MobileNet v2 (Sandler et al.), 17 inverted residual blocks with ReLU6, ImageNet"),
+    ("mobilenetv2_cifar", "mobilenet", "mobilenet_v2_cifar", _CIFAR, 10,
+     "MobileNet v2 for CIFAR: stem and the second stage (24 channels) at stride 1"),
+    ("resnet18", "resnet", "resnet18", _IMAGENET, 1000,
+     "ResNet-18, torchvision layout (BasicBlocks 2-2-2-2), ImageNet"),
+    ("resnet50", "resnet", "resnet50", _IMAGENET, 1000,
+     "ResNet-50 v1.5, torchvision layout (Bottlenecks 3-4-6-3), ImageNet"),
+]
+REGISTRY: dict[str, ModelEntry] = {name: ModelEntry(_lazy(module, constructor), shape, description, classes)
+                                   for name, module, constructor, shape, classes, description in _ZOO}
 
 
 def model_names() -> list[str]:

@@ -24,6 +24,12 @@ def _downsample(c_in: int, planes: int, stride: int, path: str, widths: Widths) 
     return nn.Sequential(conv1x1(c_in, out, stride), nn.BatchNorm2d(out))
 
 
+def _add_shortcut(block: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """A residual block's ending: its input (projected where the block has a ``downsample``) added, then ReLU."""
+    identity = x if block.downsample is None else block.downsample(x)
+    return block.relu(out + identity)
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers and a residual add; ``out_channels`` is what the block produces."""
 
@@ -41,13 +47,8 @@ class BasicBlock(nn.Module):
         self.downsample = _downsample(c_in, planes, stride, path, widths) if downsample else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out = out + identity
-        return self.relu(out)
+        return _add_shortcut(self, x, self.bn2(self.conv2(out)))
 
 
 class Bottleneck(nn.Module):
@@ -72,14 +73,9 @@ class Bottleneck(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out = out + identity
-        return self.relu(out)
+        return _add_shortcut(self, x, self.bn3(self.conv3(out)))
 
 
 def make_stage(
