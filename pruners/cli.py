@@ -8,6 +8,7 @@ import argparse
 from latbench.cli import add_profile_checks, load_profile
 from latbench.errors import UsageError
 from latbench.predictors import layer_sum_kinds
+from pruners.batchnorm import RECALIBRATION_IMAGES
 from pruners.method import option_type
 from pruners.methods import METHODS
 from pruners.prune import prune
@@ -34,7 +35,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     result = prune(args.method, args.model, args.weights, profile, target,
                    dataset=args.dataset, data_root=args.data_root, out=args.out, metric=metric, finetune=finetune,
                    predictor=args.predictor, mode=args.oracle, seed=args.seed, measure_budget_s=args.measure_budget,
-                   progress=not args.quiet, options={name: getattr(args, name) for name in method_option_names()})
+                   progress=not args.quiet, options={name: getattr(args, name) for name in method_option_names()},
+                   bn_images=args.bn_images)
     print(result.summary())
     return 0
 
@@ -99,6 +101,9 @@ def register(sub) -> None:
     pn.add_argument("--measure-budget", type=float, default=10.0,
                     help="seconds for the final measurement against the original (default 10)")
     pn.add_argument("--seed", type=int, default=0)
+    pn.add_argument("--bn-images", type=int, default=RECALIBRATION_IMAGES,
+                    help=f"training images batch norms are re-estimated on after surgery (default "
+                         f"{RECALIBRATION_IMAGES}; 0: keep the cut network's statistics)")
     add_method_options(pn)
     pn.add_argument("--out", help="run folder (default runs/MODEL-METHOD-METRICTARGET); a rerun resumes there")
     add_profile_checks(pn)

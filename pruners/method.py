@@ -21,11 +21,12 @@ import torch
 from torch import nn
 
 from latbench.arch import Arch
+from pruners.batchnorm import RECALIBRATION_IMAGES, recalibrate_batchnorm
 from pruners.errors import PruningError
 from pruners.groups import ChannelGroup
 from pruners.oracle import LatencyOracle
 from pruners.surgery import Decision, apply
-from pruners.train import TrainConfig, fit
+from pruners.train import TrainConfig, evaluate, fit
 
 
 @dataclass
@@ -44,6 +45,22 @@ class Problem:
     finetune: TrainConfig
     out: Path | None = None
     progress: bool = False
+    bn_images: int = RECALIBRATION_IMAGES  # training images batch norms are re-estimated on after surgery
+    accuracy_checks: int = 0  # quick accuracy checks run (cached ones not counted)
+    _accuracy: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def recalibrate(self, module: nn.Module) -> int:
+        """Re-estimate ``module``'s batch-norm statistics on ``bn_images`` training images (after surgery)."""
+        return recalibrate_batchnorm(module, self.train_loader, self.bn_images)
+
+    def quick_accuracy(self, module: nn.Module, key: str, batches: int = 4) -> float:
+        """Top-1 accuracy (%) of a freshly cut ``module`` on the first ``batches`` validation batches,
+        after batch-norm recalibration; cached by ``key`` (e.g. the candidate's signature) and counted."""
+        if key not in self._accuracy:
+            self.recalibrate(module)
+            self._accuracy[key] = evaluate(module, self.val_loader, max_batches=batches)
+            self.accuracy_checks += 1
+        return self._accuracy[key]
 
     def build(self, decision: Decision) -> nn.Module:
         """The pruned module of ``decision`` (for measuring; the arch check is skipped for speed)."""
@@ -54,6 +71,7 @@ class Problem:
         checkpointed under ``out/steps/<step>`` so an interrupted search resumes)."""
         config = replace(self.finetune, epochs=epochs)
         folder = self.out / "steps" / str(step) if self.out else None
+        self.recalibrate(module)
         fit(module, self.train_loader, self.val_loader, config, checkpoint_dir=folder, progress=self.progress,
             description=f"fine-tuning (step {step})")
 

@@ -19,6 +19,7 @@ import torch
 from latbench.arch import trace
 from latbench.device_profile import DeviceProfile
 from latbench.jsonio import dump_json
+from pruners.batchnorm import RECALIBRATION_IMAGES
 from pruners.data import load_dataset, loaders
 from pruners.errors import PruningError
 from pruners.groups import channel_groups
@@ -38,12 +39,15 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
           dataset: str = "digits", data_root: str | Path | None = None, out: str | Path | None = None,
           metric: str = "latency", finetune: TrainConfig | None = None, predictor: str = "lut", mode: str = "auto",
           seed: int = 0, measure_budget_s: float = 10.0, progress: bool = True,
-          options: dict[str, Any] | None = None) -> PruneResult:
+          options: dict[str, Any] | None = None, bn_images: int = RECALIBRATION_IMAGES) -> PruneResult:
     """Prune ``model_name`` (trained ``weights``) with ``method`` to ``target`` (a ratio of the original's
     latency or FLOPs), fine-tune, measure (interleaved with the original for ``measure_budget_s``), and
     write the run folder ``out``. ``options`` are the method's own settings (the fields of its
-    ``Options``, see ``pruners.methods``); unset ones take their defaults."""
+    ``Options``, see ``pruners.methods``); unset ones take their defaults. After every surgery the batch
+    norms are re-estimated on ``bn_images`` training images (0: not at all)."""
     chosen = get_method(method)
+    if bn_images < 0:
+        raise PruningError(f"bn_images must be 0 or more, got {bn_images}")
     options = {k: v for k, v in (options or {}).items() if v is not None}
     method_options = chosen.options(options)
     start = time.perf_counter()
@@ -59,7 +63,7 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
     groups = channel_groups(model, arch, example)
     train_loader, val_loader, test_loader = loaders(splits, finetune.batch_size, seed)
     problem = Problem(model, arch, groups, example, oracle, target, metric, train_loader, val_loader, finetune,
-                      Path(out), progress)
+                      Path(out), progress, bn_images)
     if metric == "latency":
         smallest = Decision({g.id: (0,) for g in groups}, tuple(b.name for b in arch.blocks if b.removable))
         oracle.check_target(target, lambda: problem.build(smallest))
@@ -72,6 +76,9 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
     if searched is not None:  # an iterative schedule pruned and trained it during the search
         load_weights(pruned, searched, str(out / SEARCH_WEIGHTS))
     acc_original = evaluate(model, test_loader)
+    acc_cut = evaluate(pruned, test_loader)
+    if searched is None:  # a schedule that trained during the search recalibrated and fine-tuned already
+        problem.recalibrate(pruned)
     acc_pruned = evaluate(pruned, test_loader)
     history = fit(pruned, train_loader, val_loader, finetune, checkpoint_dir=out / "finetune", progress=progress,
                   description=f"fine-tuning ({method})") if finetune.epochs > 0 else None
@@ -84,7 +91,9 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
     result = PruneResult(
         method=method, model=pruned, arch=pruned_arch, decision=decision,
         target={"metric": metric, "ratio": target, "knob": knob},
-        accuracy={"original": acc_original, "pruned": acc_pruned, "finetuned": acc_finetuned},
+        accuracy={"original": acc_original, "pruned": acc_pruned, "finetuned": acc_finetuned,
+                  "pruned_before_recalibration": acc_cut, "recalibration_images": bn_images,
+                  "quick_accuracy_checks": problem.accuracy_checks},
         latency={"backend": oracle.backend_name, "profile": prof.name, "predictor": predictor,
                  "predicted_ratio": predicted.ratio, "predicted_us": predicted.latency_us,
                  "predicted_interval": [predicted.low, predicted.high],

@@ -64,7 +64,8 @@ class PruneResult:
         lines += ["",
                   f"Measured latency ratio {fmt(ratio)} (95% CI {fmt(ci[0])}–{fmt(ci[1])}), "
                   f"predicted {fmt(lat.get('predicted_ratio'))}; accuracy right after surgery "
-                  f"{fmt(a.get('pruned'))}%.",
+                  f"{fmt(a.get('pruned'))}% with batch norms re-estimated on {a.get('recalibration_images', 0)} "
+                  f"images ({fmt(a.get('pruned_before_recalibration'))}% before).",
                   f"Oracle: {self.oracle.get('counts', {}).get('predictions', 0)} predictions, "
                   f"{self.oracle.get('counts', {}).get('measurements', 0)} measurements; "
                   f"wall time {self.wall_time_s:.0f} s.",

@@ -59,6 +59,7 @@ def test_prune_writes_a_consistent_run_and_resumes(capsys, trained, profile, tmp
     assert report["flops"]["ratio"] < 1 and report["oracle"]["counts"]["measurements"] == 0  # predict mode
     assert report["oracle"]["counts"]["predictions"] > 10
     assert len(report["finetune"]) == 1 and report["accuracy"]["original"] > 50
+    assert report["accuracy"]["recalibration_images"] == 512 and report["accuracy"]["pruned_before_recalibration"] >= 0
     arch = Arch.from_json(out / "arch.json")
     rebuilt = build_model("smallconv", channels=arch.channels())  # the saved weights fit the saved arch
     rebuilt.load_state_dict(read_weights(out / "pruned.pt"))
@@ -131,7 +132,9 @@ class FirstChannelsOptions:
 def first_channels(problem: Problem, options: FirstChannelsOptions) -> Search:
     keep = {g.id: tuple(range(max(1, round(options.share * g.channels)))) for g in problem.groups}
     decision = Decision(keep)
-    return Search(options.share, decision, decision.arch(problem.arch), [{"share": options.share}])
+    arch = decision.arch(problem.arch)
+    checks = [problem.quick_accuracy(problem.build(decision), arch.signature()) for _ in range(2)]  # cached
+    return Search(options.share, decision, arch, [{"share": options.share, "quick_accuracy": checks}])
 
 
 @pytest.fixture
@@ -152,7 +155,9 @@ def test_a_method_registered_from_a_test_file_runs_through_prune_and_the_cli(cap
     original = trace(build_model("smallconv"), torch.zeros(1, 3, 32, 32), "smallconv")
     assert {g.id: result.arch.widths[g.id] for g in original.prunable_groups} == \
         {g.id: max(1, round(0.25 * g.channels)) for g in original.prunable_groups}
-    assert result.search == [{"share": 0.25}]
+    (entry,) = result.search
+    assert entry["share"] == 0.25 and entry["quick_accuracy"][0] == entry["quick_accuracy"][1]
+    assert 0 <= entry["quick_accuracy"][0] <= 100 and result.accuracy["quick_accuracy_checks"] == 1
     with pytest.raises(SystemExit):
         run(capsys, "prune", "--help")
     assert "firstchannels options" in capsys.readouterr().out
