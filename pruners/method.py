@@ -46,12 +46,13 @@ class Problem:
     out: Path | None = None
     progress: bool = False
     bn_images: int = RECALIBRATION_IMAGES  # training images batch norms are re-estimated on after surgery
+    fine_tune_fn: Callable[[nn.Module, int], None] | None = None  # the user's finetune(module, epochs)
     accuracy_checks: int = 0  # quick accuracy checks run (cached ones not counted)
     _accuracy: dict[str, float] = field(default_factory=dict, repr=False)
 
     def recalibrate(self, module: nn.Module) -> int:
         """Re-estimate ``module``'s batch-norm statistics on ``bn_images`` training images (after surgery)."""
-        return recalibrate_batchnorm(module, self.train_loader, self.bn_images)
+        return recalibrate_batchnorm(module, self.train_loader, self.bn_images) if self.train_loader is not None else 0
 
     def quick_accuracy(self, module: nn.Module, key: str, batches: int = 4) -> float:
         """Top-1 accuracy (%) of a freshly cut ``module`` on the first ``batches`` validation batches,
@@ -69,9 +70,12 @@ class Problem:
     def step_fine_tune(self, module: nn.Module, step: int, epochs: int = 1) -> None:
         """Fine-tune ``module`` in place between the steps of an iterative schedule (``epochs`` epochs,
         checkpointed under ``out/steps/<step>`` so an interrupted search resumes)."""
+        self.recalibrate(module)
+        if self.fine_tune_fn is not None:
+            self.fine_tune_fn(module, epochs)
+            return
         config = replace(self.finetune, epochs=epochs)
         folder = self.out / "steps" / str(step) if self.out else None
-        self.recalibrate(module)
         fit(module, self.train_loader, self.val_loader, config, checkpoint_dir=folder, progress=self.progress,
             description=f"fine-tuning (step {step})")
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from latbench.arch import trace
 from latbench.device_profile import DeviceProfile
@@ -35,57 +37,106 @@ SEARCH = "search.json"
 SEARCH_WEIGHTS = "search.pt"
 
 
+#: a user's fine-tuning step: train ``module`` in place for ``epochs`` epochs
+FineTune = Callable[[nn.Module, int], None]
+#: a user's evaluation: a score of ``module``, higher is better (top-1 accuracy in percent by default)
+Evaluate = Callable[[nn.Module], float]
+
+
 def prune(method: str, model_name: str, weights: str | Path, profile: str | Path | DeviceProfile, target: float = 0.5,
           dataset: str = "digits", data_root: str | Path | None = None, out: str | Path | None = None,
           metric: str = "latency", finetune: TrainConfig | None = None, predictor: str = "lut", mode: str = "auto",
           seed: int = 0, measure_budget_s: float = 10.0, progress: bool = True,
           options: dict[str, Any] | None = None, bn_images: int = RECALIBRATION_IMAGES) -> PruneResult:
-    """Prune ``model_name`` (trained ``weights``) with ``method`` to ``target`` (a ratio of the original's
-    latency or FLOPs), fine-tune, measure (interleaved with the original for ``measure_budget_s``), and
-    write the run folder ``out``. ``options`` are the method's own settings (the fields of its
-    ``Options``, see ``pruners.methods``); unset ones take their defaults. After every surgery the batch
-    norms are re-estimated on ``bn_images`` training images (0: not at all)."""
+    """Prune the zoo network ``model_name`` (trained ``weights``) on one of the built-in datasets: loads both
+    and calls :func:`prune_module` (see there), with the built-in trainer and top-1 accuracy on the test split."""
+    finetune = finetune or TrainConfig(epochs=5, lr=0.01, seed=seed)
+    out = Path(out or f"runs/{model_name}-{method}-{metric}{target:g}")
+    get_method(method).options({k: v for k, v in (options or {}).items() if v is not None})  # before any loading
+    splits = load_dataset(dataset, data_root, seed=seed)
+    model = load_trained(model_name, weights, splits.num_classes)
+    prof = profile if isinstance(profile, DeviceProfile) else DeviceProfile.load(profile)
+    batch = int(prof.meta["settings"].get("batch", 1))
+    example = torch.randn(batch, *splits.input_shape, generator=torch.Generator().manual_seed(seed))
+    train_loader, val_loader, test_loader = loaders(splits, finetune.batch_size, seed)
+    settings = {"method": method, "model": model_name, "weights": str(weights), "dataset": dataset,
+                "profile": prof.name, "target": target, "metric": metric, "predictor": predictor, "mode": mode,
+                "seed": seed, "finetune": finetune.to_dict(),
+                "options": {k: v for k, v in (options or {}).items() if v is not None}}
+    return prune_module(model, example, prof, method, target, metric, train_loader, val_loader, finetune,
+                        lambda m: evaluate(m, test_loader), out, model_name, predictor, mode, measure_budget_s,
+                        progress, options, bn_images, settings)
+
+
+def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | Path | DeviceProfile,
+                 method: str = "splamp", target: float = 0.5, metric: str = "latency", train_loader: Any = None,
+                 val_loader: Any = None, finetune: TrainConfig | FineTune | None = None,
+                 evaluate_fn: Evaluate | None = None, out: str | Path | None = None, name: str = "model",
+                 predictor: str = "lut", mode: str = "auto", measure_budget_s: float = 10.0, progress: bool = True,
+                 options: dict[str, Any] | None = None, bn_images: int = RECALIBRATION_IMAGES,
+                 settings: dict[str, Any] | None = None, finetune_epochs: int = 5) -> PruneResult:
+    """Prune any trained ``model`` (run on ``example_input``) with ``method`` to ``target`` (a ratio of the
+    original's latency or FLOPs), fine-tune, measure (interleaved with the original for ``measure_budget_s``),
+    and write the run folder ``out``.
+
+    ``finetune`` is a ``TrainConfig`` for the built-in trainer on ``train_loader``/``val_loader`` (default
+    5 epochs), or the user's own ``finetune(module, epochs)`` (called with ``finetune_epochs``, and between
+    the steps of an iterative schedule). ``evaluate_fn(module) -> float`` scores accuracy (default: top-1 in
+    percent on ``val_loader``). ``options`` are the method's own settings (the fields of its ``Options``,
+    see ``pruners.methods``); unset ones take their defaults. After every surgery the batch norms are
+    re-estimated on ``bn_images`` images of ``train_loader`` (0, or no loader: not at all). ``settings``
+    identify the search in the run folder (default: method, name, profile, target and the rest given here).
+    """
     chosen = get_method(method)
     if bn_images < 0:
         raise PruningError(f"bn_images must be 0 or more, got {bn_images}")
     options = {k: v for k, v in (options or {}).items() if v is not None}
     method_options = chosen.options(options)
     start = time.perf_counter()
-    finetune = finetune or TrainConfig(epochs=5, lr=0.01, seed=seed)
-    out = Path(out or f"runs/{model_name}-{method}-{metric}{target:g}")
-    splits = load_dataset(dataset, data_root, seed=seed)
-    model = load_trained(model_name, weights, splits.num_classes)
+    config = finetune if isinstance(finetune, TrainConfig) else TrainConfig(epochs=finetune_epochs, lr=0.01)
+    user_finetune = finetune if callable(finetune) else None
+    if user_finetune is None and config.epochs > 0 and train_loader is None:
+        raise PruningError("fine-tuning needs a train_loader (or a finetune(module, epochs) of your own)")
+    if evaluate_fn is None:
+        if val_loader is None:
+            raise PruningError("give val_loader (top-1 accuracy) or an evaluate(module) -> float of your own")
+        evaluate_fn = lambda m: evaluate(m, val_loader)  # noqa: E731 - the default scorer
+    bn_images = bn_images if train_loader is not None else 0
+    out = Path(out or f"runs/{name}-{method}-{metric}{target:g}")
     prof = profile if isinstance(profile, DeviceProfile) else DeviceProfile.load(profile)
-    batch = int(prof.meta["settings"].get("batch", 1))
-    example = torch.randn(batch, *splits.input_shape, generator=torch.Generator().manual_seed(seed))
-    arch = trace(model, example, model_name)
-    oracle = LatencyOracle(prof, model, arch, example, predictor=predictor, mode=mode)
-    groups = channel_groups(model, arch, example)
-    train_loader, val_loader, test_loader = loaders(splits, finetune.batch_size, seed)
-    problem = Problem(model, arch, groups, example, oracle, target, metric, train_loader, val_loader, finetune,
-                      Path(out), progress, bn_images)
+    model = model.eval()
+    arch = trace(model, example_input, name)
+    oracle = LatencyOracle(prof, model, arch, example_input, predictor=predictor, mode=mode)
+    groups = channel_groups(model, arch, example_input)
+    problem = Problem(model, arch, groups, example_input, oracle, target, metric, train_loader, val_loader, config,
+                      out, progress, bn_images, fine_tune_fn=user_finetune)
     if metric == "latency":
         smallest = Decision({g.id: (0,) for g in groups}, tuple(b.name for b in arch.blocks if b.removable))
         oracle.check_target(target, lambda: problem.build(smallest))
-    settings = {"method": method, "model": model_name, "weights": str(weights), "dataset": dataset,
-                "profile": prof.name, "target": target, "metric": metric, "predictor": predictor, "mode": mode,
-                "seed": seed, "finetune": finetune.to_dict(), "options": options}
+    settings = settings or {"method": method, "model": name, "profile": prof.name, "target": target,
+                            "metric": metric, "predictor": predictor, "mode": mode, "options": options,
+                            "network": arch.signature(), "finetune": config.to_dict() if user_finetune is None
+                            else f"user: {finetune_epochs} epochs"}
 
     decision, search, knob, searched = _search(problem, chosen, method_options, out, settings)
-    pruned, pruned_arch = apply(model, arch, decision, example)
+    pruned, pruned_arch = apply(model, arch, decision, example_input)
     if searched is not None:  # an iterative schedule pruned and trained it during the search
         load_weights(pruned, searched, str(out / SEARCH_WEIGHTS))
-    acc_original = evaluate(model, test_loader)
-    acc_cut = evaluate(pruned, test_loader)
+    acc_original = evaluate_fn(model)
+    acc_cut = evaluate_fn(pruned)
     if searched is None:  # a schedule that trained during the search recalibrated and fine-tuned already
         problem.recalibrate(pruned)
-    acc_pruned = evaluate(pruned, test_loader)
-    history = fit(pruned, train_loader, val_loader, finetune, checkpoint_dir=out / "finetune", progress=progress,
-                  description=f"fine-tuning ({method})") if finetune.epochs > 0 else None
-    acc_finetuned = evaluate(pruned, test_loader)
+    acc_pruned = evaluate_fn(pruned)
+    history = None
+    if user_finetune is not None:
+        user_finetune(pruned, finetune_epochs)
+    elif config.epochs > 0:
+        history = fit(pruned, train_loader, val_loader, config, checkpoint_dir=out / "finetune", progress=progress,
+                      description=f"fine-tuning ({method})")
+    acc_finetuned = evaluate_fn(pruned)
 
     final = replace(oracle.settings, budget_s=measure_budget_s)
-    measured = LatencyOracle(prof, model, arch, example, predictor=predictor, mode="measure", settings=final,
+    measured = LatencyOracle(prof, model, arch, example_input, predictor=predictor, mode="measure", settings=final,
                              backend=oracle.backend).measure(pruned, pruned_arch)
     predicted = oracle.predict(pruned_arch)
     result = PruneResult(

@@ -1,0 +1,57 @@
+"""Pruning a network the user has (defined only in tests/user_net.py), with the user's fine-tuning and evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from user_net import factory
+
+from latbench.device_profile import DeviceProfile
+from pruners.errors import PruningError
+from pruners.prune import prune_module
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(128, 3, 32, 32, generator=g), torch.randint(0, 10, (128,), generator=g)
+    return DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+
+def test_a_user_network_is_pruned_with_the_users_callables(shipped_profile, data, tmp_path):
+    profile = DeviceProfile.load(shipped_profile())
+    calls: list[tuple] = []
+
+    def finetune(module, epochs):
+        calls.append(("finetune", epochs, sum(p.numel() for p in module.parameters())))
+
+    def evaluate(module):
+        calls.append(("evaluate",))
+        return 42.0
+
+    model = factory()
+    result = prune_module(model, torch.randn(1, 3, 32, 32), profile, "uniform", 0.5, metric="flops",
+                          train_loader=data, finetune=finetune, evaluate_fn=evaluate, out=tmp_path / "run",
+                          name="usernet", predictor="xgb", mode="predict", measure_budget_s=1, progress=False,
+                          finetune_epochs=3)
+    pruned_params = sum(p.numel() for p in result.model.parameters())
+    assert calls == [("evaluate",)] * 3 + [("finetune", 3, pruned_params), ("evaluate",)]
+    assert result.accuracy["original"] == result.accuracy["finetuned"] == 42.0
+    assert result.flops["ratio"] <= 0.5 * 1.05 and pruned_params < sum(p.numel() for p in model.parameters())
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["settings"]["model"] == "usernet" and report["settings"]["finetune"] == "user: 3 epochs"
+    assert result.model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_without_loaders_or_callables_the_run_says_what_it_needs(shipped_profile):
+    profile = DeviceProfile.load(shipped_profile())
+    with pytest.raises(PruningError, match="needs a train_loader"):
+        prune_module(factory(), torch.randn(1, 3, 32, 32), profile, "uniform", 0.5, metric="flops")
+    with pytest.raises(PruningError, match="evaluate"):
+        prune_module(factory(), torch.randn(1, 3, 32, 32), profile, "uniform", 0.5, metric="flops",
+                     finetune=lambda m, e: None)
