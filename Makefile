@@ -40,7 +40,7 @@ demo: $(STAMP)
 	$(VENV)/bin/latbench predict --profile $(PROFILE) --model resnet56 --keep 0.5 --measure
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check latbench pruners tests benchmarks analysis
+	$(VENV)/bin/ruff check latbench pruners tests benchmarks analysis examples
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

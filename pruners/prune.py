@@ -9,6 +9,7 @@ report.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -51,7 +52,8 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
     """Prune the zoo network ``model_name`` (trained ``weights``) on one of the built-in datasets: loads both
     and calls :func:`prune_module` (see there), with the built-in trainer and top-1 accuracy on the test split."""
     finetune = finetune or TrainConfig(epochs=5, lr=0.01, seed=seed)
-    out = Path(out or f"runs/{model_name}-{method}-{metric}{target:g}")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model_name).strip("-")  # a factory spec names no folder
+    out = Path(out or f"runs/{slug}-{method}-{metric}{target:g}")
     get_method(method).options({k: v for k, v in (options or {}).items() if v is not None})  # before any loading
     splits = load_dataset(dataset, data_root, seed=seed)
     model = load_trained(model_name, weights, splits.num_classes)
@@ -141,7 +143,8 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
     predicted = oracle.predict(pruned_arch)
     result = PruneResult(
         method=method, model=pruned, arch=pruned_arch, decision=decision,
-        target={"metric": metric, "ratio": target, "knob": knob},
+        target={"metric": metric, "ratio": target, "knob": knob, "missed": _missed(metric, target, measured.ratio,
+                                                                                   search)},
         accuracy={"original": acc_original, "pruned": acc_pruned, "finetuned": acc_finetuned,
                   "pruned_before_recalibration": acc_cut, "recalibration_images": bn_images,
                   "quick_accuracy_checks": problem.accuracy_checks},
@@ -185,3 +188,18 @@ def _search(problem: Problem, method: Method, options: Any, out: Path,
     dump_json({"settings": settings, "decision": found.decision.to_dict(), "history": found.history,
                "knob": found.knob, "weights": trained is not None}, path)
     return found.decision, found.history, found.knob, trained
+
+
+#: how far the final measurement may be from a latency target before the run says it missed
+TARGET_TOLERANCE = 0.05
+
+
+def _missed(metric: str, target: float, measured: float, search: list[dict[str, Any]]) -> str | None:
+    """Why a latency target was missed (None when the final measurement is within the tolerance)."""
+    if metric != "latency" or abs(measured / target - 1) <= TARGET_TOLERANCE:
+        return None
+    tried = sorted({round(float(h["measured"]), 3) for h in search if "measured" in h})
+    how = (f"the search measured {', '.join(map(str, tried))}: no candidate of this method landed closer"
+           if tried else "the search trusted predictions alone (oracle predict), and they are off here")
+    return (f"measured {measured:.3f} against the target {target:g} (outside ±{TARGET_TOLERANCE:.0%}): {how}; "
+            "try --oracle measure, another method, or a profile that covers this network's layers")

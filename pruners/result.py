@@ -70,6 +70,8 @@ class PruneResult:
                   f"{self.oracle.get('counts', {}).get('measurements', 0)} measurements; "
                   f"wall time {self.wall_time_s:.0f} s.",
                   f"Removed blocks: {', '.join(sorted(self.arch.removed)) or 'none'}.", ""]
+        if self.target.get("missed"):
+            lines.insert(-1, f"**Target missed**: {self.target['missed']}.")
         return "\n".join(lines)
 
     def write(self, out: str | Path) -> Path:

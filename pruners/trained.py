@@ -15,7 +15,7 @@ from torch import nn
 
 from latbench.arch import trace
 from latbench.jsonio import dump_json
-from latbench.models import build_model, get_entry
+from latbench.models import build_model, get_entry, is_factory, resolve_model
 from pruners.data import Splits, load_dataset, loaders
 from pruners.errors import CheckpointError
 from pruners.train import TrainConfig, evaluate, fit, load_weights, read_weights
@@ -59,10 +59,11 @@ def train_zoo_model(name: str, dataset: str = "digits", out: str | Path | None =
 
 
 def load_trained(name: str, weights: str | Path, num_classes: int) -> nn.Module:
-    """Zoo network ``name`` with ``weights`` (a state dict file or a training folder holding one)."""
+    """Zoo network ``name`` (or a user's factory ``module:function`` / ``file.py:function``, which builds its
+    own head) with ``weights`` (a state dict file or a training folder holding one, loaded weights-only)."""
     path = Path(weights)
     if path.is_dir():
         path = path / WEIGHTS
-    model = build_model(name, num_classes=num_classes)
+    model = resolve_model(name) if is_factory(name) else build_model(name, num_classes=num_classes)
     load_weights(model, read_weights(path), str(path))
     return model.eval()

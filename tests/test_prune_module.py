@@ -55,3 +55,21 @@ def test_without_loaders_or_callables_the_run_says_what_it_needs(shipped_profile
     with pytest.raises(PruningError, match="evaluate"):
         prune_module(factory(), torch.randn(1, 3, 32, 32), profile, "uniform", 0.5, metric="flops",
                      finetune=lambda m, e: None)
+
+
+def test_the_command_prunes_a_network_from_a_factory_file(capsys, shipped_profile, tmp_path):
+    from pathlib import Path
+
+    from test_cli import assert_one_line_error, run
+
+    spec = f"{Path(__file__).parent / 'user_net.py'}:factory"
+    weights = tmp_path / "user.pt"
+    torch.save(factory().state_dict(), weights)
+    args = ("prune", "uniform", "--weights", str(weights), "--profile", str(shipped_profile()), "--flops-target",
+            "0.5", "--predictor", "xgb", "--finetune-epochs", "0", "--measure-budget", "1", "--quiet")
+    code, _, err = run(capsys, *args, "--model", spec, "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["settings"]["model"] == spec and report["flops"]["ratio"] <= 0.5 * 1.05
+    code, _, err = run(capsys, *args, "--model", spec.replace(":factory", ":nope"), "--out", str(tmp_path / "bad"))
+    assert_one_line_error(code, err, "model factory", "has no attribute 'nope'")

@@ -8,11 +8,13 @@ Every constructor takes ``num_classes`` and ``channels``: a mapping from the mod
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from latbench.errors import UnknownModelError, first_line
+from latbench.errors import ModelLoadError, UnknownModelError, first_line
 
 TORCHVISION_PREFIX = "torchvision:"
 
@@ -78,8 +80,43 @@ def build_model(name: str, **kwargs: Any):
     return get_entry(name).factory(**kwargs).eval()
 
 
+def is_factory(name: str) -> bool:
+    """``package.module:function`` or ``path/to/file.py:function``: a user's network factory."""
+    return ":" in name and not name.startswith(TORCHVISION_PREFIX)
+
+
+def build_from_factory(spec: str):
+    """Call the user's factory ``package.module:function`` or ``path/to/file.py:function`` (no arguments);
+    it must return an ``nn.Module``. Every failure is one ``ModelLoadError`` line."""
+    from torch import nn
+
+    target, _, function = spec.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise ModelLoadError(f"model factory {spec!r}: no file {target}")
+            module_spec = importlib.util.spec_from_file_location(f"latbench_user_{path.stem}", path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        factory = getattr(module, function)
+        model = factory()
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the user's code raises becomes one line
+        raise ModelLoadError(f"model factory {spec!r} failed: {type(exc).__name__}: {first_line(exc, 200)}") from None
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"model factory {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model.eval()
+
+
 def resolve_model(name: str, **kwargs: Any):
-    """``build_model(name)``, or for ``torchvision:<name>`` an untrained ``torchvision.models.<name>`` (eval mode)."""
+    """``build_model(name)``; for ``torchvision:<name>`` an untrained ``torchvision.models.<name>``; for
+    ``package.module:function`` or ``path/to/file.py:function`` what that factory returns (eval mode)."""
+    if is_factory(name):
+        return build_from_factory(name)
     if not name.startswith(TORCHVISION_PREFIX):
         return build_model(name, **kwargs)
     arch = name[len(TORCHVISION_PREFIX):]
