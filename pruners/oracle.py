@@ -27,8 +27,13 @@ import torch
 from torch import nn
 
 from latbench.arch import Arch
+from latbench.errors import ProfileError
 from latbench.measure import MeasureSettings, compare
+from latbench.predictors import OutOfProfileError
 from pruners.errors import PruningError
+
+#: the predictor a network the chosen one cannot price falls back to
+LEARNED_FALLBACK = "xgb"
 
 MODES = ("predict", "measure", "auto")
 
@@ -91,12 +96,35 @@ class LatencyOracle:
         elif self.backend.name != expected:
             raise PruningError(f"profile {self.profile.name} prices backend {expected!r}, not {self.backend.name!r}; "
                                f"measure on {expected} or use a profile made with {self.backend.name}")
+        self.notes: list[str] = []
         self._model = self.profile.predictor(self.predictor)
         self._predicted: dict[str, Estimate] = {}
         self._measured: dict[str, Estimate] = {}
         self._reference_runnable = None
-        self.reference_predicted_us = float(self._model.predict(self.arch).latency_us)
+        self.reference_predicted_us = self._price_reference()
         self.reference_measured_us: float | None = None
+
+    def _price_reference(self) -> float:
+        """The original's predicted latency; a network the chosen predictor cannot price (layer shapes the
+        profile never measured) is priced by the learned predictor instead, with a note, else refused in one
+        line before any search starts."""
+        try:
+            return float(self._model.predict(self.arch).latency_us)
+        except OutOfProfileError as exc:
+            unpriced = str(exc)
+        if self.predictor != LEARNED_FALLBACK:
+            try:
+                model = self.profile.predictor(LEARNED_FALLBACK)
+                latency = float(model.predict(self.arch).latency_us)
+            except (OutOfProfileError, ProfileError):
+                pass
+            else:
+                self.notes.append(f"{unpriced}; priced by the learned predictor {LEARNED_FALLBACK} instead "
+                                  f"(latbench profile --extend would measure them)")
+                self._model, self.predictor = model, LEARNED_FALLBACK
+                return latency
+        raise PruningError(f"{unpriced}; no predictor of this profile prices it (not the learned one either): "
+                           "prune to a --flops-target, or profile this network's layers first")
 
     @property
     def backend_name(self) -> str:
@@ -184,6 +212,6 @@ class LatencyOracle:
 
     def describe(self) -> dict[str, Any]:
         return {"profile": self.profile.name, "backend": self.backend_name, "predictor": self.predictor,
-                "mode": self.mode, "threshold": self.threshold,
+                "mode": self.mode, "threshold": self.threshold, "notes": list(self.notes),
                 "reference_predicted_us": self.reference_predicted_us,
                 "reference_measured_us": self.reference_measured_us, "counts": self.counts.to_dict()}

@@ -138,8 +138,8 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
     acc_finetuned = evaluate_fn(pruned)
 
     final = replace(oracle.settings, budget_s=measure_budget_s)
-    measured = LatencyOracle(prof, model, arch, example_input, predictor=predictor, mode="measure", settings=final,
-                             backend=oracle.backend).measure(pruned, pruned_arch)
+    measured = LatencyOracle(prof, model, arch, example_input, predictor=oracle.predictor, mode="measure",
+                             settings=final, backend=oracle.backend).measure(pruned, pruned_arch)
     predicted = oracle.predict(pruned_arch)
     result = PruneResult(
         method=method, model=pruned, arch=pruned_arch, decision=decision,
@@ -148,7 +148,7 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
         accuracy={"original": acc_original, "pruned": acc_pruned, "finetuned": acc_finetuned,
                   "pruned_before_recalibration": acc_cut, "recalibration_images": bn_images,
                   "quick_accuracy_checks": problem.accuracy_checks},
-        latency={"backend": oracle.backend_name, "profile": prof.name, "predictor": predictor,
+        latency={"backend": oracle.backend_name, "profile": prof.name, "predictor": oracle.predictor,
                  "predicted_ratio": predicted.ratio, "predicted_us": predicted.latency_us,
                  "predicted_interval": [predicted.low, predicted.high],
                  "reference_predicted_us": oracle.reference_predicted_us,

@@ -72,6 +72,7 @@ class PruneResult:
                   f"Removed blocks: {', '.join(sorted(self.arch.removed)) or 'none'}.", ""]
         if self.target.get("missed"):
             lines.insert(-1, f"**Target missed**: {self.target['missed']}.")
+        lines[-1:-1] = [f"Note: {note}." for note in self.oracle.get("notes", [])]
         return "\n".join(lines)
 
     def write(self, out: str | Path) -> Path:

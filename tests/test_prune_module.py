@@ -73,3 +73,15 @@ def test_the_command_prunes_a_network_from_a_factory_file(capsys, shipped_profil
     assert report["settings"]["model"] == spec and report["flops"]["ratio"] <= 0.5 * 1.05
     code, _, err = run(capsys, *args, "--model", spec.replace(":factory", ":nope"), "--out", str(tmp_path / "bad"))
     assert_one_line_error(code, err, "model factory", "has no attribute 'nope'")
+
+
+def test_a_network_the_lut_cannot_price_is_priced_by_the_learned_predictor_with_a_note(shipped_profile, data,
+                                                                                       tmp_path):
+    profile = DeviceProfile.load(shipped_profile())
+    result = prune_module(factory(), torch.randn(1, 3, 32, 32), profile, "uniform", 0.5, metric="flops",
+                          train_loader=data, finetune=lambda m, e: None, evaluate_fn=lambda m: 0.0,
+                          out=tmp_path / "run", name="usernet", predictor="lut", mode="predict",
+                          measure_budget_s=1, progress=False)
+    (note,) = result.oracle["notes"]
+    assert "never measured" in note and "priced by the learned predictor xgb" in note
+    assert result.oracle["predictor"] == "xgb" and f"Note: {note}." in result.summary()
