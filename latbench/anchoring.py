@@ -45,7 +45,7 @@ from latbench.errors import InvalidValueError, ProfileError
 from latbench.jsonio import dump_json
 from latbench.measure import MeasureSettings, compare
 from latbench.models import build_candidate
-from latbench.predictors.batch import CandidateBatch
+from latbench.predictors.batch import CandidateBatch, group_by_base
 from latbench.predictors.calibration import fit_toward
 from latbench.predictors.layer_sum import FEATURES, LayerSumPredictor
 from latbench.predictors.rescaled import Rescaled
@@ -159,11 +159,11 @@ def term_groups() -> np.ndarray:
 def contributions(predictor: LayerSumPredictor, archs) -> np.ndarray:
     """(N, len(TERM_GROUPS)): each network's prediction split into compute and weight traffic."""
     coef = np.array([predictor.calibration["coefficients"][f] for f in FEATURES])
-    feats = np.concatenate([predictor.features(CandidateBatch.of([a]))[0] for a in archs])
-    out = np.zeros((len(archs), len(TERM_GROUPS)))
-    for g in range(len(TERM_GROUPS)):
-        out[:, g] = (feats * coef)[:, term_groups() == g].sum(axis=1)
-    return out
+    groups, order = group_by_base(archs)
+    terms = np.empty((len(archs), len(FEATURES)))
+    terms[order] = np.concatenate([predictor.features(CandidateBatch.of(group))[0] for group in groups]) * coef
+    column = term_groups()
+    return np.stack([terms[:, column == g].sum(axis=1) for g in range(len(TERM_GROUPS))], axis=1)
 
 
 def anchor_networks(profile, per_family: int = PER_FAMILY) -> list[tuple[str, str, Any, float]]:
@@ -180,10 +180,10 @@ def anchor_networks(profile, per_family: int = PER_FAMILY) -> list[tuple[str, st
     share = contributions(profile.predictor("lut", reanchored=False), archs)
     share = share[:, 1] / np.maximum(share.sum(axis=1), 1e-9)
     for family in [f for f, *_ in out]:
-        rows = [i for i, a in enumerate(archs) if a.name == family]
-        ranked = sorted(rows, key=lambda i: share[i])
-        picks = [ranked[0], ranked[-1]] if per_family == 2 else \
-            [ranked[round(j * (len(ranked) - 1) / max(per_family - 1, 1))] for j in range(per_family)]
+        ranked = sorted((i for i, a in enumerate(archs) if a.name == family), key=lambda i: share[i])
+        if not ranked:
+            continue
+        picks = [ranked[round(j * (len(ranked) - 1) / max(per_family - 1, 1))] for j in range(per_family)]
         for i in dict.fromkeys(picks):
             out.append((keys[i], family, archs[i], float(latency[i])))
     return out

@@ -81,7 +81,8 @@ class DeviceProfile:
         self.layers = layers
         self.models = models
         self.anchoring: Reanchoring | None = None
-        self._predictors: dict[str, Any] = {}
+        self._predictors: dict[str, Any] = {}  # calibrated on the profile, by kind
+        self._reanchored: dict[str, Any] = {}  # the same, rescaled to ``anchoring``
 
     @classmethod
     def load(cls, path: str | Path, strict: bool = False, check_fingerprint: bool = True) -> DeviceProfile:
@@ -174,11 +175,7 @@ class DeviceProfile:
     def apply_anchoring(self, anchoring: Reanchoring | None) -> None:
         """Rescale predictions to ``anchoring`` (None: back to the profile's own state)."""
         self.anchoring = anchoring
-        self._predictors = {k: v for k, v in self._predictors.items() if "@" not in k}
-
-    def anchor_history(self) -> list[Reanchoring]:
-        """Anchorings recorded for this profile on this machine, oldest first."""
-        return history(self.path)
+        self._reanchored = {}
 
     # --- predictors --------------------------------------------------------------------------
     def predictor(self, kind: str = "lut", reanchored: bool = True):
@@ -189,10 +186,9 @@ class DeviceProfile:
         if kind not in PREDICTORS:
             raise ProfileError(f"unknown predictor {kind!r}; choose from {', '.join(PREDICTORS)}")
         if reanchored and self.anchoring is not None:
-            key = f"{kind}@{self.anchoring.measured_at}"
-            if key not in self._predictors:
-                self._predictors[key] = rescale(self.predictor(kind, reanchored=False), self, self.anchoring)
-            return self._predictors[key]
+            if kind not in self._reanchored:
+                self._reanchored[kind] = rescale(self.predictor(kind, reanchored=False), self, self.anchoring)
+            return self._reanchored[kind]
         if kind not in self._predictors:
             pred = build_predictor(kind, self.meta, self.layers, self.path)
             archs, measured = self.network_samples("calib")
