@@ -92,9 +92,9 @@ def global_decision(model: nn.Module, groups: list[ChannelGroup], example: torch
 
 
 def search_knob(make: Callable[[float], Decision], arch: Arch, oracle: LatencyOracle | None, target: float,
-             metric: str = "latency", build: Callable[[Decision], nn.Module] | None = None,
-             knob_range: tuple[float, float] = (0.02, 1.0), grid: int = 121, tolerance: float = 0.05,
-             max_measurements: int = 6) -> Search:
+                metric: str = "latency", build: Callable[[Decision], nn.Module] | None = None,
+                knob_range: tuple[float, float] = (0.02, 1.0), grid: int = 121, tolerance: float = 0.05,
+                max_measurements: int = 6) -> Search:
     """The largest knob (larger = bigger network) whose candidate's ``metric`` ratio meets ``target``.
 
     Latency is not monotone in a width knob (a channel count just past a vector width can be slower

@@ -52,9 +52,8 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
     """Prune the zoo network ``model_name`` (trained ``weights``) on one of the built-in datasets: loads both
     and calls :func:`prune_module` (see there), with the built-in trainer and top-1 accuracy on the test split."""
     finetune = finetune or TrainConfig(epochs=5, lr=0.01, seed=seed)
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model_name).strip("-")  # a factory spec names no folder
-    out = Path(out or f"runs/{slug}-{method}-{metric}{target:g}")
-    get_method(method).options({k: v for k, v in (options or {}).items() if v is not None})  # before any loading
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    get_method(method).options(options)  # a bad option is refused before any loading
     splits = load_dataset(dataset, data_root, seed=seed)
     model = load_trained(model_name, weights, splits.num_classes)
     prof = profile if isinstance(profile, DeviceProfile) else DeviceProfile.load(profile)
@@ -63,8 +62,7 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
     train_loader, val_loader, test_loader = loaders(splits, finetune.batch_size, seed)
     settings = {"method": method, "model": model_name, "weights": str(weights), "dataset": dataset,
                 "profile": prof.name, "target": target, "metric": metric, "predictor": predictor, "mode": mode,
-                "seed": seed, "finetune": finetune.to_dict(),
-                "options": {k: v for k, v in (options or {}).items() if v is not None}}
+                "seed": seed, "finetune": finetune.to_dict(), "options": options}
     return prune_module(model, example, prof, method, target, metric, train_loader, val_loader, finetune,
                         lambda m: evaluate(m, test_loader), out, model_name, predictor, mode, measure_budget_s,
                         progress, options, bn_images, settings)
@@ -104,7 +102,8 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
             raise PruningError("give val_loader (top-1 accuracy) or an evaluate(module) -> float of your own")
         evaluate_fn = lambda m: evaluate(m, val_loader)  # noqa: E731 - the default scorer
     bn_images = bn_images if train_loader is not None else 0
-    out = Path(out or f"runs/{name}-{method}-{metric}{target:g}")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")  # a factory spec names no folder
+    out = Path(out or f"runs/{slug}-{method}-{metric}{target:g}")
     prof = profile if isinstance(profile, DeviceProfile) else DeviceProfile.load(profile)
     model = model.eval()
     arch = trace(model, example_input, name)

@@ -161,8 +161,8 @@ def decision_of(menu: Sequence[Menu], widths: Mapping[int, int]) -> Decision:
 
 
 def search_budget(choose: Callable[[float], tuple[Decision, Arch, float]], oracle: LatencyOracle, target: float,
-               build: Callable[[Decision], nn.Module] | None, floor: float, tolerance: float = 0.05,
-               max_measurements: int = 6, grid: int = 401) -> tuple[float, Decision, Arch, list[dict[str, Any]]]:
+                  build: Callable[[Decision], nn.Module] | None, floor: float, tolerance: float = 0.05,
+                  max_measurements: int = 6, grid: int = 401) -> tuple[float, Decision, Arch, list[dict[str, Any]]]:
     """The predicted budget whose selection *measures* closest to ``target`` (module docstring, step 4).
 
     ``choose(b)`` returns the decision at predicted budget ``b``, its candidate and its predicted ratio;
