@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 LOCK := requirements-cpu.lock
 LOCK_VENV := .venv-lock
 
-.PHONY: install lock demo test lint bench clean
+.PHONY: install lock demo test lint bench clean gpu-check gpu-wheels
 
 $(STAMP): pyproject.toml $(LOCK)
 	rm -rf $(VENV)
@@ -40,13 +40,34 @@ demo: $(STAMP)
 	$(VENV)/bin/latbench predict --profile $(PROFILE) --model resnet56 --keep 0.5 --measure
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check latbench pruners tests benchmarks analysis examples
+	$(VENV)/bin/ruff check latbench pruners tests benchmarks analysis examples scripts
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/measurement_stability.py
 	$(PY) benchmarks/arch_candidates.py
 	$(PY) benchmarks/predictor_accuracy.py
+
+# GPU check (README "GPU"): on a CUDA machine with that machine's own python3 (a CUDA build of torch);
+# DEVICE=cpu runs the same stages here with tiny budgets. Wheels in wheels/ (make gpu-wheels, on a
+# machine with a package registry) are installed there first when their packages are missing.
+DEVICE ?= cuda
+GPU_OUT ?= results/gpu-check
+GPU_ARGS ?=
+GPU_PYTHON ?= python3
+GPU_DEPS :=
+ifeq ($(DEVICE),cpu)
+GPU_PYTHON := $(PY)
+GPU_DEPS := $(STAMP)
+endif
+
+gpu-check: $(GPU_DEPS)
+	$(GPU_PYTHON) scripts/gpu_check.py --device $(DEVICE) --out $(GPU_OUT) $(GPU_ARGS)
+
+gpu-wheels: $(STAMP)
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --platform manylinux_2_28_x86_64 -d wheels \
+	  "xgboost-cpu==$$(sed -n 's/^xgboost==//p' $(LOCK))" "$$(grep '^torch-pruning==' $(LOCK))"
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .ruff_cache

@@ -50,7 +50,7 @@ from latbench.predictors.calibration import fit_toward
 from latbench.predictors.layer_sum import FEATURES, LayerSumPredictor
 from latbench.predictors.rescaled import Rescaled
 from latbench.profile import anchor_latencies, reference_us
-from latbench.profiler.channel_step import PROBE
+from latbench.profiler.channel_step import reference_layer
 from latbench.profiler.microbench import build_layer
 
 ANCHORS_FILE = "anchors.json"
@@ -206,7 +206,7 @@ def measure_anchors(profile, seconds: float = DEFAULT_SECONDS, backend=None,
     backend = backend or profile.backend()
     runnables, state = {}, {}
     if reference is not None:
-        module, x = build_layer(PROBE)
+        module, x = build_layer(reference_layer(profile.meta))
         runnables[REFERENCE], state[REFERENCE] = backend.deploy(module, x), (None, reference)
     for name, family, arch, then in networks:
         x = torch.randn(*arch.base.input_shape, generator=torch.Generator().manual_seed(0))

@@ -115,7 +115,8 @@ class DeviceProfile:
         precision). With ``require``, a backend that cannot run here is a one-line error."""
         s = self.meta["settings"]
         make = require_backend if require else get_backend
-        return make(s["backend"], device=s.get("device"), threads=s.get("threads"), precision=s.get("precision"))
+        return make(s["backend"], device=s.get("device"), threads=s.get("threads"), precision=s.get("precision"),
+                    **({"cuda_graph": True} if s.get("cuda_graph") else {}))
 
     def current_fingerprint(self) -> dict[str, Any]:
         backend = self.backend(require=False)

@@ -126,6 +126,10 @@ def test_bad_backend_options_are_one_line(capsys):
     assert_one_line_error(code, err, "'onnxruntime' does not support option(s): cuda_graph")
     code, _, err = run(capsys, "measure", "--device", "gpu")
     assert_one_line_error(code, err, "unknown device 'gpu'")
+    code, _, err = run(capsys, "measure", "--compile")
+    assert_one_line_error(code, err, "'onnxruntime' does not support option(s): compile")
+    code, _, err = run(capsys, "measure", "--backend", "torch", "--compile", "--layers", "3")
+    assert_one_line_error(code, err, "--layers needs an eager engine")
 
 
 def test_unwritable_json_is_refused_before_measuring(capsys, tmp_path):

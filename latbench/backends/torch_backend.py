@@ -1,4 +1,5 @@
-"""PyTorch eager on CPU or CUDA, under ``torch.inference_mode``; optional CUDA graph replay."""
+"""PyTorch on CPU or CUDA, under ``torch.inference_mode``: eager or compiled (``torch.compile``,
+inductor), with optional CUDA graph replay."""
 
 from __future__ import annotations
 
@@ -17,17 +18,25 @@ _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 class TorchBackend(Backend):
-    """Eager PyTorch. On CUDA, samples are timed with CUDA events; ``cuda_graph=True`` captures
-    the forward pass once and times graph replays (no per-kernel launch cost)."""
+    """PyTorch eager, or compiled. On CUDA, samples are timed with CUDA events; ``cuda_graph=True``
+    captures the forward pass once and times graph replays (no per-kernel launch cost).
+
+    ``compile=True`` runs the module through ``torch.compile`` (inductor), which fuses
+    convolution epilogues and elementwise chains as deployment engines do; with ``cuda_graph``
+    it uses inductor's own CUDA graphs (mode ``reduce-overhead``). Compiling takes seconds to
+    minutes per network, so profiles measure layers eagerly and the compiled engine is for
+    whole networks. A compiled module has no per-layer times (its kernels span layers).
+    """
 
     name = "torch"
-    description = "PyTorch eager, torch.inference_mode"
+    description = "PyTorch eager or torch.compile, torch.inference_mode"
     precisions = ("fp32", "fp16", "bf16")
 
     def __init__(self, device: str = "cpu", threads: int | None = None, precision: str = "fp32",
-                 cuda_graph: bool = False) -> None:
+                 cuda_graph: bool = False, compile: bool = False) -> None:
         super().__init__(device, threads, precision)
         self.cuda_graph = cuda_graph
+        self.compile = compile
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -51,6 +60,7 @@ class TorchBackend(Backend):
         fp = dict(host_fingerprint())
         fp.update({"backend": self.name, "device": self.device, "precision": self.precision,
                    "torch": torch.__version__, "cuda_graph": self.cuda_graph,
+                   "compiled": "inductor" if self.compile else None,
                    "threads": (self.threads or torch.get_num_threads()) if self.device == "cpu" else None})
         if self.device == "cuda":
             fp.update(cuda_fingerprint())
@@ -70,6 +80,11 @@ class TorchBackend(Backend):
         module = copy.deepcopy(model).eval().to(device=self.device, dtype=dtype)
         x = torch.as_tensor(example_input).to(device=self.device, dtype=dtype)
         check_forward(module, x)
+        graph_inside = False
+        if self.compile:
+            graph_inside = self.cuda_graph and self.device == "cuda"
+            module = torch.compile(module, mode="reduce-overhead" if graph_inside else "default")
+            check_forward(module, x)  # compiles now, not inside the first timed call
         conditions = {**self.fingerprint(), "batch": int(x.shape[0]), "dtype": str(x.dtype).replace("torch.", ""),
                       "input_shape": list(x.shape)}
 
@@ -83,11 +98,12 @@ class TorchBackend(Backend):
         def profile(runs: int) -> Any:
             return _hook_layer_times(module, call, runs, cuda=self.device == "cuda")
 
+        layers = None if self.compile else profile
         if self.device == "cuda":
-            timed = _capture_graph(call) if self.cuda_graph else call
+            timed = _capture_graph(call) if self.cuda_graph and not graph_inside else call
             return Runnable(timed, timer=CudaEventTimer(), conditions=conditions, fetch_output=fetch,
-                            layer_profiler=profile)
-        return Runnable(call, timer=HostTimer(), conditions=conditions, fetch_output=fetch, layer_profiler=profile)
+                            layer_profiler=layers)
+        return Runnable(call, timer=HostTimer(), conditions=conditions, fetch_output=fetch, layer_profiler=layers)
 
 
 def _capture_graph(call):

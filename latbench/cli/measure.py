@@ -27,8 +27,11 @@ def cmd_measure(args: argparse.Namespace) -> int:
         settings = MeasureSettings(target_rel_ci=args.target_ci, budget_s=args.budget)
     except ValueError as exc:
         raise UsageError(str(exc).replace("target_rel_ci", "--target-ci").replace("budget_s", "--budget")) from None
+    if args.compile and args.layers:
+        raise UsageError("--layers needs an eager engine: a compiled network's kernels span layers")
+    flags = {k: True for k in ("cuda_graph", "compile") if getattr(args, k)}
     backend = require_backend(args.backend, device=args.device, threads=args.threads,
-                              precision=args.precision, **({"cuda_graph": True} if args.cuda_graph else {}))
+                              precision=args.precision, **flags)
     if args.onnx:
         target, name = args.onnx, args.onnx
         shape = example_shape(args, None)
@@ -134,6 +137,8 @@ def register(sub) -> None:
     m.add_argument("--target-ci", type=float, default=0.01, help="relative half-width of the median's 95%% CI")
     m.add_argument("--budget", type=float, default=10.0, help="seconds the measurement may take")
     m.add_argument("--cuda-graph", action="store_true", help="capture a CUDA graph and time its replays")
+    m.add_argument("--compile", action="store_true",
+                   help="torch backend: run the network through torch.compile (inductor) before measuring")
     m.add_argument("--layers", type=int, nargs="?", const=10, default=0, metavar="N",
                    help="also print the N slowest layers from the engine's profiler")
     m.add_argument("--layer-runs", type=int, default=20, help=argparse.SUPPRESS)

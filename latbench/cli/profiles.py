@@ -27,7 +27,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     settings = ProfileSettings(families=families, backend=args.backend, device=args.device, threads=args.threads,
                                precision=args.precision or "fp32", batch=args.batch, budget_min=args.budget_min,
                                networks_per_family=args.networks, step=args.step, refine=not args.no_refine,
-                               refine_target=args.refine_target)
+                               refine_target=args.refine_target, cuda_graph=args.cuda_graph)
     folder = profile_device(settings, out=args.out, progress=not args.quiet)
     meta = DeviceProfile.load(folder, check_fingerprint=False).meta
     con = console()
@@ -83,7 +83,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     for r in rows:
         w10, rmspe, factor = r.get("within_10pct"), r.get("rmspe"), r.get("anchor_factor")
         anchor = f"{factor:.2f}x ({r['anchored_at'][:10]})" if factor is not None else "-"
-        cells = [r["name"], str(r.get("device", "")), str(r.get("backend", "")), str(r.get("threads", "")),
+        cells = [r["name"], str(r.get("device", "")), str(r.get("backend", "")), str(r.get("threads") or "-"),
                  r.get("families", ""), str(r.get("created", ""))[:10], f"{w10 * 100:.0f}%" if w10 is not None else "-",
                  f"{rmspe * 100:.1f}%" if rmspe is not None else "-", anchor, r.get("status", "")]
         t.add_row(*cells, *([r.get("here", "")] if args.check else []))
@@ -97,6 +97,7 @@ def register(sub) -> None:
                                      "(with --from: default the prior's)")
     add_engine_options(pr)
     pr.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    pr.add_argument("--cuda-graph", action="store_true", help="torch on cuda: time CUDA graph replays")
     pr.add_argument("--budget-min", type=float, default=15.0, help="minutes the run may take (default 15)")
     pr.add_argument("--networks", type=int, default=32, help="whole-network samples per family (default 32)")
     pr.add_argument("--step", type=int, help="channel step of the grids (default: measured)")

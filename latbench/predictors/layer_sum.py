@@ -34,6 +34,7 @@ from latbench.predictors.batch import CandidateBatch, group_by_base
 from latbench.predictors.calibration import fit_relative, fit_toward, leave_one_out_spread
 from latbench.predictors.layout import conversions
 from latbench.predictors.protocol import Prediction, interval
+from latbench.profile.grid import has_blocked_layout
 
 #: calibration features: intercept, summed layer latency per op kind, number of active layers,
 #: summed latency of layers whose input channels are off the engine's blocked layout, and the
@@ -59,9 +60,7 @@ SAMPLES_PER_FEATURE = 4
 
 def profile_layout_block(meta: dict[str, Any]) -> int | None:
     """The channel block of the blocked layout a profile's engine uses (ONNX Runtime on CPU), else None."""
-    settings = meta.get("settings", {})
-    blocked = settings.get("backend") == "onnxruntime" and settings.get("device") in (None, "cpu")
-    return int(meta["plan"]["step"]) if blocked else None
+    return int(meta["plan"]["step"]) if has_blocked_layout(meta.get("settings", {})) else None
 
 
 class LayerLookup(NamedTuple):

@@ -20,7 +20,7 @@ trusted. Nothing is pickled.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -145,7 +145,7 @@ class LearnedPredictor(LayerSumPredictor):
         """Write the model into ``folder/predictors``; returns the metadata file."""
         out = Path(folder) / "predictors"
         out.mkdir(exist_ok=True)
-        library = "xgboost" if self.kind == "xgb" else "scikit-learn"
+        library, module = ("xgboost", "xgboost") if self.kind == "xgb" else ("scikit-learn", "sklearn")
         files = []
         if self.kind == "xgb":
             for i, m in enumerate(self.members):
@@ -153,7 +153,7 @@ class LearnedPredictor(LayerSumPredictor):
                 m.save(out / files[-1])
         meta = {"kind": self.kind, "features": list(FEATURE_NAMES), "params": PARAMS[self.kind],
                 "seeds": [m.seed for m in self.members], "rows_digest": self.digest,
-                "library": library, "library_version": importlib.metadata.version(library), "files": files}
+                "library": library, "library_version": importlib.import_module(module).__version__, "files": files}
         path = out / f"{self.kind}.json"
         path.write_text(json.dumps(meta, indent=2) + "\n")
         return path

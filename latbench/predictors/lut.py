@@ -4,6 +4,11 @@
 exactly) put a conv on another kernel; such queries use the off-layout table of the largest unit
 dividing their channels, interpolated linearly without rounding (see ``latbench.profiler.plan``).
 
+**Tensor-core alignment.** On GPUs, a width that is not a multiple of 8 (fp16 tensor cores) runs
+other, slower kernels, whatever the staircase step. Profiles measured on CUDA hold a *misaligned*
+grid per layer (widths one channel below the aligned ones); a query with a free width off the
+alignment is interpolated linearly in it.
+
 **Lookup.** A layer is found by its shape key (everything but channel counts) among the
 profile's grids; of the grids with that key, the smallest one whose full widths cover the query
 is used.
@@ -41,6 +46,8 @@ from latbench.profile import Grid, reference_factors, shape_key, spec_key, with_
 
 #: layers whose grids span at most this many (in, out) channel pairs are tabulated densely once
 DENSE_MAX = 1 << 18
+#: GPU tensor cores take fp16 channels in multiples of 8; other widths run slower kernels
+TENSOR_CORE_ALIGNMENT = 8
 
 
 @dataclass
@@ -50,6 +57,7 @@ class _Grid:
     table: np.ndarray  # (len(in), len(out)) latency in us; one_d grids have a single column
     one_d: bool
     off_layout: tuple[tuple[int, _Grid], ...] = ()  # (unit, table) for input channels off the blocked layout
+    misaligned: _Grid | None = None  # GPU engines: widths off the tensor-core alignment
 
     @property
     def in_max(self) -> int:
@@ -67,11 +75,20 @@ def _table(grid, ins: list[int], outs: list[int], measured: dict[str, float]) ->
         return None
     table = np.array([[measured.get(spec_key(with_channels(grid.template, ci, ci if grid.one_d else co)), np.nan)
                        for co in outs] for ci in ins])
-    keep_in = ~np.isnan(table).any(axis=1)
-    table, ins = table[keep_in], [c for c, k in zip(ins, keep_in, strict=True) if k]
-    keep_out = ~np.isnan(table).any(axis=0) if table.size else np.zeros(len(outs), dtype=bool)
-    table, outs = table[:, keep_out], [c for c, k in zip(outs, keep_out, strict=True) if k]
-    return _Grid(np.array(ins), np.array(outs), table, grid.one_d) if table.size else None
+    rows, cols = list(range(len(ins))), list(range(len(outs)))
+    while rows and cols and np.isnan(table[np.ix_(rows, cols)]).any():
+        # drop the row or column with the largest share of unmeasured points: the values of
+        # passes a budget cut left unmeasured go first, the complete coarser sub-grid stays
+        missing = np.isnan(table[np.ix_(rows, cols)])
+        by_row, by_col = missing.mean(axis=1), missing.mean(axis=0)
+        if by_row.max() >= by_col.max():
+            rows.pop(int(by_row.argmax()))
+        else:
+            cols.pop(int(by_col.argmax()))
+    if not rows or not cols:
+        return None
+    return _Grid(np.array([ins[i] for i in rows]), np.array([outs[j] for j in cols]), table[np.ix_(rows, cols)],
+                 grid.one_d)
 
 
 def _axis(values: np.ndarray, c: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -85,6 +102,18 @@ def _axis(values: np.ndarray, c: np.ndarray, step: int) -> tuple[np.ndarray, np.
     lo = np.clip(np.searchsorted(values, q, side="right") - 1, 0, len(values) - 2)
     t = (q - values[lo]) / (values[lo + 1] - values[lo])
     return lo, t, out
+
+
+def _misaligned(grid: _Grid, cin: np.ndarray, cout: np.ndarray) -> np.ndarray:
+    """Queries with a free width (not fixed by the network) off the tensor-core alignment; a fixed
+    axis is one whose misaligned values are the aligned grid's own."""
+    mis = grid.misaligned
+    free_in = not set(mis.in_values.tolist()) <= set(grid.in_values.tolist())
+    use = free_in & (cin % TENSOR_CORE_ALIGNMENT != 0)
+    if not grid.one_d:
+        free_out = not set(mis.out_values.tolist()) <= set(grid.out_values.tolist())
+        use = use | (free_out & (cout % TENSOR_CORE_ALIGNMENT != 0))
+    return use
 
 
 def _lookup(grid: _Grid, cin: np.ndarray, cout: np.ndarray, step: int,
@@ -129,6 +158,9 @@ class LutPredictor(LayerSumPredictor):
                 tables = ((unit, _table(grid, [c for c, _ in values], [c for c, _ in grid.unaligned_out()], measured))
                           for unit, values in grid.off_layout)
                 aligned.off_layout = tuple(sorted(((u, t) for u, t in tables if t is not None), key=lambda ut: -ut[0]))
+                if grid.misaligned is not None:
+                    ins, outs = ([c for c, _ in values] for values in grid.misaligned)
+                    aligned.misaligned = _table(grid, ins, outs, measured)
                 grids[g["key"]].append(aligned)
         return cls(dict(grids), int(meta["plan"]["step"]), float(meta.get("overhead_us", 0.0)),
                    profile_layout_block(meta))
@@ -170,6 +202,12 @@ class LutPredictor(LayerSumPredictor):
                     value, spread, out = (np.where(use, u_value, value), np.where(use, u_spread, spread),
                                           np.where(use, u_out, out))
                     taken |= use
+        if grid.misaligned is not None:
+            use = _misaligned(grid, cin, cout)
+            if use.any():
+                m_value, m_spread, m_out = _lookup(grid.misaligned, cin, cout, 1, 1)
+                value, spread, out = (np.where(use, m_value, value), np.where(use, m_spread, spread),
+                                      np.where(use, m_out, out))
         core = np.maximum(value - self.overhead_us, 0.02 * value)
         return core, 0.5 * spread + np.where(out, 0.5 * core, 0.0), out, off
 

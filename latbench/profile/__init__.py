@@ -15,7 +15,7 @@ needed to read or write it.
 """
 
 from latbench.profile.families import trace_family
-from latbench.profile.grid import Grid
+from latbench.profile.grid import Grid, has_blocked_layout
 from latbench.profile.keys import shape_key, spec_key, with_channels
 from latbench.profile.meta import SCHEMA, ProfileMeta, new_meta, read_meta, write_meta
 from latbench.profile.state import anchor_latencies, normalised_network_latency, reference_factors, reference_us
@@ -39,6 +39,7 @@ __all__ = [
     "Grid",
     "ProfileMeta",
     "anchor_latencies",
+    "has_blocked_layout",
     "new_meta",
     "normalised_network_latency",
     "parse_pair",

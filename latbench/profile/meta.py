@@ -38,10 +38,12 @@ class ProfileMeta(TypedDict, total=False):
     timings_s: dict[str, float]
     overhead_us: float  # the engine's per-run cost on a trivial model
     staircase: dict[str, Any]  # the channel-step sweep
+    reference_layer: dict[str, Any]  # the layer re-measured to track the machine's speed (``LayerSpec.to_dict``)
     plan: dict[str, Any]  # step, grids (``Grid.to_dict``), sample counts
     layers_complete_through_pass: int
     refine: dict[str, Any]
     validation: dict[str, dict[str, Any]]  # per predictor, accuracy on the held-out networks
+    validated: dict[str, Any]  # when, and by which latbench, the predictors were last fitted and validated
     calibration: dict[str, dict[str, Any]]  # per predictor
     adapted_from: dict[str, Any]  # an adapted profile's prior and the calibration it was held to
 

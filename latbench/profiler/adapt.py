@@ -33,7 +33,6 @@ from typing import Any
 import pandas as pd
 import torch
 
-from latbench.backends import require_backend
 from latbench.device_profile import DeviceProfile
 from latbench.errors import ProfileError
 from latbench.measure import compare, measure
@@ -94,8 +93,7 @@ def adapt_profile(prior_path: str | Path, settings, samples: int = 30, out: str 
     settings.families = settings.families or list(prior.meta.get("families", []))
     check_prior(prior.meta, settings)
     check_samples(samples, len(settings.families))
-    backend = require_backend(settings.backend, device=settings.device, threads=settings.threads,
-                              precision=settings.precision)
+    backend = settings.make_backend()
     fingerprint = backend.fingerprint()
     folder = Path(out) if out else Path(root) / f"{default_name(fingerprint, settings)}-from-{prior.name}"
     if (folder / "profile.json").exists():
@@ -112,6 +110,7 @@ def adapt_profile(prior_path: str | Path, settings, samples: int = 30, out: str 
     meta = new_meta(folder.name, fingerprint, {**settings.comparable(), "step": prior.meta["settings"].get("step")},
                     settings.families, overhead_us=prior.meta.get("overhead_us", 0.0), plan=prior.meta["plan"],
                     staircase=prior.meta.get("staircase"),
+                    **{k: prior.meta[k] for k in ("reference_layer",) if k in prior.meta},
                     adapted_from={"profile": prior.name, "samples": samples, "networks": len(models),
                                   "layers_from": prior.meta.get("fingerprint"), "strength": PRIOR_STRENGTH,
                                   "calibration_prior": calibration_prior},

@@ -59,8 +59,22 @@ def sub_step_values(step: int, unit: int, full: int) -> list[tuple[int, int]]:
     return [(v, 1) for v in sorted(values) if v % step and 0 < v < full]
 
 
-def layer_grids(archs: list[Arch], step: int, passes: int = 3) -> list[Grid]:
-    """One grid per distinct (shape, full widths, fixed axes) over the layers of ``archs``."""
+def misaligned_values(values: tuple[tuple[int, int], ...], fixed: bool) -> tuple[tuple[int, int], ...]:
+    """One channel below each first-pass value, and below half the smallest: widths off every
+    power-of-two alignment (a fixed axis keeps its one value)."""
+    ends = [c for c, p in values if p == 1]
+    if fixed:
+        return tuple((c, 1) for c in ends)
+    out = {c - 1 for c in ends if c > 1} | ({max(1, round(ends[0] / 2)) - 1} if ends[0] > 3 else set())
+    return tuple((c, 1) for c in sorted(out) if c > 0)
+
+
+def layer_grids(archs: list[Arch], step: int, passes: int = 3, layout_units: tuple[int, ...] = LAYOUT_UNITS,
+                misaligned: bool = False) -> list[Grid]:
+    """One grid per distinct (shape, full widths, fixed axes) over the layers of ``archs``; off-layout
+    grids for each of ``layout_units`` (none for engines without a blocked layout); with
+    ``misaligned`` (GPUs: tensor cores want channels in multiples of 8) a grid of widths off
+    every alignment, since a pruned network's widths rarely keep one."""
     grids: dict[tuple, Grid] = {}
     for arch in archs:
         fixed = {g.id for g in arch.groups if g.fixed}
@@ -74,16 +88,18 @@ def layer_grids(archs: list[Arch], step: int, passes: int = 3) -> list[Grid]:
             in_values = tuple(axis_values(spec.in_channels, step, in_fixed, passes))
             off: list[tuple[int, tuple[tuple[int, int], ...]]] = []
             if spec.op in LAYOUT_OPS and not in_fixed and step > 1:
-                for unit in (u for u in LAYOUT_UNITS if u < step):
+                for unit in (u for u in layout_units if u < step):
                     values = dict(sub_step_values(step, unit, spec.in_channels))
                     for c, p in in_values:
                         if c > step and p <= UNALIGNED_PASSES:
                             values.setdefault(c - unit, p)
                     off.append((unit, tuple(sorted(values.items()))))
-            grids[ident] = Grid(
-                key=shape_key(spec), template=spec, in_values=in_values,
-                out_values=tuple(axis_values(spec.out_channels, step, out_fixed, passes)), off_layout=tuple(off),
-            )
+            out_values = tuple(axis_values(spec.out_channels, step, out_fixed, passes))
+            off_grid = None
+            if misaligned and not (in_fixed and out_fixed):
+                off_grid = (misaligned_values(in_values, in_fixed), misaligned_values(out_values, out_fixed))
+            grids[ident] = Grid(key=shape_key(spec), template=spec, in_values=in_values, out_values=out_values,
+                                off_layout=tuple(off), misaligned=off_grid)
     return list(grids.values())
 
 

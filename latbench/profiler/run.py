@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from latbench import __version__
 from latbench.arch import Arch
 from latbench.arch.spec import LayerSpec
 from latbench.backends import require_backend
@@ -36,6 +37,7 @@ from latbench.profile import (
     LAYER_COLUMNS,
     MODEL_COLUMNS,
     ProfileMeta,
+    has_blocked_layout,
     new_meta,
     read_meta,
     spec_to_row,
@@ -46,6 +48,7 @@ from latbench.profiler import channel_step
 from latbench.profiler.journal import Journal
 from latbench.profiler.microbench import build_layer
 from latbench.profiler.plan import (
+    LAYOUT_UNITS,
     NetworkVariant,
     layer_grids,
     layer_samples,
@@ -64,6 +67,8 @@ from latbench.profiler.refine import (
 
 LAYER_SETTINGS = MeasureSettings(target_rel_ci=0.02, budget_s=2.0, min_time_s=0.15, warmup_min_s=0.05,
                                  min_blocks=6, block_s=0.01)
+#: GPU timings (CUDA events, graph replays) are steady: shorter layer measurements suffice
+GPU_LAYER_SETTINGS = replace(LAYER_SETTINGS, min_time_s=0.05, warmup_min_s=0.02, block_s=0.005)
 NETWORK_SETTINGS = MeasureSettings(target_rel_ci=0.02, budget_s=40.0, min_time_s=0.3, warmup_min_s=0.1)
 NETWORK_SECONDS_EACH = 1.5  # interleaved measuring time per network in a chunk
 REFERENCE_EVERY = 20  # layer samples between two measurements of the reference layer
@@ -77,6 +82,7 @@ class ProfileSettings:
     threads: int | None = None
     precision: str = "fp32"
     batch: int = 1
+    cuda_graph: bool = False  # torch on CUDA: time graph replays
     budget_min: float = 15.0
     networks_per_family: int = 32
     min_networks_per_family: int = 12
@@ -89,12 +95,19 @@ class ProfileSettings:
     refine_target: float = 0.05  # ... until new points are interpolated to this median error
 
 
+    def make_backend(self):
+        """The engine these settings describe; one line naming what is missing if it cannot run here."""
+        return require_backend(self.backend, device=self.device, threads=self.threads, precision=self.precision,
+                               **({"cuda_graph": True} if self.cuda_graph else {}))
+
     def comparable(self) -> dict[str, Any]:
         """What must match for a folder to be resumed."""
         d = asdict(self)
         for k in ("budget_min", "networks_per_family", "min_networks_per_family", "layer_share", "chunk", "refine",
                   "refine_target"):
             d.pop(k)
+        if not d["cuda_graph"]:
+            d.pop("cuda_graph")  # as profiles written before the option
         return d
 
 
@@ -110,7 +123,8 @@ def default_name(fingerprint: dict[str, Any], settings: ProfileSettings) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", str(device).lower()).strip("-")
     if fingerprint.get("threads"):
         slug += f"-{fingerprint['threads']}t"
-    return f"{slug}-{settings.backend}-{settings.precision}-bs{settings.batch}"
+    graph = "-graph" if settings.cuda_graph else ""
+    return f"{slug}-{settings.backend}{graph}-{settings.precision}-bs{settings.batch}"
 
 
 class _Progress:
@@ -148,11 +162,13 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
         raise ProfileError("no model families to profile: give at least one, e.g. --models resnet56")
     for fam in settings.families:
         get_entry(fam)  # an unknown name is one line listing the registry
-    backend = require_backend(settings.backend, device=settings.device, threads=settings.threads,
-                              precision=settings.precision)
+    backend = settings.make_backend()
     fingerprint = backend.fingerprint()
+    layer_settings = GPU_LAYER_SETTINGS if backend.device == "cuda" else LAYER_SETTINGS
+    reference = channel_step.probe(backend.device, settings.batch)
     folder = Path(out) if out else Path(root) / default_name(fingerprint, settings)
-    meta = _open_folder(folder, settings, fingerprint)
+    meta = _open_folder(folder, settings, fingerprint, layer_settings)
+    meta.setdefault("reference_layer", reference.to_dict())
     timings = meta.setdefault("timings_s", {})
     before = dict(timings)
     started = time.perf_counter()
@@ -163,14 +179,14 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
 
     def run_layer(spec: LayerSpec):
         module, x = build_layer(spec)
-        return measure(backend.deploy(module, x), LAYER_SETTINGS)
+        return measure(backend.deploy(module, x), layer_settings)
 
     def sample_layer(spec: LayerSpec, p: int, journal: Journal) -> float:
         """Measure one layer sample into the journal (after the reference layer when it is due)."""
         if len(journal.rows) % (REFERENCE_EVERY + 1) == 0:
-            ref = run_layer(channel_step.PROBE)
+            ref = run_layer(reference)
             journal.append({"key": f"ref-{len(journal.rows)}", "shape_key": "reference",
-                            **spec_to_row(channel_step.PROBE), "pass": 0, **measurement_row(ref)})
+                            **spec_to_row(reference), "pass": 0, **measurement_row(ref)})
         m = run_layer(spec)
         journal.append({"key": spec_key(spec), "shape_key": shape_key(spec), **spec_to_row(spec), "pass": p,
                         **measurement_row(m)})
@@ -183,15 +199,18 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
             meta["overhead_us"] = run_layer(LayerSpec("act", 1, 1, epilogue=("relu",))).median_us
             write_meta(folder, meta)
         if settings.step is None and "staircase" not in meta:
-            bar.phase("staircase sweep", 2 * max(channel_step.CANDIDATE_STEPS))
-            raw = channel_step.sweep(lambda s: _advance_after(bar, run_layer(s).median_us))
-            step, scores, found = channel_step.detect_step(channel_step.smooth(raw))
-            meta["staircase"] = {"probe": channel_step.PROBE.to_dict(), "latency_us": raw, "scores": scores,
+            candidates = channel_step.candidate_steps(backend.device)
+            bar.phase("staircase sweep", 2 * max(candidates))
+            raw = channel_step.sweep(lambda s: _advance_after(bar, run_layer(s).median_us), max(candidates), reference)
+            step, scores, found = channel_step.detect_step(channel_step.smooth(raw), candidates=candidates)
+            meta["staircase"] = {"probe": reference.to_dict(), "latency_us": raw, "scores": scores,
                                  "step": step, "found": found}
             write_meta(folder, meta)
         step = settings.step or meta["staircase"]["step"]
         archs = {fam: trace_family(fam, settings.batch) for fam in settings.families}
-        grids = insert(layer_grids(list(archs.values()), step, settings.passes),
+        units = LAYOUT_UNITS if has_blocked_layout(settings.comparable()) else ()
+        grids = insert(layer_grids(list(archs.values()), step, settings.passes, units,
+                                   misaligned=backend.device == "cuda"),
                        meta.get("refine", {}).get("inserted", []))
         samples = layer_samples(grids)
         variants = interleave([network_variants(f, a, settings.networks_per_family, settings.seed, align=step)
@@ -245,6 +264,16 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
         timings["total"] = spent()
         write_meta(folder, meta)
 
+    finish_profile(folder, meta)
+    return folder
+
+
+def finish_profile(folder: str | Path, meta: ProfileMeta | None = None) -> ProfileMeta:
+    """Fit and validate the predictors on the measured samples, save the learned one, mark the
+    profile complete. Also re-validates a finished profile after its predictors changed (nothing
+    is measured)."""
+    folder = Path(folder)
+    meta = meta if meta is not None else read_meta(folder)
     profile = DeviceProfile.load(folder, check_fingerprint=False)
     meta["validation"] = profile.validate()
     meta["calibration"] = {k: profile.predictor(k).calibration for k in meta["validation"]
@@ -252,10 +281,12 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
     xgb = meta["validation"].get("xgb")
     if xgb and "skipped" not in xgb:
         profile.predictor("xgb").save(folder)
+    if meta.get("status") != "complete":
+        meta["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     meta["status"] = "complete"
-    meta["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta["validated"] = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "latbench": __version__}
     write_meta(folder, meta)
-    return folder
+    return meta
 
 
 def _refine(folder: Path, meta: dict[str, Any], grids: list, step: int, settings: ProfileSettings,
@@ -339,7 +370,8 @@ def _measure_chunk(backend, archs: dict[str, Arch], chunk: list[NetworkVariant],
                         **measurement_row(result.measurements[v.key])})
 
 
-def _open_folder(folder: Path, settings: ProfileSettings, fingerprint: dict[str, Any]) -> ProfileMeta:
+def _open_folder(folder: Path, settings: ProfileSettings, fingerprint: dict[str, Any],
+                 layer_settings: MeasureSettings) -> ProfileMeta:
     if (folder / "profile.json").exists():
         meta = read_meta(folder, require=(), context=f"cannot resume {folder}")
         if meta.get("settings", {}) != settings.comparable():
@@ -349,4 +381,4 @@ def _open_folder(folder: Path, settings: ProfileSettings, fingerprint: dict[str,
         return meta
     folder.mkdir(parents=True, exist_ok=True)
     return new_meta(folder.name, fingerprint, settings.comparable(), settings.families,
-                    measure_settings={"layers": asdict(LAYER_SETTINGS), "networks": asdict(NETWORK_SETTINGS)})
+                    measure_settings={"layers": asdict(layer_settings), "networks": asdict(NETWORK_SETTINGS)})
