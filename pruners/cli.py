@@ -84,7 +84,8 @@ def register(sub) -> None:
 
     pn = sub.add_parser("prune", help="prune a trained network to a latency (or FLOPs) target and fine-tune it")
     pn.add_argument("method", help="; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()))
-    pn.add_argument("--model", required=True, help="built-in network name")
+    pn.add_argument("--model", required=True,
+                    help="built-in network name, or a factory package.module:function or path/file.py:function")
     pn.add_argument("--weights", required=True, help="state dict file, or a folder written by latbench train")
     pn.add_argument("--profile", required=True, help="device profile folder or name (its backend is measured)")
     pn.add_argument("--latency-target", type=float, help="target latency as a ratio of the original's, e.g. 0.5")

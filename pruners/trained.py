@@ -59,11 +59,12 @@ def train_zoo_model(name: str, dataset: str = "digits", out: str | Path | None =
 
 
 def load_trained(name: str, weights: str | Path, num_classes: int) -> nn.Module:
-    """Zoo network ``name`` (or a user's factory ``module:function`` / ``file.py:function``, which builds its
-    own head) with ``weights`` (a state dict file or a training folder holding one, loaded weights-only)."""
+    """Zoo network ``name`` (or ``torchvision:NAME``, or a user's factory ``module:function`` /
+    ``file.py:function``) with ``weights`` (a state dict file or a training folder holding one, loaded weights-only)."""
     path = Path(weights)
     if path.is_dir():
         path = path / WEIGHTS
-    model = resolve_model(name) if is_factory(name) else build_model(name, num_classes=num_classes)
+    # a factory builds its own head; zoo and torchvision networks get one for the dataset's classes
+    model = resolve_model(name) if is_factory(name) else resolve_model(name, num_classes=num_classes)
     load_weights(model, read_weights(path), str(path))
     return model.eval()

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
-from user_net import factory
+from user_net import factory, gray_factory, untraceable_factory, wide_factory
 
 from latbench.device_profile import DeviceProfile
 from pruners.errors import PruningError
@@ -73,6 +73,13 @@ def test_the_command_prunes_a_network_from_a_factory_file(capsys, shipped_profil
     assert report["settings"]["model"] == spec and report["flops"]["ratio"] <= 0.5 * 1.05
     code, _, err = run(capsys, *args, "--model", spec.replace(":factory", ":nope"), "--out", str(tmp_path / "bad"))
     assert_one_line_error(code, err, "model factory", "has no attribute 'nope'")
+    for factory_name, weights_of, expected in (
+            ("gray_factory", gray_factory, "does not run on input [1, 3, 32, 32]: Given groups=1"),
+            ("untraceable_factory", untraceable_factory, "cannot trace")):
+        torch.save(weights_of().state_dict(), weights)
+        code, _, err = run(capsys, *args, "--model", spec.replace(":factory", f":{factory_name}"),
+                           "--out", str(tmp_path / factory_name))
+        assert_one_line_error(code, err, expected)
 
 
 def test_a_network_the_lut_cannot_price_is_priced_by_the_learned_predictor_with_a_note(shipped_profile, data,
@@ -85,3 +92,46 @@ def test_a_network_the_lut_cannot_price_is_priced_by_the_learned_predictor_with_
     (note,) = result.oracle["notes"]
     assert "never measured" in note and "priced by the learned predictor xgb" in note
     assert result.oracle["predictor"] == "xgb" and f"Note: {note}." in result.summary()
+
+
+def _check_latency_target(latency: dict, target_record: dict, target: float) -> None:
+    """Within ±5% of the target, or the run says by how much it missed and why; always faster."""
+    ratio = latency["measured_ratio"]
+    missed = target_record.get("missed")
+    assert (missed is None) == (abs(ratio / target - 1) <= 0.05)
+    assert missed is None or (f"{ratio:.3f}" in missed and "try" in missed)
+    assert ratio < 0.8 and latency["measured_ci"][0] <= ratio <= latency["measured_ci"][1]
+
+
+def test_a_user_network_is_pruned_to_a_measured_latency_target(shipped_profile, data, tmp_path):
+    profile = DeviceProfile.load(shipped_profile())
+    evaluated: list[int] = []
+
+    def evaluate(module):
+        evaluated.append(sum(p.numel() for p in module.parameters()))
+        return 50.0
+
+    result = prune_module(wide_factory(), torch.randn(1, 3, 32, 32), profile, "uniform", 0.6, metric="latency",
+                          train_loader=data, finetune=lambda m, e: None, evaluate_fn=evaluate,
+                          out=tmp_path / "run", name="usernet", predictor="lut", mode="auto", measure_budget_s=3,
+                          progress=False)
+    _check_latency_target(result.latency, result.target, 0.6)
+    assert result.oracle["predictor"] == "xgb"  # the LUT cannot price the user's depthwise layer
+    assert evaluated[-1] < evaluated[0]  # the pruned network was evaluated, not the original
+
+
+def test_the_command_prunes_a_user_network_to_a_latency_target(capsys, shipped_profile, tmp_path):
+    from pathlib import Path
+
+    from test_cli import run
+
+    spec = f"{Path(__file__).parent / 'user_net.py'}:wide_factory"
+    weights = tmp_path / "user.pt"
+    torch.save(wide_factory().state_dict(), weights)
+    code, out, err = run(capsys, "prune", "uniform", "--model", spec, "--weights", str(weights), "--profile",
+                         str(shipped_profile()), "--latency-target", "0.6", "--finetune-epochs", "0",
+                         "--measure-budget", "3", "--quiet", "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    _check_latency_target(report["latency"], report["target"], 0.6)
+    assert "priced by the learned predictor" in out

@@ -7,14 +7,15 @@ from torch import nn
 
 
 class UserNet(nn.Module):
-    def __init__(self, classes: int = 10) -> None:
+    def __init__(self, classes: int = 10, width: int = 24, wide: int = 40) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 24, 3, padding=1, bias=False), nn.BatchNorm2d(24), nn.ReLU())
-        self.dw = nn.Sequential(nn.Conv2d(24, 24, 3, padding=1, groups=24, bias=False), nn.BatchNorm2d(24), nn.ReLU())
-        self.pw = nn.Sequential(nn.Conv2d(24, 24, 1, bias=False), nn.BatchNorm2d(24))
-        self.down = nn.Sequential(nn.Conv2d(24, 40, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(40),
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, groups=width, bias=False),
+                                nn.BatchNorm2d(width), nn.ReLU())
+        self.pw = nn.Sequential(nn.Conv2d(width, width, 1, bias=False), nn.BatchNorm2d(width))
+        self.down = nn.Sequential(nn.Conv2d(width, wide, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(wide),
                                   nn.ReLU())
-        self.head = nn.Linear(40, classes)
+        self.head = nn.Linear(wide, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -26,3 +27,25 @@ class UserNet(nn.Module):
 def factory() -> nn.Module:
     torch.manual_seed(0)
     return UserNet()
+
+
+def wide_factory() -> nn.Module:
+    """Wide enough that pruning moves latency in small steps (the narrow one has few widths to choose from)."""
+    torch.manual_seed(0)
+    return UserNet(width=64, wide=128)
+
+
+def gray_factory() -> nn.Module:
+    """Expects one input channel: wrong for a dataset of colour images."""
+    return nn.Sequential(nn.Conv2d(1, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+class _Branchy(UserNet):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.mean() > 0:  # control flow on values: torch.fx cannot trace it
+            x = -x
+        return super().forward(x)
+
+
+def untraceable_factory() -> nn.Module:
+    return _Branchy()

@@ -15,6 +15,8 @@ the module that encloses an add; it is removable when its shortcut is the block'
 
 from __future__ import annotations
 
+import contextlib
+import io
 import operator
 from typing import Any
 
@@ -92,11 +94,12 @@ class _Tracer:
             self.gm = fx.symbolic_trace(module)
         except Exception as exc:  # torch.fx raises many kinds; report one line
             raise UnsupportedLayerError(f"cannot trace {name} with torch.fx: {first_line(exc)}") from exc
-        try:
-            with torch.no_grad():
+        try:  # ShapeProp prints the traceback of a failing node and wraps the error: keep its cause, in one line
+            with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
                 ShapeProp(self.gm).propagate(example)
         except Exception as exc:
-            raise ArchError(f"{name} does not run on input {list(example.shape)}: {first_line(exc)}") from exc
+            cause = exc.__cause__ or exc
+            raise ArchError(f"{name} does not run on input {list(example.shape)}: {first_line(cause)}") from exc
         self.uf = _UnionFind()
         self.chan: dict[fx.Node, tuple[int, ...]] = {}
         self.mult: dict[fx.Node, int] = {}
