@@ -11,7 +11,7 @@ comparison with the original, ``--repeats`` times (median and range reported). W
 a second panel).
 
     python benchmarks/pruning_pareto.py [--model resnet56] [--targets 0.7 0.5 0.35]
-        [--methods splamp uniform global] [--finetune-epochs 5]
+        [--methods splamp uniform global hilp] [--option hilp.prefilter=8] [--finetune-epochs 5]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from latbench.arch import Arch, trace
 from latbench.device_profile import DeviceProfile
 from latbench.jsonio import dump_json
 from latbench.measure import MeasureSettings, compare
-from latbench.models import build_model
+from latbench.models import build_candidate
 from pruners.data import load_dataset, loaders
 from pruners.errors import PruningError
 from pruners.prune import prune
@@ -51,12 +51,13 @@ def row(report: dict[str, Any], target: float) -> dict[str, Any]:
             "accuracy_original": report["accuracy"]["original"], "mflops": report["flops"]["pruned"] / 1e6,
             "flops_ratio": report["flops"]["ratio"], "params_k": report["params"]["pruned"] / 1e3,
             "measurements": report["oracle"]["counts"]["measurements"], "wall_s": report["wall_time_s"],
-            "widths": report["widths"]}
+            "widths": report["widths"], "removed_blocks": len(report["removed_blocks"]),
+            "options": report["settings"].get("options", {})}
 
 
 def load_pruned(model: str, folder: Path) -> torch.nn.Module:
     """The fine-tuned network of a run folder (its widths from ``arch.json``, weights from ``pruned.pt``)."""
-    net = build_model(model, channels=Arch.from_json(folder / "arch.json").channels(), num_classes=10)
+    net = build_candidate(model, Arch.from_json(folder / "arch.json"), num_classes=10)
     load_weights(net, read_weights(folder / "pruned.pt"), str(folder / "pruned.pt"))
     return net.eval()
 
@@ -130,6 +131,8 @@ def main() -> None:
     p.add_argument("--profile", default=PROFILE)
     p.add_argument("--targets", type=float, nargs="+", default=[0.7, 0.5, 0.35])
     p.add_argument("--methods", nargs="+", default=["splamp", "uniform", "global"])
+    p.add_argument("--option", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                   help="a method's option, e.g. hilp.prefilter=8 (repeatable)")
     p.add_argument("--finetune-epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--measure-budget", type=float, default=20.0,
@@ -159,7 +162,8 @@ def main() -> None:
             out = Path(args.runs) / f"{args.model}-{method}-{target:g}"
             try:
                 result = prune(method, args.model, weights, args.profile, target, out=out, finetune=finetune,
-                               seed=args.seed, measure_budget_s=args.measure_budget, progress=False)
+                               seed=args.seed, measure_budget_s=args.measure_budget, progress=False,
+                               options=method_options(args.option, method))
             except PruningError as exc:
                 rows.append({"method": method, "target": target, "error": str(exc)})
                 print(f"{method:8s} target {target:g}: {exc}")
@@ -189,6 +193,20 @@ def main() -> None:
     dump_json(report, args.out)
     plot(rows, Path(args.out).with_suffix(".png"), f"{args.model} on digits, {Path(args.profile).name}")
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}")
+
+
+def method_options(given: list[str], method: str) -> dict[str, Any]:
+    """``METHOD.NAME=VALUE`` flags of ``method``, values read as JSON where they parse (numbers, booleans)."""
+    out: dict[str, Any] = {}
+    for item in given:
+        key, _, value = item.partition("=")
+        owner, _, name = key.partition(".")
+        if owner == method:
+            try:
+                out[name] = json.loads(value)
+            except json.JSONDecodeError:
+                out[name] = value
+    return out
 
 
 def add_seeds(args: argparse.Namespace) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pruners import baselines, splamp
+from pruners import baselines, hilp, splamp
 from pruners.errors import PruningError
 from pruners.method import Method
 
@@ -29,3 +29,4 @@ def method_names() -> list[str]:
 register_method(baselines.UNIFORM)
 register_method(baselines.GLOBAL)
 register_method(splamp.METHOD)
+register_method(hilp.METHOD)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -174,6 +174,31 @@ class LatencyOracle:
         self.counts.measure_seconds += time.perf_counter() - start
         self._measured[key] = est
         return est
+
+    def measure_many(self, candidates: list[tuple[nn.Module, Arch]], seconds_each: float = 0.5) -> list[Estimate]:
+        """Time several candidates in one run, interleaved with each other and the reference network, so
+        that their differences are measured in one machine state (ratios to the reference, as ``measure``).
+        Candidates measured before come from the cache; each new one counts as a measurement."""
+        keys = [arch.signature() for _, arch in candidates]
+        new = {key: (module, arch) for key, (module, arch) in zip(keys, candidates, strict=True)
+               if key not in self._measured}
+        self.counts.cache_hits += len(candidates) - len(new)
+        if new:
+            start = time.perf_counter()
+            if self._reference_runnable is None:
+                self._reference_runnable = self.backend.deploy(self.reference.eval(), self.example)
+            runnables = {"reference": self._reference_runnable}
+            runnables |= {key: self.backend.deploy(module.eval(), self.example) for key, (module, _) in new.items()}
+            budget = max(self.settings.budget_s, seconds_each * len(runnables))
+            result = compare(runnables, replace(self.settings, budget_s=budget))
+            self.reference_measured_us = self.reference_measured_us or result.measurements["reference"].median_us
+            for key in new:
+                r = result.ratios[key]
+                self._measured[key] = Estimate(r.ratio, r.ratio * self.reference_measured_us, r.ci_low, r.ci_high,
+                                               "measured")
+            self.counts.measurements += len(new)
+            self.counts.measure_seconds += time.perf_counter() - start
+        return [self._measured[key] for key in keys]
 
     def ratio(self, arch: Arch, build: Callable[[], nn.Module] | None = None) -> Estimate:
         """The candidate's latency ratio by this oracle's mode; ``build`` makes its module when measuring."""

@@ -73,6 +73,17 @@ class PruneResult:
         if self.target.get("missed"):
             lines.insert(-1, f"**Target missed**: {self.target['missed']}.")
         lines[-1:-1] = [f"Note: {note}." for note in self.oracle.get("notes", [])]
+        steps = moves(self.search)
+        if steps:
+            lines += ["Steps (each chosen on measured latency; the plot is steps.png):", "",
+                      "| step | move | measured | predicted | quick accuracy (%) | measured candidates | "
+                      "prediction error, median / worst | prediction picks the same |",
+                      "|---|---|---|---|---|---|---|---|"]
+            lines += [f"| {e['step']} | {e['chosen']} | {e['measured_ratio']:.3f} | {e['predicted_ratio']:.3f} | "
+                      f"{e['accuracy']:.1f} | {e['measured']} | {e['prediction_error']['median'] * 100:.1f}% / "
+                      f"{e['prediction_error']['worst'] * 100:.1f}% | {'yes' if e['prediction_picks_same'] else 'no'} |"
+                      for e in steps]
+            lines.append("")
         return "\n".join(lines)
 
     def write(self, out: str | Path) -> Path:
@@ -84,4 +95,32 @@ class PruneResult:
         dump_json(self.decision.to_dict(), out / "decision.json")
         dump_json(self.to_dict(), out / REPORT, indent=1)
         (out / "summary.md").write_text(self.summary())
+        if moves(self.search):
+            plot_steps(moves(self.search), self.target.get("ratio"), out / "steps.png")
         return out
+
+
+def moves(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries of a step-by-step search (one chosen, measured move each, as HILP logs them)."""
+    return [e for e in history if "chosen" in e and "measured_ratio" in e]
+
+
+def plot_steps(steps: list[dict[str, Any]], target: float | None, path: Path) -> None:
+    """Measured and predicted latency ratio after each step, with the target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = [0] + [e["step"] for e in steps]
+    ax.plot(x, [1.0] + [e["measured_ratio"] for e in steps], "o-", label="measured")
+    ax.plot(x, [1.0] + [e["predicted_ratio"] for e in steps], "x--", label="predicted")
+    if target is not None:
+        ax.axhline(target, color="grey", lw=1, ls=":", label=f"target {target:g}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("latency / original")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,153 @@
+"""HILP: the in-layer rate search on staircases, and the measured loop on a real engine (stopping, counts, resume)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nets import seeded, with_groups
+from torch.utils.data import DataLoader, TensorDataset
+
+from latbench.device_profile import DeviceProfile
+from latbench.measure import MeasureSettings
+from pruners.errors import PruningError
+from pruners.hilp import CHECKPOINT, best_width, dropped_importance, hilp, plateau_widths
+from pruners.method import Problem
+from pruners.oracle import LatencyOracle
+from pruners.train import TrainConfig
+
+EXAMPLE = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# --- the rate search --------------------------------------------------------------------------------------------
+def test_plateau_widths_are_the_step_multiples_below_the_width():
+    assert plateau_widths(40, 8) == [8, 16, 24, 32]
+    assert plateau_widths(32, 8) == [8, 16, 24]
+    assert plateau_widths(8, 8) == [] and plateau_widths(5, 8) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(channels=st.integers(9, 96), step=st.sampled_from([4, 8, 16]), seed=st.integers(0, 10_000),
+       per_block=st.floats(1.0, 20.0))
+def test_on_a_staircase_the_best_width_of_all_is_a_plateau_edge(channels, step, seed, per_block):
+    """Latency ``per_block * ceil(w / step)``; importance of positive random scores. Over *every* width,
+    the most latency saved per importance lost is at the widest width of a plateau: the rate search
+    loses nothing by trying only those."""
+    scores = torch.rand(channels, generator=torch.Generator().manual_seed(seed)) + 0.01
+    latency = lambda w: per_block * math.ceil(w / step)  # noqa: E731
+    every = list(range(1, channels))
+    saved = np.array([latency(channels) - latency(w) for w in every])
+    lost = np.array([dropped_importance(scores, w) for w in every])
+    best_any = best_width(every, saved, lost)
+    edges = plateau_widths(channels, step)
+    if best_any is None:
+        assert not edges or all(latency(w) == latency(channels) for w in edges)
+        return
+    assert best_any % step == 0
+    idx = [every.index(w) for w in edges]
+    assert best_width(edges, saved[idx], lost[idx]) == best_any
+
+
+def test_dropped_importance_sums_the_lowest_scores():
+    scores = torch.tensor([5.0, 1.0, 3.0, 2.0])
+    assert dropped_importance(scores, 2) == pytest.approx(3.0)  # drops 1 and 2
+    assert dropped_importance(scores, 4) == 0.0
+
+
+# --- the measured loop ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def setting(shipped_profile):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
+    data = DataLoader(TensorDataset(x, y), batch_size=32)
+    return DeviceProfile.load(shipped_profile()), data
+
+
+def _problem(setting, target, out):
+    profile, data = setting
+    model, arch, groups = with_groups(seeded("resnet20"), EXAMPLE, "resnet20")
+    oracle = LatencyOracle(profile, model, arch, EXAMPLE, mode="auto",
+                           settings=MeasureSettings(target_rel_ci=0.02, budget_s=2.0))
+    return Problem(model, arch, groups, EXAMPLE, oracle, target, "latency", data, data, TrainConfig(epochs=0),
+                   out=out, bn_images=64)
+
+
+def test_the_loop_measures_every_move_and_stops_once_the_target_is_met(setting, tmp_path):
+    problem = _problem(setting, 0.9, tmp_path)
+    found = hilp(problem, prefilter=3, accuracy_batches=1)
+    steps = found.history
+    assert steps and found.knob <= 0.9 and all(s["measured_ratio"] > 0.9 for s in steps[:-1])
+    assert found.knob == steps[-1]["measured_ratio"]
+    # every logged measurement came from the oracle, none from a prediction
+    assert problem.oracle.counts.measurements == sum(s["measured"] for s in steps) == 3 * len(steps)
+    for s in steps:
+        measured = [c for c in s["candidates"] if "measured" in c]
+        assert len(measured) == 3 and s["measured_ratio"] in [c["measured"] for c in measured]
+        chosen = next(c for c in s["candidates"] if c["move"] == s["chosen"])
+        assert chosen["measured"] == s["measured_ratio"]
+    # the decision on the original network is the network the loop ended with
+    assert found.arch.signature() == found.decision.arch(problem.arch).signature()
+    assert found.arch.flops() < problem.arch.flops()
+
+
+def test_resuming_keeps_the_moves_already_made(setting, tmp_path):
+    first = hilp(_problem(setting, 0.5, tmp_path), prefilter=2, accuracy_batches=1, max_steps=1)
+    saved = json.loads((tmp_path / CHECKPOINT).read_text())
+    assert len(first.history) == len(saved["history"]) == 1
+    problem = _problem(setting, 0.5, tmp_path)
+    resumed = hilp(problem, prefilter=2, accuracy_batches=1, max_steps=2)
+    assert resumed.history[0] == first.history[0] and len(resumed.history) == 2
+    assert problem.oracle.counts.measurements == 2  # only the new step's candidates were measured
+    assert resumed.history[1]["measured_ratio"] < resumed.history[0]["measured_ratio"]
+
+
+def test_hilp_refuses_what_it_cannot_do(setting, tmp_path):
+    problem = _problem(setting, 0.8, tmp_path)
+    problem.oracle.mode = "predict"
+    with pytest.raises(PruningError, match="measures every move"):
+        hilp(problem)
+    problem = _problem(setting, 0.8, tmp_path)
+    with pytest.raises(PruningError, match="prefilter must be at least 1"):
+        hilp(problem, prefilter=0)
+    problem.metric = "flops"
+    with pytest.raises(PruningError, match="latency target"):
+        hilp(problem)
+
+
+def test_latbench_prune_hilp_end_to_end(capsys, shipped_profile, tmp_path):
+    from test_cli import run
+
+    weights = tmp_path / "resnet20.pt"
+    torch.save(seeded("resnet20").state_dict(), weights)
+    code, out, err = run(capsys, "prune", "hilp", "--model", "resnet20", "--weights", str(weights), "--profile",
+                         str(shipped_profile()), "--latency-target", "0.9", "--prefilter", "2", "--finetune-epochs",
+                         "0", "--bn-images", "64", "--measure-budget", "2", "--quiet", "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    steps = [e for e in report["search"] if "chosen" in e]
+    assert steps and report["oracle"]["counts"]["measurements"] >= 2 * len(steps)
+    assert (tmp_path / "run" / "steps.png").stat().st_size > 0 and (tmp_path / "run" / CHECKPOINT).exists()
+    table = [line for line in out.splitlines() if line.startswith("| ") and (" | remove " in line or " -> " in line)]
+    assert len(table) == len(steps) and steps[-1]["chosen"] in table[-1]
+
+
+def test_fine_tuning_between_moves_returns_the_trained_network_of_the_decision(setting, tmp_path):
+    from pruners.surgery import apply
+
+    tuned: list[int] = []
+    problem = _problem(setting, 0.5, tmp_path)
+    problem.fine_tune_fn = lambda module, epochs: tuned.append(epochs)
+    found = hilp(problem, prefilter=2, step_epochs=1, accuracy_batches=1, max_steps=2)
+    assert tuned == [1, 1] and found.model is not None
+    rebuilt = apply(problem.model, problem.arch, found.decision, EXAMPLE)[0]
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in
+                                                                       found.model.state_dict().items()}
+    assert (tmp_path / "hilp-weights.pt").exists()
+    assert all("accuracy_after_fine_tuning" in s for s in found.history)
