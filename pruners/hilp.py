@@ -20,8 +20,9 @@ proposes. One step:
    cached by signature.
 4. **Choice.** A measured candidate's score is its quick-accuracy drop (batch norms recalibrated, a
    fixed validation subset) per unit of measured latency saved, both against the current network;
-   the lowest wins. Near the target, candidates that would land more than ``tolerance`` below it are
-   passed over while one lands within it. Optionally ``step_epochs`` of fine-tuning follow.
+   the lowest wins (a gain counts as no drop; equal scores go to the larger saving). Near the
+   target, candidates that would land more than ``tolerance`` below it are passed over while one
+   lands within it. Optionally ``step_epochs`` of fine-tuning follow.
 
 The loop stops once the measured latency meets the target. Every step is logged (candidates with
 predicted and measured ratios, accuracy, score; the chosen move; the rate search's time; how far
@@ -260,10 +261,10 @@ def _step(problem: Problem, oracle, current: nn.Module, arch: Arch, moves: list[
 
 
 def _choose(indices, ratio: dict[int, float], scores: dict[int, float], floor: float) -> int:
-    """The lowest score among candidates that stay at or above ``floor``; if every one falls below it,
-    the one that falls least."""
+    """The lowest score among candidates that stay at or above ``floor`` (equal scores, e.g. no accuracy
+    lost: the larger saving); if every one falls below it, the one that falls least."""
     landing = [i for i in indices if ratio[i] >= floor]
-    return min(landing, key=lambda i: scores[i]) if landing else max(indices, key=lambda i: ratio[i])
+    return min(landing, key=lambda i: (scores[i], ratio[i])) if landing else max(indices, key=lambda i: ratio[i])
 
 
 def _finite(value: float) -> float | None:
@@ -271,10 +272,11 @@ def _finite(value: float) -> float | None:
 
 
 def _scores(drops: np.ndarray, saved: np.ndarray) -> np.ndarray:
-    """Accuracy drop per latency saved (lower is better); a move that saves nothing scores +inf."""
+    """Accuracy drop per latency saved (lower is better; a gain on the quick check counts as no drop, so it
+    cannot make a small saving look better than a large one); a move that saves nothing scores +inf."""
     out = np.full(len(drops), np.inf)
     ok = saved > 0
-    out[ok] = drops[ok] / saved[ok]
+    out[ok] = np.maximum(drops[ok], 0.0) / saved[ok]
     return out
 
 

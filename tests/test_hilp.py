@@ -61,6 +61,21 @@ def test_dropped_importance_sums_the_lowest_scores():
     assert dropped_importance(scores, 4) == 0.0
 
 
+def test_choice_prefers_less_accuracy_lost_per_latency_saved_and_stays_near_the_target():
+    from pruners.hilp import _choose, _scores
+
+    drops = np.array([1.0, 0.0, 0.0, -2.0, 0.5])
+    saved = np.array([0.10, 0.01, 0.04, 0.02, 0.0])
+    scores = _scores(drops, saved)
+    assert scores.tolist() == [10.0, 0.0, 0.0, 0.0, np.inf]  # a gain is no drop; saving nothing never wins
+    ratio = {i: 0.9 - saved[i] for i in range(5)}
+    assert _choose(range(5), ratio, dict(enumerate(scores)), floor=0.0) == 2  # equal scores: the larger saving
+    # near the target: a move that lands more than the tolerance below it is passed over ...
+    assert _choose(range(5), ratio, dict(enumerate(scores)), floor=0.87) == 3
+    # ... unless every move does, then the one that overshoots least
+    assert _choose([0, 2], ratio, dict(enumerate(scores)), floor=0.89) == 2
+
+
 # --- the measured loop ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def setting(shipped_profile):
