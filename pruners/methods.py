@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pruners import baselines, hilp, splamp
+from pruners import baselines, hilp, layerprune, splamp
 from pruners.errors import PruningError
 from pruners.method import Method
 
@@ -30,3 +30,4 @@ register_method(baselines.UNIFORM)
 register_method(baselines.GLOBAL)
 register_method(splamp.METHOD)
 register_method(hilp.METHOD)
+register_method(layerprune.METHOD)
