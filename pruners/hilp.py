@@ -15,8 +15,8 @@ proposes. One step:
    real module built by surgery from the current network.
 3. **Hardware in the loop.** Candidates are ranked by the predictor: importance dropped per
    predicted latency saved (importance: the removed filters' scores in per-weight units, so that a
-   width cut and a block removal compare). With ``prefilter`` K the first K are measured, otherwise
-   all of them, in one run interleaved with the reference network (``LatencyOracle.measure_many``),
+   width cut and a block removal compare). The first ``prefilter`` K (8 by default; 0: all) are
+   measured in one run interleaved with the reference network (``LatencyOracle.measure_many``),
    cached by signature.
 4. **Choice.** A measured candidate's score is its quick-accuracy drop (batch norms recalibrated, a
    fixed validation subset) per unit of measured latency saved, both against the current network;
@@ -52,6 +52,8 @@ from pruners.surgery import Decision, apply
 from pruners.train import load_weights, read_weights
 
 CHECKPOINT = "hilp.json"
+#: candidates measured per step: the predictor's top 8 (0 or None: all; README "HILP" has the numbers)
+DEFAULT_PREFILTER = 8
 CHECKPOINT_WEIGHTS = "hilp-weights.pt"
 
 
@@ -161,7 +163,7 @@ class _State:
                 "history": self.history, "ratio": self.ratio, "accuracy": self.accuracy}
 
 
-def hilp(problem: Problem, prefilter: int | None = None, step_epochs: int = 0, criterion: str = "l1",
+def hilp(problem: Problem, prefilter: int | None = DEFAULT_PREFILTER, step_epochs: int = 0, criterion: str = "l1",
          accuracy_batches: int = 4, max_steps: int = 200, tolerance: float = 0.05,
          step: int | None = None) -> Search:
     """Prune ``problem.model`` move by move until its measured latency meets ``problem.target`` (module doc)."""
@@ -173,8 +175,8 @@ def hilp(problem: Problem, prefilter: int | None = None, step_epochs: int = 0, c
                            "(--oracle auto or measure)")
     if problem.val_loader is None:
         raise PruningError("hilp ranks moves by a quick accuracy check: give a val_loader")
-    if prefilter is not None and prefilter < 1:
-        raise PruningError(f"prefilter must be at least 1 (or unset: measure every candidate), got {prefilter}")
+    if prefilter is not None and prefilter < 0:
+        raise PruningError(f"prefilter must be 0 (measure every candidate) or more, got {prefilter}")
     step = step or profile_group_size(oracle.profile)
     path = problem.out / CHECKPOINT if problem.out else None
     state = _State({g.name: tuple(range(g.channels)) for g in problem.groups}, [], [])
@@ -292,7 +294,7 @@ def _compose(state: _State, move: Move, arch: Arch) -> None:
 
 @dataclass(frozen=True)
 class Options:
-    prefilter: int | None = option(None, "measure only the K candidates the predictor ranks best (default: all)")
+    prefilter: int = option(DEFAULT_PREFILTER, "measure the K candidates the predictor ranks best; 0: all of them")
     step_epochs: int = option(0, "fine-tuning epochs after every move (0: none)")
     criterion: str = option("l1", "channel importance of the rate search")
     accuracy_batches: int = option(4, "validation batches of the quick accuracy check")

@@ -129,8 +129,8 @@ def test_hilp_refuses_what_it_cannot_do(setting, tmp_path):
     with pytest.raises(PruningError, match="measures every move"):
         hilp(problem)
     problem = _problem(setting, 0.8, tmp_path)
-    with pytest.raises(PruningError, match="prefilter must be at least 1"):
-        hilp(problem, prefilter=0)
+    with pytest.raises(PruningError, match="prefilter must be 0"):
+        hilp(problem, prefilter=-1)
     problem.metric = "flops"
     with pytest.raises(PruningError, match="latency target"):
         hilp(problem)
