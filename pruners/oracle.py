@@ -157,28 +157,13 @@ class LatencyOracle:
 
     def measure(self, module: nn.Module, arch: Arch) -> Estimate:
         """Time ``module`` (whose trace is ``arch``) interleaved with the reference network."""
-        key = arch.signature()
-        if key in self._measured:
-            self.counts.cache_hits += 1
-            return self._measured[key]
-        start = time.perf_counter()
-        if self._reference_runnable is None:
-            self._reference_runnable = self.backend.deploy(self.reference.eval(), self.example)
-        runnable = self.backend.deploy(module.eval(), self.example)
-        result = compare({"reference": self._reference_runnable, "candidate": runnable}, self.settings)
-        r = result.ratios["candidate"]
-        ref_us = result.measurements["reference"].median_us
-        self.reference_measured_us = self.reference_measured_us or ref_us
-        est = Estimate(r.ratio, r.ratio * self.reference_measured_us, r.ci_low, r.ci_high, "measured")
-        self.counts.measurements += 1
-        self.counts.measure_seconds += time.perf_counter() - start
-        self._measured[key] = est
-        return est
+        return self.measure_many([(module, arch)], seconds_each=0.0)[0]
 
     def measure_many(self, candidates: list[tuple[nn.Module, Arch]], seconds_each: float = 0.5) -> list[Estimate]:
         """Time several candidates in one run, interleaved with each other and the reference network, so
-        that their differences are measured in one machine state (ratios to the reference, as ``measure``).
-        Candidates measured before come from the cache; each new one counts as a measurement."""
+        that their differences are measured in one machine state (ratios to the reference); the run takes
+        at least ``seconds_each`` per network. Candidates measured before come from the cache; each new
+        one counts as a measurement."""
         keys = [arch.signature() for _, arch in candidates]
         new = {key: (module, arch) for key, (module, arch) in zip(keys, candidates, strict=True)
                if key not in self._measured}
