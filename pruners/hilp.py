@@ -45,7 +45,7 @@ from torch import nn
 from latbench.arch import Arch, trace
 from pruners.errors import PruningError
 from pruners.groups import ChannelGroup, channel_groups
-from pruners.importance import get_criterion, keep_top, score
+from pruners.importance import keep_top, per_weight_scores, score
 from pruners.method import Method, Problem, Search, option
 from pruners.splamp import profile_group_size
 from pruners.surgery import Decision, apply
@@ -99,7 +99,7 @@ class Move:
 def rate_search(arch: Arch, groups: list[ChannelGroup], scores: dict[int, torch.Tensor],
                 writer_scores: dict[str, torch.Tensor], oracle, step: int) -> tuple[list[Move], list[float]]:
     """Every group's optimal-rate move (module doc, step 1), priced in one batched prediction, and the
-    importance each move drops (its writers' dropped filter scores, see ``move_importance``)."""
+    importance each move drops (its writers' dropped filter scores, ``per_weight_scores``)."""
     plans = [(g, w) for g in groups for w in plateau_widths(arch.width_tuple[g.id], step)]
     if not plans:
         return [], []
@@ -130,14 +130,6 @@ def block_moves(arch: Arch, writer_scores: dict[str, torch.Tensor]) -> tuple[lis
             moves.append(Move("block", b.name, d, d.arch(arch)))
             lost.append(sum(float(s.sum()) for p, s in writer_scores.items() if p in b.layers))
     return moves, lost
-
-
-def writer_importance(model: nn.Module, groups: list[ChannelGroup], criterion: str) -> dict[str, torch.Tensor]:
-    """Per-filter scores of every writer in per-weight units (``Criterion.size_divisor``), so that filters of
-    convs with different fan-in weigh alike when a width cut and a block removal are compared."""
-    chosen = get_criterion(criterion)
-    modules = dict(model.named_modules())
-    return {p: s / chosen.size_divisor(modules[p].weight) for p, s in chosen.writer_scores(model, groups).items()}
 
 
 @dataclass
@@ -195,7 +187,7 @@ def hilp(problem: Problem, prefilter: int | None = DEFAULT_PREFILTER, step_epoch
         arch = trace(current, example, problem.arch.name)
         groups = channel_groups(current, arch, example)
         t0 = time.perf_counter()
-        per_writer = writer_importance(current, groups, criterion)
+        per_writer = per_weight_scores(current, groups, criterion)
         moves, lost = rate_search(arch, groups, score(current, groups, criterion), per_writer, oracle, step)
         rate_s = time.perf_counter() - t0
         blocks, block_lost = block_moves(arch, per_writer)

@@ -50,14 +50,15 @@ Block importance (:func:`block_scores`, LayerPrune): writer ``w``'s per-filter s
 weights of one filter, ``C_w`` the number of filters and ``d_w = n_w`` for ``l1``, ``taylor`` and ``lamp``,
 ``sqrt(n_w)`` for ``l2``, ``max(C_w - 1, 1) * sqrt(n_w)`` for ``fpgm`` and 1 for ``bn_scale``, so wide-input
 late stages are not favoured by their filter size alone. A block scores ``mean_{w in block} u_w /
-mean_{all writers} u_w`` (1 = an average writer of the network; all 0 when that network mean is 0).
+mean_{all writers} u_w`` (1 = an average writer of the network; all 0 when that network mean is 0); with
+``aggregate="max"`` or ``"min"`` the strongest or weakest writer instead of the mean.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -372,16 +373,38 @@ class FilterDynamics:
 
 
 # --- block importance and selection ----------------------------------------------------------------------------
-def block_scores(model: nn.Module, arch: Arch, groups: Sequence[ChannelGroup], criterion: str = "l1",
-                 batches: Iterable | None = None, max_batches: int = 8) -> dict[str, float]:
-    """Removable block name -> its mean normalised writer importance (1 = an average writer; see module doc)."""
+#: how a block's importance comes from its writers' (``block_scores``)
+AGGREGATES: dict[str, Callable[[list[float]], float]] = {"mean": lambda v: sum(v) / len(v), "max": max, "min": min}
+
+
+def per_weight_scores(model: nn.Module, groups: Sequence[ChannelGroup], criterion: str = "l1",
+                      batches: Iterable | None = None, max_batches: int = 8) -> dict[str, torch.Tensor]:
+    """Writer path -> per-filter scores in per-weight units (``Criterion.size_divisor``, see module doc), so
+    that filters of convs with different fan-in weigh alike."""
     chosen = get_criterion(criterion)
-    per_writer = chosen.writer_scores(model, groups, batches, max_batches)
     modules = dict(model.named_modules())
-    unit = {p: float(s.mean()) / chosen.size_divisor(modules[p].weight) for p, s in per_writer.items()}
+    return {p: s / chosen.size_divisor(modules[p].weight)
+            for p, s in chosen.writer_scores(model, groups, batches, max_batches).items()}
+
+
+def writer_importance(model: nn.Module, groups: Sequence[ChannelGroup], criterion: str = "l1",
+                      batches: Iterable | None = None, max_batches: int = 8) -> dict[str, float]:
+    """Writer path -> its mean per-weight score over the network's mean writer (1 = an average writer; all 0
+    when that mean is 0)."""
+    unit = {p: float(s.mean()) for p, s in per_weight_scores(model, groups, criterion, batches, max_batches).items()}
     if not unit:
         raise PruningError("block importance needs at least one writer; the groups have none")
     net = sum(unit.values()) / len(unit)
+    return {p: u / net if net > 0 else 0.0 for p, u in unit.items()}
+
+
+def block_scores(model: nn.Module, arch: Arch, groups: Sequence[ChannelGroup], criterion: str = "l1",
+                 batches: Iterable | None = None, max_batches: int = 8, aggregate: str = "mean") -> dict[str, float]:
+    """Removable block name -> its writers' normalised importance, aggregated by ``aggregate`` (``mean``,
+    ``max`` or ``min``; 1 = an average writer; see module doc)."""
+    if aggregate not in AGGREGATES:
+        raise PruningError(f"unknown aggregate {aggregate!r}; choose from {', '.join(AGGREGATES)}")
+    unit = writer_importance(model, groups, criterion, batches, max_batches)
     out = {}
     for block in arch.blocks:
         if not block.removable:
@@ -389,7 +412,7 @@ def block_scores(model: nn.Module, arch: Arch, groups: Sequence[ChannelGroup], c
         inside = [unit[p] for p in block.layers if p in unit]
         if not inside:
             raise PruningError(f"removable block {block.name!r} contains no writer of the given groups")
-        out[block.name] = (sum(inside) / len(inside)) / net if net > 0 else 0.0
+        out[block.name] = AGGREGATES[aggregate](inside)
     return out
 
 

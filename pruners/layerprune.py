@@ -27,13 +27,11 @@ import numpy as np
 
 from latbench.arch import Arch
 from pruners.errors import PruningError
-from pruners.importance import get_criterion
+from pruners.importance import AGGREGATES, block_scores, writer_importance
 from pruners.method import Method, Problem, Search, option
 from pruners.path_layers import path_layers
 from pruners.surgery import Decision, apply
 from pruners.targeting import largest_meeting, measure_toward
-
-AGGREGATES = {"mean": np.mean, "max": np.max, "min": np.min}
 
 
 def removable_units(arch: Arch) -> tuple[str, list[str]]:
@@ -53,20 +51,15 @@ def unit_importance(problem: Problem, kind: str, names: list[str], criterion: st
     """Each unit's importance (module doc): 1 is an average writer of the network."""
     if aggregate not in AGGREGATES:
         raise PruningError(f"unknown aggregate {aggregate!r}; choose from {', '.join(AGGREGATES)}")
-    chosen = get_criterion(criterion)
-    modules = dict(problem.model.named_modules())
-    per_writer = chosen.writer_scores(problem.model, problem.groups, problem.train_loader)
-    unit = {p: float(s.mean()) / chosen.size_divisor(modules[p].weight) for p, s in per_writer.items()}
-    net = float(np.mean(list(unit.values())))
-    members = ({b.name: [p for p in b.layers if p in unit] for b in problem.arch.blocks} if kind == "blocks"
-               else {name: [name] for name in names})
-    out = {}
-    for name in names:
-        inside = [unit[p] for p in members[name] if p in unit]
-        if not inside:
-            raise PruningError(f"{name!r} contains no writer of a prunable channel group")
-        out[name] = float(AGGREGATES[aggregate](inside)) / net if net > 0 else 0.0
-    return out
+    if kind == "blocks":
+        scores = block_scores(problem.model, problem.arch, problem.groups, criterion, problem.train_loader,
+                              aggregate=aggregate)
+    else:
+        scores = writer_importance(problem.model, problem.groups, criterion, problem.train_loader)
+    missing = [name for name in names if name not in scores]
+    if missing:
+        raise PruningError(f"{missing[0]!r} contains no writer of a prunable channel group")
+    return {name: scores[name] for name in names}
 
 
 def decision_of(kind: str, removed: list[str]) -> Decision:
@@ -98,7 +91,7 @@ def layerprune(problem: Problem, criterion: str = "l1", aggregate: str = "mean",
     if per_latency:
         alone = value([candidate([n])[1] for n in names])
         key = {n: importance[n] / s if s > 0 else np.inf for n, s in zip(names, value([arch])[0] - alone, strict=True)}
-    order = sorted(names, key=lambda n: (key[n], names.index(n)))
+    order = sorted(names, key=key.__getitem__)  # stable: ties keep the network's order
     for k in range(len(order) + 1):
         candidates[k] = candidate(order[:k])
     # knob = units kept (larger = bigger network), as the targeting loop wants
