@@ -2,8 +2,9 @@
 
 For each target, LayerPrune removes blocks of a trained network; then the filter methods (uniform, global)
 prune the same network to the latency LayerPrune's network measured, all fine-tuned alike (same epochs, same
-seed), and the networks are measured side by side with the original in one interleaved comparison. Writes one
-JSON row per (target, method).
+seed, uniform with LayerPrune's criterion), and the networks are measured side by side with the original in
+one interleaved comparison (``pruners.compare.compare_at_latency``, what ``latbench prune layerprune --compare
+uniform global`` runs). Writes one comparison per target.
 
     python benchmarks/layer_vs_filter.py [--model resnet56] [--targets 0.7 0.5] [--finetune-epochs 5]
 """
@@ -16,13 +17,14 @@ import time
 from pathlib import Path
 
 import torch
-from pruning_pareto import PROFILE, RESULTS, row, side_by_side
+from pruning_pareto import PROFILE, RESULTS
 
+from latbench.device_profile import DeviceProfile
 from latbench.jsonio import dump_json
+from pruners.compare import compare_at_latency, comparison_table
 from pruners.errors import PruningError
 from pruners.prune import prune
 from pruners.train import TrainConfig
-from pruners.trained import load_trained
 
 
 def main() -> None:
@@ -34,44 +36,35 @@ def main() -> None:
     p.add_argument("--filters", nargs="+", default=["uniform", "global"])
     p.add_argument("--criterion", default="l1")
     p.add_argument("--finetune-epochs", type=int, default=5)
+    p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--runs", default="runs/layer-vs-filter")
     p.add_argument("--out", default=str(RESULTS / "layer_vs_filter.json"))
     args = p.parse_args()
     weights = Path(args.weights or f"runs/{args.model}-digits")
-    finetune = TrainConfig(epochs=args.finetune_epochs, lr=0.01, seed=args.seed)
-    rows, start = [], time.perf_counter()
-    original = load_trained(args.model, weights, 10).eval()
+    finetune = TrainConfig(epochs=args.finetune_epochs, lr=args.lr, seed=args.seed)
+    profile = DeviceProfile.load(args.profile)
+    comparisons, start = [], time.perf_counter()
     for target in args.targets:
-        folders = {}
-        layer_out = Path(args.runs) / f"{args.model}-layerprune-{target:g}"
-        layer = prune("layerprune", args.model, weights, args.profile, target, out=layer_out, finetune=finetune,
-                      seed=args.seed, progress=False, options={"criterion": args.criterion})
-        folders["layerprune"] = layer_out
-        rows.append(row(layer.to_dict(), target))
-        reached = layer.latency["measured_ratio"]
-        for method in args.filters:
-            out = Path(args.runs) / f"{args.model}-{method}-at-layerprune-{target:g}"
-            try:
-                result = prune(method, args.model, weights, args.profile, reached, out=out, finetune=finetune,
-                               seed=args.seed, progress=False)
-            except PruningError as exc:
-                rows.append({"method": method, "target": target, "error": str(exc)})
-                continue
-            folders[method] = out
-            rows.append({**row(result.to_dict(), target), "filter_target": reached})
+        out = Path(args.runs) / f"{args.model}-layerprune-{target:g}"
+        shared = {"finetune": finetune, "seed": args.seed, "progress": False}
+        try:
+            layer = prune("layerprune", args.model, weights, profile, target, out=out,
+                          options={"criterion": args.criterion}, **shared)
+        except PruningError as exc:
+            comparisons.append({"target": target, "error": str(exc)})
+            print(f"target {target:g}: {exc}", flush=True)
+            continue
         torch.set_num_threads(1)
-        joint = side_by_side(args.model, original, folders, args.profile, 30.0, args.repeats)
-        for r in rows:
-            if r["target"] == target and r["method"] in joint:
-                r["side_by_side"] = joint[r["method"]]
-        print(f"target {target:g}: " + "  ".join(
-            f"{r['method']} {r['side_by_side']['median']:.3f} acc {r['accuracy']:.2f}%"
-            for r in rows if r["target"] == target and "side_by_side" in r), flush=True)
+        report = compare_at_latency(layer, args.filters, args.model, weights, profile, out, repeats=args.repeats,
+                                    **shared)
+        comparisons.append({"target": target, **report})
+        print(f"target {target:g}\n{comparison_table(report)}", flush=True)
     dump_json({"benchmark": "layer_vs_filter", "model": args.model, "profile": args.profile,
                "criterion": args.criterion, "finetune": finetune.to_dict(), "cpu_count": os.cpu_count(),
-               "date": time.strftime("%Y-%m-%d"), "wall_s": time.perf_counter() - start, "rows": rows}, args.out)
+               "date": time.strftime("%Y-%m-%d"), "wall_s": time.perf_counter() - start,
+               "comparisons": comparisons}, args.out)
     print(f"wrote {args.out}")
 
 

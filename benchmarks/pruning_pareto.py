@@ -29,8 +29,8 @@ import torch
 from latbench.arch import Arch, trace
 from latbench.device_profile import DeviceProfile
 from latbench.jsonio import dump_json
-from latbench.measure import MeasureSettings, compare
 from latbench.models import build_candidate
+from pruners.compare import side_by_side as compare_side_by_side
 from pruners.data import load_dataset, loaders
 from pruners.errors import PruningError
 from pruners.prune import prune
@@ -52,6 +52,7 @@ def row(report: dict[str, Any], target: float) -> dict[str, Any]:
             "flops_ratio": report["flops"]["ratio"], "params_k": report["params"]["pruned"] / 1e3,
             "measurements": report["oracle"]["counts"]["measurements"], "wall_s": report["wall_time_s"],
             "widths": report["widths"], "removed_blocks": len(report["removed_blocks"]),
+            "removed_layers": len(report.get("removed_layers", [])),
             "options": report["settings"].get("options", {})}
 
 
@@ -63,21 +64,12 @@ def load_pruned(model: str, folder: Path) -> torch.nn.Module:
 
 
 def side_by_side(model: str, original: torch.nn.Module, folders: dict[str, Path], profile: str, budget_s: float,
-                 repeats: int) -> dict[str, dict[str, float]]:
-    """Every method's network at one target measured in ONE interleaved comparison with the original, ``repeats``
-    times: per method the median ratio over repeats and its range (the machine drifts between comparisons; within
-    one, all networks see the same drift)."""
-    prof = DeviceProfile.load(profile)
-    backend = prof.backend()
+                 repeats: int) -> dict[str, dict[str, Any]]:
+    """Every method's network at one target (from its run folder) measured side by side with the original
+    (``pruners.compare.side_by_side``)."""
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    runnables = {"original": backend.deploy(original, x)}
-    runnables |= {m: backend.deploy(load_pruned(model, f), x) for m, f in folders.items()}
-    ratios: dict[str, list[float]] = {m: [] for m in folders}
-    for _ in range(repeats):
-        result = compare(runnables, MeasureSettings(target_rel_ci=0.005, budget_s=budget_s))
-        for m in folders:
-            ratios[m].append(result.ratios[m].ratio)
-    return {m: {"median": statistics.median(r), "low": min(r), "high": max(r), "all": r} for m, r in ratios.items()}
+    networks = {m: load_pruned(model, f) for m, f in folders.items()}
+    return compare_side_by_side(DeviceProfile.load(profile), original, networks, x, budget_s, repeats)
 
 
 def accuracy_over_seeds(model: str, weights: Path, folder: Path, seeds: list[int], epochs: int) -> list[float]:

@@ -1,6 +1,7 @@
 """FLOPs-era baselines every latency-aware method is compared against, at equal measured latency.
 
-- ``uniform``: the same keep ratio in every prunable group, filters chosen by L1 norm.
+- ``uniform``: the same keep ratio in every prunable group, filters chosen by L1 norm (or another
+  criterion of the core, so that a comparison uses the same criterion as the method it is set against).
 - ``global``: Torch-Pruning's global magnitude pruning (group L1 importance, normalised per
   group, ranked across the whole network) at one pruning ratio.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,7 @@ from latbench.arch import Arch
 from pruners.errors import PruningError
 from pruners.groups import ChannelGroup
 from pruners.importance import keep_top, score
-from pruners.method import Method, NoOptions, Problem, Search
+from pruners.method import Method, NoOptions, Problem, Search, option
 from pruners.oracle import LatencyOracle
 from pruners.surgery import Decision
 from pruners.targeting import largest_meeting, measure_toward
@@ -156,9 +158,11 @@ def _out_of_reach(target: float, metric: str, how: str, knob: float, value: floa
 
 def uniform(model: nn.Module, arch: Arch, groups: list[ChannelGroup], example: torch.Tensor,
             oracle: LatencyOracle | None, target: float, metric: str = "latency",
-            build: Callable[[Decision], nn.Module] | None = None, **kw: Any) -> Search:
-    """The uniform L1 baseline at a latency or FLOPs ratio."""
-    scores = score(model, groups, "l1")
+            build: Callable[[Decision], nn.Module] | None = None, criterion: str = "l1", batches: Any = None,
+            **kw: Any) -> Search:
+    """The uniform baseline at a latency or FLOPs ratio, filters by ``criterion`` (L1 by default; ``batches``
+    feed a data-driven one such as taylor)."""
+    scores = score(model, groups, criterion, batches)
     return search_knob(lambda r: uniform_decision(groups, scores, r), arch, oracle, target, metric, build, **kw)
 
 
@@ -179,9 +183,14 @@ def global_magnitude(model: nn.Module, arch: Arch, groups: list[ChannelGroup], e
     return search_knob(make, arch, oracle, target, metric, build, **kw)
 
 
-def _search_uniform(problem: Problem, options: NoOptions) -> Search:
+@dataclass(frozen=True)
+class UniformOptions:
+    criterion: str = option("l1", "per-filter criterion: l1, l2, bn_scale, taylor, fpgm")
+
+
+def _search_uniform(problem: Problem, options: UniformOptions) -> Search:
     return uniform(problem.model, problem.arch, problem.groups, problem.example, problem.oracle, problem.target,
-                   problem.metric, problem.build)
+                   problem.metric, problem.build, criterion=options.criterion, batches=problem.train_loader)
 
 
 def _search_global(problem: Problem, options: NoOptions) -> Search:
@@ -190,6 +199,6 @@ def _search_global(problem: Problem, options: NoOptions) -> Search:
 
 
 UNIFORM = Method("uniform", "the same keep ratio in every group, filters by L1 norm (FLOPs-era baseline)",
-                 NoOptions, _search_uniform)
+                 UniformOptions, _search_uniform)
 GLOBAL = Method("global", "Torch-Pruning's global magnitude pruning at one ratio (FLOPs-era baseline)",
                 NoOptions, _search_global)

@@ -9,9 +9,10 @@ from latbench.cli import add_profile_checks, load_profile
 from latbench.errors import UsageError
 from latbench.predictors import layer_sum_kinds
 from pruners.batchnorm import RECALIBRATION_IMAGES
+from pruners.compare import COMPARISON, check_methods, compare_at_latency, comparison_table
 from pruners.method import option_type
 from pruners.methods import METHODS
-from pruners.prune import prune
+from pruners.prune import default_out, prune
 from pruners.train import TrainConfig
 from pruners.trained import train_zoo_model
 
@@ -31,13 +32,23 @@ def cmd_prune(args: argparse.Namespace) -> int:
     metric, target = ("latency", args.latency_target) if args.flops_target is None else ("flops", args.flops_target)
     finetune = TrainConfig(epochs=args.finetune_epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                            distill=args.distill)
+    if args.compare:
+        check_methods(args.method, args.compare, metric)
+        if args.compare_budget <= 0 or args.compare_budget != args.compare_budget:
+            raise UsageError(f"--compare-budget must be a positive number of seconds, got {args.compare_budget}")
     profile = load_profile(args.profile, args.strict, args.reanchor)
-    result = prune(args.method, args.model, args.weights, profile, target,
-                   dataset=args.dataset, data_root=args.data_root, out=args.out, metric=metric, finetune=finetune,
-                   predictor=args.predictor, mode=args.oracle, seed=args.seed, measure_budget_s=args.measure_budget,
-                   progress=not args.quiet, options={name: getattr(args, name) for name in method_option_names()},
-                   bn_images=args.bn_images)
+    shared = dict(dataset=args.dataset, data_root=args.data_root, finetune=finetune, predictor=args.predictor,
+                  mode=args.oracle, seed=args.seed, measure_budget_s=args.measure_budget, progress=not args.quiet,
+                  bn_images=args.bn_images)
+    result = prune(args.method, args.model, args.weights, profile, target, out=args.out, metric=metric,
+                   options={name: getattr(args, name) for name in method_option_names()}, **shared)
     print(result.summary())
+    if args.compare:
+        out = args.out or default_out(args.model, args.method, metric, target)
+        report = compare_at_latency(result, args.compare, args.model, args.weights, profile, out,
+                                    budget_s=args.compare_budget, **shared)
+        print(comparison_table(report))
+        print(f"\nwrote {out}/{COMPARISON}")
     return 0
 
 
@@ -106,6 +117,11 @@ def register(sub) -> None:
                     help=f"training images batch norms are re-estimated on after surgery (default "
                          f"{RECALIBRATION_IMAGES}; 0: keep the cut network's statistics)")
     add_method_options(pn)
+    pn.add_argument("--compare", nargs="+", metavar="METHOD",
+                    help="also prune with these methods to the latency this run measured (same fine-tuning and "
+                         "criterion), and measure all side by side with the original, e.g. --compare uniform global")
+    pn.add_argument("--compare-budget", type=float, default=30.0,
+                    help="seconds of each of the 3 side-by-side comparisons (default 30)")
     pn.add_argument("--out", help="run folder (default runs/MODEL-METHOD-METRICTARGET); a rerun resumes there")
     add_profile_checks(pn)
     pn.add_argument("--quiet", action="store_true", help="no progress bar")

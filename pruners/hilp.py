@@ -10,9 +10,11 @@ proposes. One step:
    is priced by the predictor (one batched call for all groups) and the width with the most
    predicted latency saved per unit of importance lost (the sum of the dropped channels' scores,
    L1 by default) is the group's move.
-2. **Hybrid moves.** The candidates are every group cut to its optimal width and every removable
-   residual block replaced by identity (single-path layer removal is not a move yet). Each is a
-   real module built by surgery from the current network.
+2. **Hybrid moves.** The candidates are every group cut to its optimal width, every removable
+   residual block replaced by identity, and every conv that can leave a single path
+   (``pruners.path_layers``: VGG's convs, a MobileNet's last 1x1 conv; one whose reader the surgery
+   cannot reconcile, such as a depthwise conv, is no move). Each is a real module built by surgery
+   from the current network.
 3. **Hardware in the loop.** Candidates are ranked by the predictor: importance dropped per
    predicted latency saved (importance: the removed filters' scores in per-weight units, so that a
    width cut and a block removal compare). The first ``prefilter`` K (8 by default; 0: all) are
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,10 +45,11 @@ import torch
 from torch import nn
 
 from latbench.arch import Arch, trace
-from pruners.errors import PruningError
+from pruners.errors import PruningError, SurgeryError
 from pruners.groups import ChannelGroup, channel_groups
 from pruners.importance import keep_top, per_weight_scores, score
 from pruners.method import Method, Problem, Search, option
+from pruners.path_layers import path_layers
 from pruners.splamp import profile_group_size
 from pruners.surgery import Decision, apply
 from pruners.train import load_weights, read_weights
@@ -84,13 +87,15 @@ def dropped_importance(scores: torch.Tensor, width: int) -> float:
 
 @dataclass
 class Move:
-    """One candidate of a step: a group cut to ``width`` or a block removed, as a decision on the current network."""
+    """One candidate of a step: a group cut to ``width``, a block or a single-path layer removed, as a decision
+    on the current network (``module``: the candidate already built, for a layer removal, which needs a trace)."""
 
-    kind: str  # "width" or "block"
-    target: str  # group name or block name
+    kind: str  # "width", "block" or "layer"
+    target: str  # group, block or layer name
     decision: Decision
     arch: Arch
     width: int | None = None
+    module: nn.Module | None = None
 
     def label(self) -> str:
         return f"{self.target} -> {self.width}" if self.kind == "width" else f"remove {self.target}"
@@ -132,15 +137,33 @@ def block_moves(arch: Arch, writer_scores: dict[str, torch.Tensor]) -> tuple[lis
     return moves, lost
 
 
+def layer_moves(module: nn.Module, arch: Arch, example: torch.Tensor,
+                writer_scores: dict[str, torch.Tensor]) -> tuple[list[Move], list[float]]:
+    """Every single-path conv the surgery can take out of ``module`` as a move (built and traced here: a shorter
+    path changes its neighbours' shapes), and the importance it drops (the conv's filter scores)."""
+    moves, lost = [], []
+    for name in path_layers(arch):
+        d = Decision(remove_layers=(name,))
+        try:
+            built, traced = apply(module, arch, d, example, check_arch=False)
+        except SurgeryError:  # e.g. a depthwise reader: the surgery cannot reconcile it
+            continue
+        moves.append(Move("layer", name, d, traced, module=built))
+        lost.append(float(writer_scores[name].sum()) if name in writer_scores else 0.0)
+    return moves, lost
+
+
 @dataclass
 class _State:
-    """The current network as decisions on the original: kept original channels per group name, removed blocks."""
+    """The current network as decisions on the original: kept original channels per group name, removed blocks
+    and single-path layers."""
 
     kept: dict[str, tuple[int, ...]]
     removed: list[str]
     history: list[dict[str, Any]]
     ratio: float = 1.0
     accuracy: float | None = None
+    removed_layers: list[str] = field(default_factory=list)
 
     def decision(self, original: Arch) -> Decision:
         names = {g.name: g for g in original.groups}
@@ -148,11 +171,12 @@ class _State:
                   original.base.layers if layer.block == b.name}
         keep = {n: idx for n, idx in self.kept.items()
                 if n in names and not set(names[n].layers) <= inside and len(idx) < names[n].channels}
-        return Decision(keep, tuple(sorted(self.removed)))
+        return Decision(keep, tuple(sorted(self.removed)), tuple(self.removed_layers))
 
     def to_dict(self) -> dict[str, Any]:
         return {"kept": {k: list(v) for k, v in self.kept.items()}, "removed": self.removed,
-                "history": self.history, "ratio": self.ratio, "accuracy": self.accuracy}
+                "removed_layers": self.removed_layers, "history": self.history, "ratio": self.ratio,
+                "accuracy": self.accuracy}
 
 
 def hilp(problem: Problem, prefilter: int | None = DEFAULT_PREFILTER, step_epochs: int = 0, criterion: str = "l1",
@@ -176,7 +200,7 @@ def hilp(problem: Problem, prefilter: int | None = DEFAULT_PREFILTER, step_epoch
     if path is not None and path.exists():
         saved = json.loads(path.read_text())
         state = _State({k: tuple(v) for k, v in saved["kept"].items()}, saved["removed"], saved["history"],
-                       saved["ratio"], saved["accuracy"])
+                       saved["ratio"], saved["accuracy"], saved.get("removed_layers", []))
         current = apply(problem.model, problem.arch, state.decision(problem.arch), example, check_arch=False)[0]
         if step_epochs > 0 and (problem.out / CHECKPOINT_WEIGHTS).exists():
             load_weights(current, read_weights(problem.out / CHECKPOINT_WEIGHTS), str(problem.out / CHECKPOINT_WEIGHTS))
@@ -191,15 +215,20 @@ def hilp(problem: Problem, prefilter: int | None = DEFAULT_PREFILTER, step_epoch
         moves, lost = rate_search(arch, groups, score(current, groups, criterion), per_writer, oracle, step)
         rate_s = time.perf_counter() - t0
         blocks, block_lost = block_moves(arch, per_writer)
-        moves, lost = moves + blocks, lost + block_lost
+        layers, layer_lost = layer_moves(current, arch, example, per_writer)
+        moves, lost = moves + blocks + layers, lost + block_lost + layer_lost
         if not moves:
             break
         entry = _step(problem, oracle, current, arch, moves, np.array(lost), state, n, prefilter, accuracy_batches,
                       target, tolerance)
         entry["rate_search_s"] = round(rate_s, 3)
         chosen = next(m for m in moves if m.label() == entry["chosen"])
-        current = apply(current, arch, chosen.decision, example, check_arch=False)[0]
         _compose(state, chosen, arch)
+        if step_epochs > 0:  # the trained weights go on; a resumed run loads them from the checkpoint
+            current = apply(current, arch, chosen.decision, example, check_arch=False)[0]
+        else:  # rebuilt from the original as a resumed run rebuilds it (a removed layer's readers are
+            # reconciled against the final widths, not the widths at the time of removal)
+            current = apply(problem.model, problem.arch, state.decision(problem.arch), example, check_arch=False)[0]
         state.ratio, state.accuracy = entry["measured_ratio"], entry["accuracy"]
         if step_epochs > 0:
             problem.step_fine_tune(current, n, step_epochs)
@@ -214,7 +243,9 @@ def hilp(problem: Problem, prefilter: int | None = DEFAULT_PREFILTER, step_epoch
             tmp.write_text(json.dumps(state.to_dict(), indent=1))
             tmp.replace(path)
     decision = state.decision(problem.arch)
-    return Search(state.ratio, decision, decision.arch(problem.arch), state.history,
+    final = apply(problem.model, problem.arch, decision, example, check_arch=False)[1] if decision.remove_layers \
+        else decision.arch(problem.arch)  # a shorter path has no Arch but its trace
+    return Search(state.ratio, decision, final, state.history,
                   model=current if step_epochs > 0 else None)
 
 
@@ -229,7 +260,7 @@ def _step(problem: Problem, oracle, current: nn.Module, arch: Arch, moves: list[
     picked = order[:prefilter] if prefilter else order
     accuracy, modules = {}, {}
     for i in picked:
-        modules[i] = apply(current, arch, moves[i].decision, problem.example, check_arch=False)[0]
+        modules[i] = moves[i].module or apply(current, arch, moves[i].decision, problem.example, check_arch=False)[0]
         accuracy[i] = problem.quick_accuracy(modules[i], f"step{n}:{moves[i].arch.signature()}", batches)
     measured = oracle.measure_many([(modules[i], moves[i].arch) for i in picked])
     ratio = {i: e.ratio for i, e in zip(picked, measured, strict=True)}
@@ -278,6 +309,9 @@ def _compose(state: _State, move: Move, arch: Arch) -> None:
     """Record ``move`` (a decision on ``arch``, the current network) on the original's channels and blocks."""
     if move.kind == "block":
         state.removed.append(move.target)
+        return
+    if move.kind == "layer":
+        state.removed_layers.append(move.target)
         return
     for gid, idx in move.decision.resolved(arch).items():
         name = arch.groups[gid].name

@@ -102,8 +102,7 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
             raise PruningError("give val_loader (top-1 accuracy) or an evaluate(module) -> float of your own")
         evaluate_fn = lambda m: evaluate(m, val_loader)  # noqa: E731 - the default scorer
     bn_images = bn_images if train_loader is not None else 0
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")  # a factory spec names no folder
-    out = Path(out or f"runs/{slug}-{method}-{metric}{target:g}")
+    out = Path(out or default_out(name, method, metric, target))
     prof = profile if isinstance(profile, DeviceProfile) else DeviceProfile.load(profile)
     model = model.eval()
     arch = trace(model, example_input, name)
@@ -162,6 +161,13 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
         finetune=history.epochs if history else [], settings=settings)
     result.write(out)
     return result
+
+
+def default_out(name: str, method: str, metric: str, target: float) -> Path:
+    """The run folder of a run not given one: ``runs/NAME-METHOD-METRICTARGET`` (a factory spec names no folder,
+    so its characters outside ``[A-Za-z0-9_.-]`` become dashes)."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+    return Path(f"runs/{slug}-{method}-{metric}{target:g}")
 
 
 def _search(problem: Problem, method: Method, options: Any, out: Path,

@@ -40,7 +40,8 @@ class PruneResult:
         return {"method": self.method, "model": self.arch.name, "target": self.target, "accuracy": self.accuracy,
                 "latency": self.latency, "flops": self.flops, "params": self.params, "oracle": self.oracle,
                 "wall_time_s": self.wall_time_s, "widths": self.arch.channels(),
-                "removed_blocks": sorted(self.arch.removed), "settings": self.settings, "search": self.search,
+                "removed_blocks": sorted(self.arch.removed),
+                "removed_layers": list(self.decision.remove_layers), "settings": self.settings, "search": self.search,
                 "finetune": self.finetune}
 
     def summary(self) -> str:
@@ -69,7 +70,9 @@ class PruneResult:
                   f"Oracle: {self.oracle.get('counts', {}).get('predictions', 0)} predictions, "
                   f"{self.oracle.get('counts', {}).get('measurements', 0)} measurements; "
                   f"wall time {self.wall_time_s:.0f} s.",
-                  f"Removed blocks: {', '.join(sorted(self.arch.removed)) or 'none'}.", ""]
+                  f"Removed blocks: {', '.join(sorted(self.arch.removed)) or 'none'}"
+                  + (f"; removed layers: {', '.join(self.decision.remove_layers)}." if self.decision.remove_layers
+                     else "."), ""]
         if self.target.get("missed"):
             lines.insert(-1, f"**Target missed**: {self.target['missed']}.")
         lines[-1:-1] = [f"Note: {note}." for note in self.oracle.get("notes", [])]

@@ -166,3 +166,57 @@ def test_fine_tuning_between_moves_returns_the_trained_network_of_the_decision(s
                                                                        found.model.state_dict().items()}
     assert (tmp_path / "hilp-weights.pt").exists()
     assert all("accuracy_after_fine_tuning" in s for s in found.history)
+
+
+# --- single-path layer removal as a move --------------------------------------------------------------------------
+def test_every_single_path_conv_the_surgery_can_take_is_a_move_priced_by_its_filters():
+    from latbench.arch import trace
+    from pruners.groups import channel_groups
+    from pruners.hilp import layer_moves
+    from pruners.importance import per_weight_scores
+    from pruners.path_layers import path_layers
+
+    model = seeded("vgg16")
+    arch = trace(model, EXAMPLE, "vgg16")
+    moves, lost = layer_moves(model, arch, EXAMPLE, per_weight_scores(model, channel_groups(model, arch, EXAMPLE)))
+    modules = dict(model.named_modules())
+    assert [m.target for m in moves] == path_layers(arch) and len(moves) >= 8
+    for move, value in zip(moves, lost, strict=True):
+        w = modules[move.target].weight
+        assert value == pytest.approx(float(w.detach().abs().sum()) / w[0].numel(), rel=1e-6)  # its filters, per weight
+        assert move.kind == "layer" and move.target not in {layer.name for layer in move.arch.base.layers}
+        assert move.module(EXAMPLE).shape == (1, 10)
+
+    net = seeded("mobilenetv2_cifar")
+    arch = trace(net, EXAMPLE, "mobilenetv2_cifar")
+    moves, _ = layer_moves(net, arch, EXAMPLE, per_weight_scores(net, channel_groups(net, arch, EXAMPLE)))
+    last = [layer.name for layer in arch.base.layers if layer.spec.op == "conv"][-1]
+    assert last in [m.target for m in moves]  # MobileNet-V2's last 1x1 conv: its reader is the classifier
+    assert all(layer.block is None for m in moves for layer in arch.base.layers if layer.name == m.target)
+
+
+def test_a_layer_move_is_taken_recorded_and_resumed(setting, tmp_path, monkeypatch):
+    import pruners.hilp as hilp_module
+    from pruners.surgery import apply
+
+    profile, data = setting
+    monkeypatch.setattr(hilp_module, "rate_search", lambda *a, **k: ([], []))  # only depth moves are left
+
+    def problem():
+        model, arch, groups = with_groups(seeded("vgg16"), EXAMPLE, "vgg16")
+        oracle = LatencyOracle(profile, model, arch, EXAMPLE, mode="auto",
+                               settings=MeasureSettings(target_rel_ci=0.02, budget_s=2.0))
+        return Problem(model, arch, groups, EXAMPLE, oracle, 0.5, "latency", data, data, TrainConfig(epochs=0),
+                       out=tmp_path, bn_images=32)
+
+    first = hilp(problem(), prefilter=2, accuracy_batches=1, max_steps=1)
+    (step,) = first.history
+    assert step["kind"] == "layer" and first.decision.remove_layers == (step["chosen"].removeprefix("remove "),)
+    p = problem()
+    rebuilt = apply(p.model, p.arch, first.decision, EXAMPLE)[1]
+    assert first.arch.signature() == rebuilt.signature()
+    assert json.loads((tmp_path / CHECKPOINT).read_text())["removed_layers"] == list(first.decision.remove_layers)
+    resumed = hilp(p, prefilter=2, accuracy_batches=1, max_steps=2)
+    assert resumed.history[0] == step and len(resumed.history) == 2
+    assert step["chosen"] not in [c["move"] for c in resumed.history[1]["candidates"]]
+    assert len(resumed.decision.remove_layers) == 2 and p.oracle.counts.measurements == 2
