@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pruners import baselines, hilp, layerprune, splamp
+from pruners import baselines, hilp, lap, layerprune, splamp
 from pruners.errors import PruningError
 from pruners.method import Method
 
@@ -31,3 +31,4 @@ register_method(baselines.GLOBAL)
 register_method(splamp.METHOD)
 register_method(hilp.METHOD)
 register_method(layerprune.METHOD)
+register_method(lap.METHOD)

@@ -113,7 +113,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: Iterable, config
     total = config.epochs * per_epoch
     if teacher is not None:
         teacher.eval()
-    bar = _bar(progress, description, total, start * per_epoch)
+    bar = progress_bar(progress, description, total, start * per_epoch)
     try:
         for epoch in range(start, config.epochs):
             t0 = time.perf_counter()
@@ -150,7 +150,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: Iterable, config
     return history
 
 
-def _bar(enabled: bool, description: str, total: int, done: int):
+def progress_bar(enabled: bool, description: str, total: int, done: int):
+    """A started rich progress bar and its task (None when ``enabled`` is false); the caller stops it."""
     if not enabled:
         return None
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -1,0 +1,325 @@
+"""LAP: latency-aware automated pruning, a DDPG agent choosing each group's keep ratio (``../shared/METHODS.md``).
+
+AMC's resource-constrained search with latency in place of FLOPs and the latency-sensitivity analysis
+(``latbench.sensitivity``) as the agent's prior. Searched against the profile's predictor (fast); only
+the chosen network is measured.
+
+- **Episode.** The prunable channel groups are visited in network order; for each the agent
+  (``pruners.ddpg``) picks an action in [0, 1], mapped to a keep ratio in [``low``, ``high``].
+- **State** of group ``t`` (AMC's, latency for FLOPs): its index, channels, layers, writers, largest
+  kernel and stride, whether a writer is depthwise, writer weights (log), its predicted latency
+  sensitivity at keep ratios 0.75, 0.5 and 0.25 (share of the network's latency saved per share of
+  the group removed, the group pruned alone), the latency already removed (``1 - L(a_<t, full_>=t)``),
+  the latency the remaining groups can still remove (``L(a_<t, full_>=t) - L(a_<t, low_>=t)``), both
+  shares of the original's predicted latency, and the previous action. Static features are min-max
+  normalised over the groups.
+- **Wall.** The keep width is the largest of ``round(a * C)`` and the lower plateau edges under it (the
+  profile's channel-step multiples, then ``ceil(low * C)``) for which the network with every later
+  group at ``low`` is predicted within the target: every episode ends within the budget. A target
+  that even all groups at ``low`` miss is refused with that floor.
+- **Reward** ``R = -E + latency_weight * S`` with ``E = 1 - accuracy`` on the quick check (batch norms
+  recalibrated, a fixed validation subset, no fine-tuning) and ``S = sum_g s_g(r_g) * (1 - r_g)``,
+  the share of latency the sensitivity analysis credits to the episode's cuts (``r_g`` the group's
+  keep ratio, ``s_g`` its sensitivity at that ratio, interpolated): a cut where latency is
+  insensitive earns nothing. ``latency_weight`` 0 is AMC's accuracy-only reward under the wall.
+  Every transition of an episode carries its reward minus a moving-average baseline (AMC).
+- **Filters**: kept by dynamic scores (``pruners.dynamic_selection``; ``selection="dynamic"``) or by a
+  static criterion (``l1``, ...); after the search the chosen widths' selection is refined by
+  regrowth. The report compares the quick-check accuracy of L1, dynamic and dynamic+regrowth
+  selection at the final widths.
+- **Targeting**: the best episode's keep ratios are scaled together (``min(1, r_g * k)``) and the knob
+  ``k`` is fitted to the measured target by the shared measure-and-correct loop.
+- **Resumable**: agent, buffer, baseline and best policy go to ``lap.pt`` after every episode (loaded
+  weights-only), the episode log to ``lap.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from latbench.arch import Arch
+from latbench.sensitivity import sensitivity
+from pruners.baselines import search_knob
+from pruners.ddpg import DDPG, DDPGSettings
+from pruners.dynamic_selection import dynamic_scores, gate_gradients, regrow
+from pruners.errors import PruningError
+from pruners.importance import keep_top, score
+from pruners.method import Method, Problem, Search, option
+from pruners.splamp import profile_group_size
+from pruners.surgery import Decision
+from pruners.train import progress_bar
+
+CHECKPOINT = "lap.pt"
+LOG = "lap.json"
+STATE_RATIOS = (0.75, 0.5, 0.25)
+
+
+class _RatioPredictor:
+    """The oracle's batched predicted ratios in the shape ``latbench.sensitivity`` asks of a predictor."""
+
+    def __init__(self, oracle) -> None:
+        self.oracle = oracle
+
+    def predict_many(self, archs: list[Arch]) -> tuple[np.ndarray, None]:
+        return self.oracle.predict_ratios(archs), None
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    lo, hi = x.min(0), x.max(0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    return np.where(hi > lo, (x - lo) / span, 0.0)
+
+
+@dataclass
+class Environment:
+    """The groups, their static state, the wall and the reward's latency term for one network and target."""
+
+    arch: Arch
+    group_ids: list[int]
+    oracle: Any
+    target: float
+    low: float = 0.2
+    high: float = 1.0
+    step: int = 8
+    static: np.ndarray = field(init=False)
+    sens: dict[int, tuple[np.ndarray, np.ndarray]] = field(init=False)  # gid -> (ratios ascending, sensitivity)
+
+    def __post_init__(self) -> None:
+        table = sensitivity(self.arch, _RatioPredictor(self.oracle), groups=self.group_ids)
+        self.sens = {}
+        for gid, rows in table.groupby("group"):
+            rows = rows.sort_values("ratio")
+            self.sens[int(gid)] = (rows["ratio"].to_numpy(float), rows["sensitivity"].to_numpy(float))
+        layers = {layer.name: layer for layer in self.arch.base.layers}
+        feats = []
+        for t, gid in enumerate(self.group_ids):
+            g = self.arch.groups[gid]
+            writers = [layers[n] for n in g.layers if gid in layers[n].out_groups]
+            specs = [w.spec for w in writers] or [layers[n].spec for n in g.layers]
+            weights = sum(s.in_channels // max(s.groups, 1) * s.out_channels * s.kernel[0] * s.kernel[1]
+                          for s in specs)
+            feats.append([t, math.log(g.channels), len(g.layers), len(writers),
+                          max(s.kernel[0] * s.kernel[1] for s in specs), max(s.stride[0] for s in specs),
+                          float(any(s.groups > 1 for s in specs)), math.log(max(weights, 1)),
+                          *[self.sensitivity(gid, r) for r in STATE_RATIOS]])
+        self.static = _minmax(np.array(feats, dtype=float))
+
+    @property
+    def states(self) -> int:
+        return self.static.shape[1] + 3
+
+    def sensitivity(self, gid: int, ratio: float) -> float:
+        if gid not in self.sens:  # a group too narrow to have a table row
+            return 0.0
+        r, s = self.sens[gid]
+        return float(np.interp(ratio, r, s))
+
+    def min_width(self, gid: int) -> int:
+        return max(1, math.ceil(self.low * self.arch.width_tuple[gid]))
+
+    def floor(self) -> float:
+        """The predicted ratio with every group at ``low``: the least this search can reach."""
+        return float(self.oracle.predict_ratios([self.arch.with_widths({g: self.min_width(g)
+                                                                         for g in self.group_ids})])[0])
+
+    def state(self, t: int, widths: dict[int, int], prev: float) -> tuple[np.ndarray, float]:
+        rest = self.group_ids[t:]
+        full = self.arch.with_widths(widths)
+        lowest = self.arch.with_widths({**widths, **{g: self.min_width(g) for g in rest}})
+        now, least = self.oracle.predict_ratios([full, lowest])
+        return np.concatenate([self.static[t], [1.0 - now, max(now - least, 0.0), prev]]).astype(np.float32), now
+
+    def wall(self, t: int, widths: dict[int, int], keep: float) -> int:
+        """The widest width at most ``round(keep * C)`` whose network, later groups at ``low``, meets the target."""
+        gid = self.group_ids[t]
+        channels = self.arch.width_tuple[gid]
+        wanted = min(channels, max(self.min_width(gid), round(keep * channels)))
+        options = sorted({wanted, self.min_width(gid), *[w for w in range(self.step, wanted, self.step)
+                                                           if w >= self.min_width(gid)]}, reverse=True)
+        later = {g: self.min_width(g) for g in self.group_ids[t + 1:]}
+        ratios = self.oracle.predict_ratios([self.arch.with_widths({**widths, gid: w, **later}) for w in options])
+        for w, r in zip(options, ratios, strict=True):
+            if r <= self.target:
+                return w
+        return options[-1]
+
+    def latency_credit(self, widths: dict[int, int]) -> float:
+        """``S`` of the reward: the sensitivity-weighted share of latency the cuts remove (module doc)."""
+        total = 0.0
+        for gid in self.group_ids:
+            r = widths[gid] / self.arch.width_tuple[gid]
+            total += self.sensitivity(gid, r) * (1.0 - r)
+        return total
+
+
+@dataclass
+class Episode:
+    widths: dict[int, int]
+    actions: list[float]
+    states: list[np.ndarray]
+    predicted: float
+
+
+def run_episode(env: Environment, act) -> Episode:
+    """One pass over the groups with ``act(state) -> action in [0, 1]``, the wall applied at every group."""
+    widths: dict[int, int] = {}
+    actions, states = [], []
+    prev = 1.0
+    for t, gid in enumerate(env.group_ids):
+        s, _ = env.state(t, widths, prev)
+        a = float(act(s))
+        keep = env.low + a * (env.high - env.low)
+        widths[gid] = env.wall(t, widths, keep)
+        actions.append(a)
+        states.append(s)
+        prev = a
+    predicted = float(env.oracle.predict_ratios([env.arch.with_widths(widths)])[0])
+    return Episode(widths, actions, states, predicted)
+
+
+def _selection_scores(problem: Problem, selection: str, batches: int) -> dict[int, torch.Tensor]:
+    if selection == "dynamic":
+        return dynamic_scores(problem.model, problem.groups, problem.train_loader, batches, lr=problem.finetune.lr)
+    return score(problem.model, problem.groups, selection, problem.train_loader)
+
+
+def _decision(widths: dict[int, int], scores: dict[int, torch.Tensor], arch: Arch) -> Decision:
+    return Decision({gid: tuple(keep_top(scores[gid], w)) for gid, w in widths.items()
+                     if w < arch.width_tuple[gid]})
+
+
+def _save(problem: Problem, payload: dict[str, Any], log: list[dict[str, Any]]) -> None:
+    if problem.out is None:
+        return
+    problem.out.mkdir(parents=True, exist_ok=True)
+    tmp = problem.out / (CHECKPOINT + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(problem.out / CHECKPOINT)
+    tmp = problem.out / (LOG + ".tmp")
+    tmp.write_text(json.dumps(log))
+    tmp.replace(problem.out / LOG)
+
+
+def lap(problem: Problem, episodes: int = 300, warmup: int = 100, low: float = 0.2, high: float = 1.0,
+        latency_weight: float = 0.1, selection: str = "dynamic", dynamics_batches: int = 20,
+        regrow_fraction: float = 0.1, regrow_batches: int = 8, accuracy_batches: int = 4, seed: int = 0,
+        agent_settings: DDPGSettings | None = None) -> Search:
+    """Search keep ratios with the agent against the predictor, then select filters and fit the target
+    by measurement (module doc)."""
+    oracle, target = problem.oracle, problem.target
+    if problem.metric != "latency":
+        raise PruningError("lap searches for a latency target; use uniform or global for a FLOPs target")
+    if oracle is None:
+        raise PruningError("lap needs a latency oracle (a device profile)")
+    if not 0.0 < low < high <= 1.0:
+        raise PruningError(f"keep-ratio bounds must satisfy 0 < low < high <= 1, got low {low}, high {high}")
+    if episodes < 1 or warmup < 0:
+        raise PruningError(f"episodes must be 1 or more and warmup 0 or more, got {episodes} and {warmup}")
+    if problem.val_loader is None:
+        raise PruningError("lap's reward is a quick accuracy check: give a val_loader")
+    start = time.perf_counter()
+    env = Environment(problem.arch, [g.id for g in problem.groups], oracle, target, low, high,
+                      profile_group_size(oracle.profile))
+    floor = env.floor()
+    if floor > target:
+        raise PruningError(f"latency target {target:g} is below what lap can reach: every group at the lowest keep "
+                           f"ratio {low:g} is predicted at {floor:.3f} of the original")
+    settings = agent_settings or DDPGSettings(warmup=warmup)
+    agent = DDPG(env.states, settings, seed)
+    scores = _selection_scores(problem, selection, dynamics_batches)
+    best: dict[str, Any] | None = None
+    searched = 0.0  # seconds of earlier, interrupted runs
+
+    def elapsed() -> float:
+        return searched + time.perf_counter() - start
+
+    log: list[dict[str, Any]] = []
+    path = problem.out / CHECKPOINT if problem.out else None
+    if path is not None and path.exists():
+        saved = torch.load(path, weights_only=True)
+        agent.load_state_dict(saved["agent"])
+        best, searched = saved["best"], float(saved["search_s"])
+        log = json.loads((problem.out / LOG).read_text()) if (problem.out / LOG).exists() else []
+    bar = progress_bar(problem.progress, "lap episodes", episodes, agent.episode)
+    try:
+        while agent.episode < episodes:
+            ep = run_episode(env, agent.act)
+            decision = _decision(ep.widths, scores, problem.arch)
+            module = problem.build(decision)
+            acc = problem.quick_accuracy(module, f"lap:{decision.arch(problem.arch).signature()}", accuracy_batches)
+            credit = env.latency_credit(ep.widths)
+            reward = -(1.0 - acc / 100.0) + latency_weight * credit
+            record = {"episode": agent.episode, "reward": reward, "accuracy": acc, "predicted": ep.predicted,
+                      "latency_credit": credit, "sigma": agent.sigma,
+                      "keep": {str(g): ep.widths[g] for g in env.group_ids}}
+            if best is None or reward > best["reward"]:
+                best = record
+            log.append(record)
+            agent.learn_episode(ep.states, ep.actions, reward)
+            _save(problem, {"agent": agent.state_dict(), "best": best, "search_s": elapsed()}, log)
+            if bar is not None:
+                bar[0].update(bar[1], completed=agent.episode,
+                              info=f"reward {reward:.3f}  best: predicted {best['predicted']:.3f}, "
+                                   f"accuracy {best['accuracy']:.1f}%")
+    finally:
+        if bar is not None:
+            bar[0].stop()
+    return _finish(problem, env, best, scores, selection, regrow_fraction, regrow_batches, accuracy_batches,
+                   log, elapsed())
+
+
+def _finish(problem: Problem, env: Environment, best: dict[str, Any], scores, selection: str,
+            regrow_fraction: float, regrow_batches: int, accuracy_batches: int, log: list[dict[str, Any]],
+            search_s: float) -> Search:
+    """Fit the best policy to the measured target, refine its filters by regrowth, compare selections."""
+    arch = problem.arch
+    ratios = {int(g): w / arch.width_tuple[int(g)] for g, w in best["keep"].items()}
+
+    def widths_at(k: float) -> dict[int, int]:
+        return {g: max(1, round(min(1.0, r * k) * arch.width_tuple[g])) for g, r in ratios.items()}
+
+    found = search_knob(lambda k: _decision(widths_at(k), scores, arch), arch, problem.oracle, problem.target,
+                        "latency", problem.build, knob_range=(0.5, 2.0), grid=61)
+    widths = {g: len(idx) for g, idx in found.decision.resolved(arch).items()}
+    widths = {g: widths.get(g, arch.width_tuple[g]) for g in env.group_ids}
+    keep = {g: tuple(keep_top(scores[g], w)) for g, w in widths.items()}
+    gradients = gate_gradients(problem.model, problem.groups, keep, problem.train_loader, regrow_batches)
+    regrown, swaps = regrow(keep, gradients, regrow_fraction)
+    final = Decision({g: idx for g, idx in regrown.items() if len(idx) < arch.width_tuple[g]})
+    compared = {}
+    l1 = score(problem.model, problem.groups, "l1")
+    for name, d in (("l1", _decision(widths, l1, arch)), (selection, _decision(widths, scores, arch)),
+                    (f"{selection}+regrowth", final)):
+        compared[name] = problem.quick_accuracy(problem.build(d), f"lap-final:{name}", accuracy_batches)
+    summary = {"episodes": len(log), "search_s": round(search_s, 1), "best_episode": best["episode"],
+               "best_reward": best["reward"], "best_predicted": best["predicted"], "best_accuracy": best["accuracy"],
+               "knob": found.knob, "selection": selection, "regrown": sum(len(s) for s in swaps.values()),
+               "selection_accuracy": compared}
+    return Search(found.knob, final, final.arch(arch), [*found.history, {"lap": summary}])
+
+
+@dataclass(frozen=True)
+class Options:
+    episodes: int = option(300, "search episodes (warm-up included)")
+    warmup: int = option(100, "episodes of random actions before the agent learns")
+    low: float = option(0.2, "smallest keep ratio of a group")
+    latency_weight: float = option(0.1, "weight of the sensitivity-weighted latency term of the reward")
+    selection: str = option("dynamic", "which filters to keep: dynamic (change over a short fine-tuning), or a "
+                                       "criterion (l1, l2, bn_scale, taylor, fpgm)")
+    regrow_fraction: float = option(0.1, "at most this share of a group's kept filters swapped by regrowth")
+
+
+def search(problem: Problem, options: Options) -> Search:
+    return lap(problem, options.episodes, options.warmup, options.low, latency_weight=options.latency_weight,
+               selection=options.selection, regrow_fraction=options.regrow_fraction)
+
+
+METHOD = Method("lap", "LAP: a DDPG agent picks each group's keep ratio against the predicted latency; dynamic "
+                       "filter selection with regrowth", Options, search)

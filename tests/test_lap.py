@@ -1,0 +1,186 @@
+"""LAP: the agent against random search on a toy problem, the wall, gate gradients and regrowth, resuming."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from nets import seeded, with_groups
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from latbench.device_profile import DeviceProfile
+from latbench.measure import MeasureSettings
+from pruners.ddpg import DDPG, DDPGSettings
+from pruners.dynamic_selection import DROPPED_GATE, gate_gradients, regrow
+from pruners.errors import PruningError
+from pruners.groups import ChannelGroup
+from pruners.lap import LOG, Environment, lap, run_episode
+from pruners.method import Problem
+from pruners.oracle import LatencyOracle
+from pruners.train import TrainConfig
+
+EXAMPLE = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# --- the agent ----------------------------------------------------------------------------------------------------
+OPTIMUM = np.array([0.2, 0.9, 0.5, 0.7, 0.3])
+
+
+def _toy_reward(actions) -> float:
+    return -float(((np.asarray(actions) - OPTIMUM) ** 2).sum())
+
+
+def _toy_walk(act):
+    states, actions, prev = [], [], 1.0
+    for t in range(len(OPTIMUM)):
+        s = np.zeros(len(OPTIMUM) + 1, np.float32)
+        s[t], s[-1] = 1.0, prev
+        prev = act(s)
+        states.append(s)
+        actions.append(prev)
+    return states, actions
+
+
+def test_the_agent_finds_a_known_optimum_better_than_random_search_at_equal_episodes():
+    episodes, agent_best, random_best = 200, [], []
+    for seed in range(3):
+        agent = DDPG(len(OPTIMUM) + 1, DDPGSettings(warmup=30), seed)
+        best = -np.inf
+        for _ in range(episodes):
+            states, actions = _toy_walk(agent.act)
+            reward = _toy_reward(actions)
+            best = max(best, reward)
+            agent.learn_episode(states, actions, reward)
+        agent_best.append(best)
+        rng = np.random.default_rng(seed)
+        random_best.append(max(_toy_reward(rng.uniform(0, 1, len(OPTIMUM))) for _ in range(episodes)))
+    assert np.mean(agent_best) > np.mean(random_best)
+    assert np.mean(agent_best) > -0.05  # within about 0.1 of the optimum in every coordinate
+
+
+def test_an_agent_restored_from_its_state_acts_and_learns_as_the_original():
+    a, b = DDPG(4, DDPGSettings(warmup=1, batch_size=4), 3), DDPG(4, DDPGSettings(warmup=1, batch_size=4), 9)
+    s = np.linspace(0, 1, 4, dtype=np.float32)
+    for _ in range(3):
+        a.learn_episode([s, s], [a.act(s), a.act(s)], -0.5)
+    b.load_state_dict(a.state_dict())
+    assert b.episode == a.episode and b.sigma == a.sigma and b.baseline == a.baseline
+    for _ in range(2):
+        a.learn_episode([s, s], [a.act(s), a.act(s)], -0.2)
+        b.learn_episode([s, s], [b.act(s), b.act(s)], -0.2)
+    assert a.policy(s) == b.policy(s)
+
+
+# --- the environment ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def setting(shipped_profile):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
+    return DeviceProfile.load(shipped_profile()), DataLoader(TensorDataset(x, y), batch_size=32)
+
+
+def _problem(setting, target, out=None):
+    profile, data = setting
+    model, arch, groups = with_groups(seeded("resnet20"), EXAMPLE, "resnet20")
+    oracle = LatencyOracle(profile, model, arch, EXAMPLE, mode="auto",
+                           settings=MeasureSettings(target_rel_ci=0.02, budget_s=2.0))
+    return Problem(model, arch, groups, EXAMPLE, oracle, target, "latency", data, data, TrainConfig(epochs=0),
+                   out=out, bn_images=32)
+
+
+@pytest.mark.parametrize("target", [0.7, 0.5])
+def test_the_wall_keeps_every_episode_within_the_target(setting, target):
+    problem = _problem(setting, target)
+    env = Environment(problem.arch, [g.id for g in problem.groups], problem.oracle, target, step=16)
+    rng = np.random.default_rng(0)
+    for act in [lambda s: 1.0, lambda s: 0.0, *[lambda s: float(rng.uniform()) for _ in range(6)]]:
+        ep = run_episode(env, act)
+        recomputed = problem.oracle.predict(problem.arch.with_widths(ep.widths)).ratio
+        assert ep.predicted == pytest.approx(recomputed) and recomputed <= target
+        assert all(env.min_width(g) <= w <= problem.arch.width_tuple[g] for g, w in ep.widths.items())
+    greedy = run_episode(env, lambda s: 1.0)  # keeps everything it can: the first groups stay wide
+    assert greedy.widths[env.group_ids[0]] == problem.arch.width_tuple[env.group_ids[0]]
+
+
+def test_a_target_under_the_floor_is_refused_with_it(setting):
+    with pytest.raises(PruningError, match=r"every group at the lowest keep ratio 0.2 is predicted at 0\.\d{3}"):
+        lap(_problem(setting, 0.05), episodes=1, warmup=1)
+
+
+# --- filter selection ---------------------------------------------------------------------------------------------
+def test_gate_gradients_are_the_loss_change_of_switching_a_channel_by_finite_differences():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-0.5, 0.5)
+        model[1].running_var.uniform_(0.5, 2.0)
+    group = ChannelGroup(0, "0", 5, ("0",), ("1",), ("3",))
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    keep = (0, 2, 3)
+    grads = gate_gradients(model, [group], {0: keep}, [(x, y)], batches=1)[0]
+
+    exact = copy.deepcopy(model).double()  # finite differences in float64
+
+    def loss(gate: torch.Tensor) -> float:
+        with torch.no_grad():
+            h = exact[1](exact[0](x.double())) * gate
+            return float(nn.functional.cross_entropy(exact[3](exact[2](h)), y))
+
+    base = torch.full((5,), DROPPED_GATE, dtype=torch.float64)
+    base[list(keep)] = 1.0
+    delta = 1e-6
+    for c in range(5):
+        up, down = base.clone(), base.clone()
+        up[c] += delta
+        down[c] -= delta if c in keep else 0.0  # a dropped channel: the one-sided change of restoring it
+        expected = abs(loss(up) - loss(down)) / (2 * delta if c in keep else delta)
+        assert float(grads[c]) == pytest.approx(expected, rel=5e-3)
+    assert all(float(grads[c]) > 0 for c in range(5))  # ReLU after the gate: restoring is still priced
+
+
+def test_regrowth_swaps_the_strongest_dropped_for_the_weakest_kept_while_it_is_stronger():
+    grads = {0: torch.tensor([0.1, 0.5, 0.05, 0.9])}
+    kept, swaps = regrow({0: (0, 1)}, grads, fraction=1.0)
+    assert kept[0] == (1, 3) and swaps[0] == [(3, 0)]  # 2 (0.05) is weaker than 1 (0.5): no second swap
+    kept, swaps = regrow({0: (0, 2)}, grads, fraction=0.5)  # at most ceil(0.5 * 2) = 1 swap
+    assert kept[0] == (0, 3) and swaps[0] == [(3, 2)]
+    kept, swaps = regrow({0: (1, 3)}, grads, fraction=1.0)
+    assert kept[0] == (1, 3) and swaps == {}
+
+
+# --- the search -----------------------------------------------------------------------------------------------------
+def test_a_resumed_search_continues_from_its_checkpoint(setting, tmp_path):
+    first = lap(_problem(setting, 0.6, tmp_path), episodes=3, warmup=2, dynamics_batches=1, regrow_batches=1,
+                accuracy_batches=1)
+    log = json.loads((tmp_path / LOG).read_text())
+    assert [r["episode"] for r in log] == [0, 1, 2]
+    resumed = lap(_problem(setting, 0.6, tmp_path), episodes=5, warmup=2, dynamics_batches=1, regrow_batches=1,
+                  accuracy_batches=1)
+    again = json.loads((tmp_path / LOG).read_text())
+    assert again[:3] == log and [r["episode"] for r in again] == [0, 1, 2, 3, 4]
+    summary = resumed.history[-1]["lap"]
+    assert summary["episodes"] == 5 and first.history[-1]["lap"]["episodes"] == 3
+    assert summary["best_reward"] == max(r["reward"] for r in again)
+    assert set(summary["selection_accuracy"]) == {"l1", "dynamic", "dynamic+regrowth"}
+
+
+def test_latbench_prune_lap_end_to_end(capsys, shipped_profile, tmp_path):
+    from test_cli import run
+
+    weights = tmp_path / "resnet20.pt"
+    torch.save(seeded("resnet20").state_dict(), weights)
+    code, _out, err = run(capsys, "prune", "lap", "--model", "resnet20", "--weights", str(weights), "--profile",
+                         str(shipped_profile()), "--latency-target", "0.7", "--episodes", "3", "--warmup", "2",
+                         "--finetune-epochs", "0", "--bn-images", "32", "--measure-budget", "2", "--quiet",
+                         "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["settings"]["options"] == {"episodes": 3, "warmup": 2}
+    summary = next(e["lap"] for e in report["search"] if "lap" in e)
+    assert summary["episodes"] == 3 and report["latency"]["measured_ratio"] < 1.0
