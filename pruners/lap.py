@@ -309,7 +309,7 @@ def _finish(problem: Problem, env: Environment, best: dict[str, Any], scores, se
 class Options:
     episodes: int = option(300, "search episodes (warm-up included)")
     warmup: int = option(100, "episodes of random actions before the agent learns")
-    low: float = option(0.2, "smallest keep ratio of a group")
+    min_keep: float = option(0.2, "smallest keep ratio the agent may give a group")
     latency_weight: float = option(0.1, "weight of the sensitivity-weighted latency term of the reward")
     selection: str = option("dynamic", "which filters to keep: dynamic (change over a short fine-tuning), or a "
                                        "criterion (l1, l2, bn_scale, taylor, fpgm)")
@@ -317,7 +317,7 @@ class Options:
 
 
 def search(problem: Problem, options: Options) -> Search:
-    return lap(problem, options.episodes, options.warmup, options.low, latency_weight=options.latency_weight,
+    return lap(problem, options.episodes, options.warmup, options.min_keep, latency_weight=options.latency_weight,
                selection=options.selection, regrow_fraction=options.regrow_fraction)
 
 

@@ -87,6 +87,14 @@ class PruneResult:
                       f"{e['prediction_error']['worst'] * 100:.1f}% | {'yes' if e['prediction_picks_same'] else 'no'} |"
                       for e in steps]
             lines.append("")
+        agent = next((e["lap"] for e in self.search if "lap" in e), None)
+        if agent:
+            acc = ", ".join(f"{name} {v:.1f}%" for name, v in agent["selection_accuracy"].items())
+            lines += [f"LAP: {agent['episodes']} episodes in {agent['search_s']:.0f} s; the best (episode "
+                      f"{agent['best_episode']}) predicted at {agent['best_predicted']:.3f} with "
+                      f"{agent['best_accuracy']:.1f}% on the quick check; its keep ratios scaled by "
+                      f"{agent['knob']:.3f} to meet the measured target. "
+                      f"Filters at those widths, quick check: {acc} ({agent['regrown']} regrown).", ""]
         return "\n".join(lines)
 
     def write(self, out: str | Path) -> Path:

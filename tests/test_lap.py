@@ -175,7 +175,7 @@ def test_latbench_prune_lap_end_to_end(capsys, shipped_profile, tmp_path):
 
     weights = tmp_path / "resnet20.pt"
     torch.save(seeded("resnet20").state_dict(), weights)
-    code, _out, err = run(capsys, "prune", "lap", "--model", "resnet20", "--weights", str(weights), "--profile",
+    code, out, err = run(capsys, "prune", "lap", "--model", "resnet20", "--weights", str(weights), "--profile",
                          str(shipped_profile()), "--latency-target", "0.7", "--episodes", "3", "--warmup", "2",
                          "--finetune-epochs", "0", "--bn-images", "32", "--measure-budget", "2", "--quiet",
                          "--out", str(tmp_path / "run"))
@@ -184,3 +184,4 @@ def test_latbench_prune_lap_end_to_end(capsys, shipped_profile, tmp_path):
     assert report["settings"]["options"] == {"episodes": 3, "warmup": 2}
     summary = next(e["lap"] for e in report["search"] if "lap" in e)
     assert summary["episodes"] == 3 and report["latency"]["measured_ratio"] < 1.0
+    assert "LAP: 3 episodes in " in out and "quick check: l1 " in out
