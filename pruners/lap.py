@@ -17,12 +17,15 @@ the chosen network is measured.
   profile's channel-step multiples, then ``ceil(low * C)``) for which the network with every later
   group at ``low`` is predicted within the target: every episode ends within the budget. A target
   that even all groups at ``low`` miss is refused with that floor.
+- **Aim.** Before the search, the uniform network predicted at the target is measured once and the
+  wall's target scaled by predicted / measured, so the episodes aim at the measured target.
 - **Reward** ``R = -E + latency_weight * S`` with ``E = 1 - accuracy`` on the quick check (batch norms
-  recalibrated, a fixed validation subset, no fine-tuning) and ``S = sum_g s_g(r_g) * (1 - r_g)``,
-  the share of latency the sensitivity analysis credits to the episode's cuts (``r_g`` the group's
-  keep ratio, ``s_g`` its sensitivity at that ratio, interpolated): a cut where latency is
-  insensitive earns nothing. ``latency_weight`` 0 is AMC's accuracy-only reward under the wall.
-  Every transition of an episode carries its reward minus a moving-average baseline (AMC).
+  recalibrated on ``check_images`` training images, two validation batches, no fine-tuning) and
+  ``S = sum_g s_g(r_g) * (1 - r_g)``, the share of latency the sensitivity analysis credits to the
+  episode's cuts (``r_g`` the group's keep ratio, ``s_g`` its sensitivity at that ratio,
+  interpolated): a cut where latency is insensitive earns nothing. ``latency_weight`` 0 is AMC's
+  accuracy-only reward under the wall. Every transition of an episode carries its reward minus a
+  moving-average baseline (AMC).
 - **Filters**: kept by dynamic scores (``pruners.dynamic_selection``; ``selection="dynamic"``) or by a
   static criterion (``l1``, ...); after the search the chosen widths' selection is refined by
   regrowth. The report compares the quick-check accuracy of L1, dynamic and dynamic+regrowth
@@ -184,6 +187,31 @@ def run_episode(env: Environment, act) -> Episode:
     return Episode(widths, actions, states, predicted)
 
 
+def _calibrate(problem: Problem, env: Environment, floor: float) -> dict[str, float]:
+    """Move the wall's target so that the search aims at the *measured* target: the uniform network predicted
+    at the target is measured once, and the target is scaled by predicted / measured (kept within the floor
+    and 1). A profile far off for pruned networks would otherwise send every episode to the wrong latency."""
+    target = problem.target
+    if problem.oracle.mode == "predict":
+        return {"search_target": target}
+    ids = env.group_ids
+    lo, hi = env.low, 1.0
+    for _ in range(20):  # the largest uniform keep ratio predicted within the target
+        mid = (lo + hi) / 2
+        widths = {g: max(env.min_width(g), round(mid * env.arch.width_tuple[g])) for g in ids}
+        if problem.oracle.predict_ratios([env.arch.with_widths(widths)])[0] <= target:
+            lo = mid
+        else:
+            hi = mid
+    widths = {g: max(env.min_width(g), round(lo * env.arch.width_tuple[g])) for g in ids}
+    arch = env.arch.with_widths(widths)
+    predicted = float(problem.oracle.predict_ratios([arch])[0])
+    decision = Decision({g: tuple(range(w)) for g, w in widths.items() if w < env.arch.width_tuple[g]})
+    measured = problem.oracle.measure(problem.build(decision), decision.arch(env.arch)).ratio
+    env.target = min(1.0, max(floor, target * predicted / measured))
+    return {"search_target": env.target, "calibration_predicted": predicted, "calibration_measured": measured}
+
+
 def _selection_scores(problem: Problem, selection: str, batches: int) -> dict[int, torch.Tensor]:
     if selection == "dynamic":
         return dynamic_scores(problem.model, problem.groups, problem.train_loader, batches, lr=problem.finetune.lr)
@@ -209,8 +237,8 @@ def _save(problem: Problem, payload: dict[str, Any], log: list[dict[str, Any]]) 
 
 def lap(problem: Problem, episodes: int = 300, warmup: int = 100, low: float = 0.2, high: float = 1.0,
         latency_weight: float = 0.1, selection: str = "dynamic", dynamics_batches: int = 20,
-        regrow_fraction: float = 0.1, regrow_batches: int = 8, accuracy_batches: int = 4, seed: int = 0,
-        agent_settings: DDPGSettings | None = None) -> Search:
+        regrow_fraction: float = 0.1, regrow_batches: int = 8, accuracy_batches: int = 2, check_images: int = 128,
+        seed: int = 0, agent_settings: DDPGSettings | None = None) -> Search:
     """Search keep ratios with the agent against the predictor, then select filters and fit the target
     by measurement (module doc)."""
     oracle, target = problem.oracle, problem.target
@@ -245,15 +273,19 @@ def lap(problem: Problem, episodes: int = 300, warmup: int = 100, low: float = 0
     if path is not None and path.exists():
         saved = torch.load(path, weights_only=True)
         agent.load_state_dict(saved["agent"])
-        best, searched = saved["best"], float(saved["search_s"])
+        best, searched, calibration = saved["best"], float(saved["search_s"]), saved["calibration"]
+        env.target = calibration["search_target"]  # the aim of the interrupted run, not a new measurement
         log = json.loads((problem.out / LOG).read_text()) if (problem.out / LOG).exists() else []
+    else:
+        calibration = _calibrate(problem, env, floor)
     bar = progress_bar(problem.progress, "lap episodes", episodes, agent.episode)
     try:
         while agent.episode < episodes:
             ep = run_episode(env, agent.act)
             decision = _decision(ep.widths, scores, problem.arch)
             module = problem.build(decision)
-            acc = problem.quick_accuracy(module, f"lap:{decision.arch(problem.arch).signature()}", accuracy_batches)
+            acc = problem.quick_accuracy(module, f"lap:{decision.arch(problem.arch).signature()}", accuracy_batches,
+                                         check_images)
             credit = env.latency_credit(ep.widths)
             reward = -(1.0 - acc / 100.0) + latency_weight * credit
             record = {"episode": agent.episode, "reward": reward, "accuracy": acc, "predicted": ep.predicted,
@@ -263,7 +295,8 @@ def lap(problem: Problem, episodes: int = 300, warmup: int = 100, low: float = 0
                 best = record
             log.append(record)
             agent.learn_episode(ep.states, ep.actions, reward)
-            _save(problem, {"agent": agent.state_dict(), "best": best, "search_s": elapsed()}, log)
+            _save(problem, {"agent": agent.state_dict(), "best": best, "search_s": elapsed(),
+                            "calibration": calibration}, log)
             if bar is not None:
                 bar[0].update(bar[1], completed=agent.episode,
                               info=f"reward {reward:.3f}  best: predicted {best['predicted']:.3f}, "
@@ -272,12 +305,12 @@ def lap(problem: Problem, episodes: int = 300, warmup: int = 100, low: float = 0
         if bar is not None:
             bar[0].stop()
     return _finish(problem, env, best, scores, selection, regrow_fraction, regrow_batches, accuracy_batches,
-                   log, elapsed())
+                   check_images, log, elapsed(), calibration)
 
 
 def _finish(problem: Problem, env: Environment, best: dict[str, Any], scores, selection: str,
-            regrow_fraction: float, regrow_batches: int, accuracy_batches: int, log: list[dict[str, Any]],
-            search_s: float) -> Search:
+            regrow_fraction: float, regrow_batches: int, accuracy_batches: int, check_images: int,
+            log: list[dict[str, Any]], search_s: float, calibration: dict[str, float]) -> Search:
     """Fit the best policy to the measured target, refine its filters by regrowth, compare selections."""
     arch = problem.arch
     ratios = {int(g): w / arch.width_tuple[int(g)] for g, w in best["keep"].items()}
@@ -286,7 +319,7 @@ def _finish(problem: Problem, env: Environment, best: dict[str, Any], scores, se
         return {g: max(1, round(min(1.0, r * k) * arch.width_tuple[g])) for g, r in ratios.items()}
 
     found = search_knob(lambda k: _decision(widths_at(k), scores, arch), arch, problem.oracle, problem.target,
-                        "latency", problem.build, knob_range=(0.5, 2.0), grid=61)
+                        "latency", problem.build, knob_range=(0.25, max(2.0, 1.0 / min(ratios.values()))), grid=121)
     widths = {g: len(idx) for g, idx in found.decision.resolved(arch).items()}
     widths = {g: widths.get(g, arch.width_tuple[g]) for g in env.group_ids}
     keep = {g: tuple(keep_top(scores[g], w)) for g, w in widths.items()}
@@ -297,28 +330,30 @@ def _finish(problem: Problem, env: Environment, best: dict[str, Any], scores, se
     l1 = score(problem.model, problem.groups, "l1")
     for name, d in (("l1", _decision(widths, l1, arch)), (selection, _decision(widths, scores, arch)),
                     (f"{selection}+regrowth", final)):
-        compared[name] = problem.quick_accuracy(problem.build(d), f"lap-final:{name}", accuracy_batches)
+        compared[name] = problem.quick_accuracy(problem.build(d), f"lap-final:{name}", accuracy_batches,
+                                                check_images)
     summary = {"episodes": len(log), "search_s": round(search_s, 1), "best_episode": best["episode"],
                "best_reward": best["reward"], "best_predicted": best["predicted"], "best_accuracy": best["accuracy"],
                "knob": found.knob, "selection": selection, "regrown": sum(len(s) for s in swaps.values()),
-               "selection_accuracy": compared}
+               "selection_accuracy": compared, **calibration}
     return Search(found.knob, final, final.arch(arch), [*found.history, {"lap": summary}])
 
 
 @dataclass(frozen=True)
 class Options:
     episodes: int = option(300, "search episodes (warm-up included)")
-    warmup: int = option(100, "episodes of random actions before the agent learns")
+    warmup: int = option(100, "episodes of random actions before the agent learns (= episodes: random search)")
     min_keep: float = option(0.2, "smallest keep ratio the agent may give a group")
     latency_weight: float = option(0.1, "weight of the sensitivity-weighted latency term of the reward")
     selection: str = option("dynamic", "which filters to keep: dynamic (change over a short fine-tuning), or a "
                                        "criterion (l1, l2, bn_scale, taylor, fpgm)")
     regrow_fraction: float = option(0.1, "at most this share of a group's kept filters swapped by regrowth")
+    check_images: int = option(128, "training images the quick check recalibrates batch norms on (per episode)")
 
 
 def search(problem: Problem, options: Options) -> Search:
     return lap(problem, options.episodes, options.warmup, options.min_keep, latency_weight=options.latency_weight,
-               selection=options.selection, regrow_fraction=options.regrow_fraction)
+               selection=options.selection, regrow_fraction=options.regrow_fraction, check_images=options.check_images)
 
 
 METHOD = Method("lap", "LAP: a DDPG agent picks each group's keep ratio against the predicted latency; dynamic "

@@ -50,15 +50,19 @@ class Problem:
     accuracy_checks: int = 0  # quick accuracy checks run (cached ones not counted)
     _accuracy: dict[str, float] = field(default_factory=dict, repr=False)
 
-    def recalibrate(self, module: nn.Module) -> int:
-        """Re-estimate ``module``'s batch-norm statistics on ``bn_images`` training images (after surgery)."""
-        return recalibrate_batchnorm(module, self.train_loader, self.bn_images) if self.train_loader is not None else 0
+    def recalibrate(self, module: nn.Module, images: int | None = None) -> int:
+        """Re-estimate ``module``'s batch-norm statistics on ``images`` (default ``bn_images``) training images
+        (after surgery); none when ``bn_images`` is 0."""
+        if self.train_loader is None or self.bn_images == 0:
+            return 0
+        return recalibrate_batchnorm(module, self.train_loader, self.bn_images if images is None else images)
 
-    def quick_accuracy(self, module: nn.Module, key: str, batches: int = 4) -> float:
+    def quick_accuracy(self, module: nn.Module, key: str, batches: int = 4, images: int | None = None) -> float:
         """Top-1 accuracy (%) of a freshly cut ``module`` on the first ``batches`` validation batches,
-        after batch-norm recalibration; cached by ``key`` (e.g. the candidate's signature) and counted."""
+        after batch-norm recalibration (on ``images`` training images, default ``bn_images``); cached by
+        ``key`` (e.g. the candidate's signature) and counted."""
         if key not in self._accuracy:
-            self.recalibrate(module)
+            self.recalibrate(module, images)
             self._accuracy[key] = evaluate(module, self.val_loader, max_batches=batches)
             self.accuracy_checks += 1
         return self._accuracy[key]

@@ -166,6 +166,11 @@ def test_a_resumed_search_continues_from_its_checkpoint(setting, tmp_path):
     assert again[:3] == log and [r["episode"] for r in again] == [0, 1, 2, 3, 4]
     summary = resumed.history[-1]["lap"]
     assert summary["episodes"] == 5 and first.history[-1]["lap"]["episodes"] == 3
+    # the aim measured before the search is kept, not measured again: the resumed episodes aim where the first did
+    assert summary["search_target"] == first.history[-1]["lap"]["search_target"]
+    m, p = summary["calibration_measured"], summary["calibration_predicted"]
+    assert summary["search_target"] == pytest.approx(min(1.0, max(0.6 * p / m, 0.0)), rel=1e-9) or \
+        summary["search_target"] > 0.6 * p / m  # raised to the floor
     assert summary["best_reward"] == max(r["reward"] for r in again)
     assert set(summary["selection_accuracy"]) == {"l1", "dynamic", "dynamic+regrowth"}
 
