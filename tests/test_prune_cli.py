@@ -85,7 +85,7 @@ def test_prune_bad_input_is_one_line(capsys, trained, profile, tmp_path):
     assert_one_line_error(code, err, "data_batch_1")
     code, _, err = run(capsys, *prune_args(trained, profile, tmp_path / "d"))
     assert_one_line_error(code, err, "--latency-target")
-    code, _, err = run(capsys, "prune", "lap", "--model", "smallconv", "--weights", str(trained), "--profile",
+    code, _, err = run(capsys, "prune", "nosuch", "--model", "smallconv", "--weights", str(trained), "--profile",
                        profile, "--latency-target", "0.5")
     assert_one_line_error(code, err, "unknown pruning method")
 
