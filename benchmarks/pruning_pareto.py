@@ -56,9 +56,18 @@ def row(report: dict[str, Any], target: float) -> dict[str, Any]:
             "options": report["settings"].get("options", {})}
 
 
-def load_pruned(model: str, folder: Path) -> torch.nn.Module:
-    """The fine-tuned network of a run folder (its widths from ``arch.json``, weights from ``pruned.pt``)."""
-    net = build_candidate(model, Arch.from_json(folder / "arch.json"), num_classes=10)
+def load_pruned(model: str, folder: Path, original: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The fine-tuned network of a run folder: its widths from ``arch.json`` (or, with single-path layers
+    removed, which an ``Arch`` does not describe, ``decision.json`` applied to ``original``), weights from
+    ``pruned.pt``."""
+    decision = Decision.from_dict(json.loads((folder / "decision.json").read_text()))
+    if decision.remove_layers:
+        if original is None:
+            raise ValueError(f"{folder} removed layers: give the original network to rebuild it")
+        x = torch.zeros(1, 3, 32, 32)
+        net = apply(original, trace(original, x, model), decision, x)[0]
+    else:
+        net = build_candidate(model, Arch.from_json(folder / "arch.json"), num_classes=10)
     load_weights(net, read_weights(folder / "pruned.pt"), str(folder / "pruned.pt"))
     return net.eval()
 
@@ -68,7 +77,7 @@ def side_by_side(model: str, original: torch.nn.Module, folders: dict[str, Path]
     """Every method's network at one target (from its run folder) measured side by side with the original
     (``pruners.compare.side_by_side``)."""
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    networks = {m: load_pruned(model, f) for m, f in folders.items()}
+    networks = {m: load_pruned(model, f, original) for m, f in folders.items()}
     return compare_side_by_side(DeviceProfile.load(profile), original, networks, x, budget_s, repeats)
 
 
