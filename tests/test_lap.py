@@ -182,11 +182,11 @@ def test_latbench_prune_lap_end_to_end(capsys, shipped_profile, tmp_path):
     torch.save(seeded("resnet20").state_dict(), weights)
     code, out, err = run(capsys, "prune", "lap", "--model", "resnet20", "--weights", str(weights), "--profile",
                          str(shipped_profile()), "--latency-target", "0.7", "--episodes", "3", "--warmup", "2",
-                         "--finetune-epochs", "0", "--bn-images", "32", "--measure-budget", "2", "--quiet",
-                         "--out", str(tmp_path / "run"))
+                         "--selection", "l2", "--finetune-epochs", "0", "--bn-images", "32", "--measure-budget", "2",
+                         "--quiet", "--out", str(tmp_path / "run"))
     assert code == 0, err
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert report["settings"]["options"] == {"episodes": 3, "warmup": 2}
+    assert report["settings"]["options"] == {"episodes": 3, "warmup": 2, "selection": "l2"}
     summary = next(e["lap"] for e in report["search"] if "lap" in e)
     assert summary["episodes"] == 3 and report["latency"]["measured_ratio"] < 1.0
-    assert "LAP: 3 episodes in " in out and "quick check: l1 " in out
+    assert "LAP: 3 episodes in " in out and "quick check: l1 " in out and "l2+regrowth" in out
