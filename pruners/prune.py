@@ -203,7 +203,9 @@ def _missed(metric: str, target: float, measured: float, search: list[dict[str, 
     """Why a latency target was missed (None when the final measurement is within the tolerance)."""
     if metric != "latency" or abs(measured / target - 1) <= TARGET_TOLERANCE:
         return None
-    tried = sorted({round(float(h["measured"]), 3) for h in search if "measured" in h})
+    # a step-by-step search logs the count of candidates as "measured" and the ratio as "measured_ratio"
+    tried = sorted({round(float(h.get("measured_ratio", h.get("measured"))), 3) for h in search
+                    if "measured_ratio" in h or "measured" in h})
     how = (f"the search measured {', '.join(map(str, tried))}: no candidate of this method landed closer"
            if tried else "the search trusted predictions alone (oracle predict), and they are off here")
     return (f"measured {measured:.3f} against the target {target:g} (outside ±{TARGET_TOLERANCE:.0%}): {how}; "

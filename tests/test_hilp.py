@@ -220,3 +220,12 @@ def test_a_layer_move_is_taken_recorded_and_resumed(setting, tmp_path, monkeypat
     assert resumed.history[0] == step and len(resumed.history) == 2
     assert step["chosen"] not in [c["move"] for c in resumed.history[1]["candidates"]]
     assert len(resumed.decision.remove_layers) == 2 and p.oracle.counts.measurements == 2
+
+
+def test_a_missed_target_names_the_ratios_the_steps_measured_not_their_candidate_counts():
+    from pruners.prune import _missed
+
+    steps = [{"step": 1, "measured": 8, "measured_ratio": 0.62}, {"step": 2, "measured": 8, "measured_ratio": 0.48}]
+    why = _missed("latency", 0.5, 0.45, steps)
+    assert "measured 0.48, 0.62:" in why and "8.0" not in why
+    assert _missed("latency", 0.5, 0.49, steps) is None
