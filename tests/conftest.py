@@ -78,3 +78,14 @@ def shipped_profile(tmp_path_factory):
         return made[key]
 
     return copy
+
+
+@pytest.fixture(scope="module")
+def profile_and_data(shipped_profile):
+    """(the shipped 1-thread profile, 64 random 32x32 images with labels in batches of 32): what a pruning
+    method's search needs to run on a real engine without a trained network."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
+    return DeviceProfile.load(shipped_profile()), DataLoader(TensorDataset(x, y), batch_size=32)

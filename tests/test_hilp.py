@@ -11,9 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nets import seeded, with_groups
-from torch.utils.data import DataLoader, TensorDataset
 
-from latbench.device_profile import DeviceProfile
 from latbench.measure import MeasureSettings
 from pruners.errors import PruningError
 from pruners.hilp import CHECKPOINT, best_width, dropped_importance, hilp, plateau_widths
@@ -77,16 +75,8 @@ def test_choice_prefers_less_accuracy_lost_per_latency_saved_and_stays_near_the_
 
 
 # --- the measured loop ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def setting(shipped_profile):
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
-    data = DataLoader(TensorDataset(x, y), batch_size=32)
-    return DeviceProfile.load(shipped_profile()), data
-
-
-def _problem(setting, target, out):
-    profile, data = setting
+def _problem(profile_and_data, target, out):
+    profile, data = profile_and_data
     model, arch, groups = with_groups(seeded("resnet20"), EXAMPLE, "resnet20")
     oracle = LatencyOracle(profile, model, arch, EXAMPLE, mode="auto",
                            settings=MeasureSettings(target_rel_ci=0.02, budget_s=2.0))
@@ -94,8 +84,8 @@ def _problem(setting, target, out):
                    out=out, bn_images=64)
 
 
-def test_the_loop_measures_every_move_and_stops_once_the_target_is_met(setting, tmp_path):
-    problem = _problem(setting, 0.9, tmp_path)
+def test_the_loop_measures_every_move_and_stops_once_the_target_is_met(profile_and_data, tmp_path):
+    problem = _problem(profile_and_data, 0.9, tmp_path)
     found = hilp(problem, prefilter=3, accuracy_batches=1)
     steps = found.history
     assert steps and found.knob <= 0.9 and all(s["measured_ratio"] > 0.9 for s in steps[:-1])
@@ -112,23 +102,23 @@ def test_the_loop_measures_every_move_and_stops_once_the_target_is_met(setting, 
     assert found.arch.flops() < problem.arch.flops()
 
 
-def test_resuming_keeps_the_moves_already_made(setting, tmp_path):
-    first = hilp(_problem(setting, 0.5, tmp_path), prefilter=2, accuracy_batches=1, max_steps=1)
+def test_resuming_keeps_the_moves_already_made(profile_and_data, tmp_path):
+    first = hilp(_problem(profile_and_data, 0.5, tmp_path), prefilter=2, accuracy_batches=1, max_steps=1)
     saved = json.loads((tmp_path / CHECKPOINT).read_text())
     assert len(first.history) == len(saved["history"]) == 1
-    problem = _problem(setting, 0.5, tmp_path)
+    problem = _problem(profile_and_data, 0.5, tmp_path)
     resumed = hilp(problem, prefilter=2, accuracy_batches=1, max_steps=2)
     assert resumed.history[0] == first.history[0] and len(resumed.history) == 2
     assert problem.oracle.counts.measurements == 2  # only the new step's candidates were measured
     assert resumed.history[1]["measured_ratio"] < resumed.history[0]["measured_ratio"]
 
 
-def test_hilp_refuses_what_it_cannot_do(setting, tmp_path):
-    problem = _problem(setting, 0.8, tmp_path)
+def test_hilp_refuses_what_it_cannot_do(profile_and_data, tmp_path):
+    problem = _problem(profile_and_data, 0.8, tmp_path)
     problem.oracle.mode = "predict"
     with pytest.raises(PruningError, match="measures every move"):
         hilp(problem)
-    problem = _problem(setting, 0.8, tmp_path)
+    problem = _problem(profile_and_data, 0.8, tmp_path)
     with pytest.raises(PruningError, match="prefilter must be 0"):
         hilp(problem, prefilter=-1)
     problem.metric = "flops"
@@ -153,11 +143,11 @@ def test_latbench_prune_hilp_end_to_end(capsys, shipped_profile, tmp_path):
     assert len(table) == len(steps) and steps[-1]["chosen"] in table[-1]
 
 
-def test_fine_tuning_between_moves_returns_the_trained_network_of_the_decision(setting, tmp_path):
+def test_fine_tuning_between_moves_returns_the_trained_network_of_the_decision(profile_and_data, tmp_path):
     from pruners.surgery import apply
 
     tuned: list[int] = []
-    problem = _problem(setting, 0.5, tmp_path)
+    problem = _problem(profile_and_data, 0.5, tmp_path)
     problem.fine_tune_fn = lambda module, epochs: tuned.append(epochs)
     found = hilp(problem, prefilter=2, step_epochs=1, accuracy_batches=1, max_steps=2)
     assert tuned == [1, 1] and found.model is not None
@@ -195,11 +185,11 @@ def test_every_single_path_conv_the_surgery_can_take_is_a_move_priced_by_its_fil
     assert all(layer.block is None for m in moves for layer in arch.base.layers if layer.name == m.target)
 
 
-def test_a_layer_move_is_taken_recorded_and_resumed(setting, tmp_path, monkeypatch):
+def test_a_layer_move_is_taken_recorded_and_resumed(profile_and_data, tmp_path, monkeypatch):
     import pruners.hilp as hilp_module
     from pruners.surgery import apply
 
-    profile, data = setting
+    profile, data = profile_and_data
     monkeypatch.setattr(hilp_module, "rate_search", lambda *a, **k: ([], []))  # only depth moves are left
 
     def problem():

@@ -10,9 +10,7 @@ import pytest
 import torch
 from nets import seeded, with_groups
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
-from latbench.device_profile import DeviceProfile
 from latbench.measure import MeasureSettings
 from pruners.ddpg import DDPG, DDPGSettings
 from pruners.dynamic_selection import DROPPED_GATE, gate_gradients, regrow
@@ -78,15 +76,8 @@ def test_an_agent_restored_from_its_state_acts_and_learns_as_the_original():
 
 
 # --- the environment ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def setting(shipped_profile):
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
-    return DeviceProfile.load(shipped_profile()), DataLoader(TensorDataset(x, y), batch_size=32)
-
-
-def _problem(setting, target, out=None):
-    profile, data = setting
+def _problem(profile_and_data, target, out=None):
+    profile, data = profile_and_data
     model, arch, groups = with_groups(seeded("resnet20"), EXAMPLE, "resnet20")
     oracle = LatencyOracle(profile, model, arch, EXAMPLE, mode="auto",
                            settings=MeasureSettings(target_rel_ci=0.02, budget_s=2.0))
@@ -95,8 +86,8 @@ def _problem(setting, target, out=None):
 
 
 @pytest.mark.parametrize("target", [0.7, 0.5])
-def test_the_wall_keeps_every_episode_within_the_target(setting, target):
-    problem = _problem(setting, target)
+def test_the_wall_keeps_every_episode_within_the_target(profile_and_data, target):
+    problem = _problem(profile_and_data, target)
     env = Environment(problem.arch, [g.id for g in problem.groups], problem.oracle, target, step=16)
     rng = np.random.default_rng(0)
     for act in [lambda s: 1.0, lambda s: 0.0, *[lambda s: float(rng.uniform()) for _ in range(6)]]:
@@ -108,9 +99,9 @@ def test_the_wall_keeps_every_episode_within_the_target(setting, target):
     assert greedy.widths[env.group_ids[0]] == problem.arch.width_tuple[env.group_ids[0]]
 
 
-def test_a_target_under_the_floor_is_refused_with_it(setting):
+def test_a_target_under_the_floor_is_refused_with_it(profile_and_data):
     with pytest.raises(PruningError, match=r"every group at the lowest keep ratio 0.2 is predicted at 0\.\d{3}"):
-        lap(_problem(setting, 0.05), episodes=1, warmup=1)
+        lap(_problem(profile_and_data, 0.05), episodes=1, warmup=1)
 
 
 # --- filter selection ---------------------------------------------------------------------------------------------
@@ -155,12 +146,12 @@ def test_regrowth_swaps_the_strongest_dropped_for_the_weakest_kept_while_it_is_s
 
 
 # --- the search -----------------------------------------------------------------------------------------------------
-def test_a_resumed_search_continues_from_its_checkpoint(setting, tmp_path):
-    first = lap(_problem(setting, 0.6, tmp_path), episodes=3, warmup=2, dynamics_batches=1, regrow_batches=1,
+def test_a_resumed_search_continues_from_its_checkpoint(profile_and_data, tmp_path):
+    first = lap(_problem(profile_and_data, 0.6, tmp_path), episodes=3, warmup=2, dynamics_batches=1, regrow_batches=1,
                 accuracy_batches=1)
     log = json.loads((tmp_path / LOG).read_text())
     assert [r["episode"] for r in log] == [0, 1, 2]
-    resumed = lap(_problem(setting, 0.6, tmp_path), episodes=5, warmup=2, dynamics_batches=1, regrow_batches=1,
+    resumed = lap(_problem(profile_and_data, 0.6, tmp_path), episodes=5, warmup=2, dynamics_batches=1, regrow_batches=1,
                   accuracy_batches=1)
     again = json.loads((tmp_path / LOG).read_text())
     assert again[:3] == log and [r["episode"] for r in again] == [0, 1, 2, 3, 4]
