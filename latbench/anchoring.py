@@ -281,10 +281,8 @@ def record(folder: str | Path, anchoring: Reanchoring) -> bool:
     """Append ``anchoring`` to the folder's history, atomically; False where it cannot be written."""
     path = Path(folder) / ANCHORS_FILE
     entries = [*(a.to_dict() for a in history(folder)[-(HISTORY - 1):]), anchoring.to_dict()]
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        dump_json({"schema": ANCHORS_SCHEMA, "history": entries}, tmp)
-        tmp.replace(path)
+        dump_json({"schema": ANCHORS_SCHEMA, "history": entries}, path)
     except OSError:
         return False
     return True

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from latbench.arch import Arch, trace
+from latbench.jsonio import dump_json
 from pruners.errors import PruningError, SurgeryError
 from pruners.groups import ChannelGroup, channel_groups
 from pruners.importance import keep_top, per_weight_scores, score
@@ -52,7 +53,7 @@ from pruners.method import Method, Problem, Search, option
 from pruners.path_layers import path_layers
 from pruners.splamp import profile_group_size
 from pruners.surgery import Decision, apply
-from pruners.train import load_weights, read_weights
+from pruners.train import load_weights, read_weights, save_atomic
 
 CHECKPOINT = "hilp.json"
 #: candidates measured per step: the predictor's top 8 (0 or None: all; README "HILP" has the numbers)
@@ -236,12 +237,9 @@ def hilp(problem: Problem, prefilter: int | None = DEFAULT_PREFILTER, step_epoch
             entry["accuracy_after_fine_tuning"] = state.accuracy
         state.history.append(entry)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
             if step_epochs > 0:
-                torch.save(current.state_dict(), problem.out / CHECKPOINT_WEIGHTS)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state.to_dict(), indent=1))
-            tmp.replace(path)
+                save_atomic(current.state_dict(), problem.out / CHECKPOINT_WEIGHTS)
+            dump_json(state.to_dict(), path, indent=1)
     decision = state.decision(problem.arch)
     final = apply(problem.model, problem.arch, decision, example, check_arch=False)[1] if decision.remove_layers \
         else decision.arch(problem.arch)  # a shorter path has no Arch but its trace

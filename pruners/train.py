@@ -175,9 +175,15 @@ def _save(path: Path, model: nn.Module, opt: torch.optim.Optimizer, loader: Data
     state = {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
              "config": config.to_dict(), "history": history.epochs, "torch_rng": torch.get_rng_state(),
              "generators": [g.get_state() for g in _generators(loader)]}
-    tmp = path.with_suffix(".tmp")
+    save_atomic(state, path)
+
+
+def save_atomic(state: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` through a temporary file: a run killed while saving keeps the previous one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
-    tmp.replace(path)  # a run killed while saving keeps the previous checkpoint
+    tmp.replace(path)
 
 
 def _resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer, loader: DataLoader, config: TrainConfig,

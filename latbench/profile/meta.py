@@ -86,7 +86,4 @@ def read_meta(folder: str | Path, require: tuple[str, ...] = REQUIRED, context: 
 
 def write_meta(folder: str | Path, meta: ProfileMeta) -> None:
     """Write ``profile.json`` atomically."""
-    folder = Path(folder)
-    tmp = folder / (META_FILE + ".tmp")
-    dump_json(meta, tmp)
-    tmp.replace(folder / META_FILE)
+    dump_json(meta, Path(folder) / META_FILE)
