@@ -48,8 +48,9 @@ import numpy as np
 import torch
 
 from latbench.arch import Arch
+from latbench.jsonio import dump_json
 from latbench.sensitivity import sensitivity
-from pruners.baselines import search_knob
+from pruners.baselines import search_knob, uniform
 from pruners.ddpg import DDPG, DDPGSettings
 from pruners.dynamic_selection import dynamic_scores, gate_gradients, regrow
 from pruners.errors import PruningError
@@ -57,7 +58,7 @@ from pruners.importance import keep_top, score
 from pruners.method import Method, Problem, Search, option
 from pruners.splamp import profile_group_size
 from pruners.surgery import Decision
-from pruners.train import progress_bar
+from pruners.train import progress_bar, save_atomic
 
 CHECKPOINT = "lap.pt"
 LOG = "lap.json"
@@ -194,20 +195,10 @@ def _calibrate(problem: Problem, env: Environment, floor: float) -> dict[str, fl
     target = problem.target
     if problem.oracle.mode == "predict":
         return {"search_target": target}
-    ids = env.group_ids
-    lo, hi = env.low, 1.0
-    for _ in range(20):  # the largest uniform keep ratio predicted within the target
-        mid = (lo + hi) / 2
-        widths = {g: max(env.min_width(g), round(mid * env.arch.width_tuple[g])) for g in ids}
-        if problem.oracle.predict_ratios([env.arch.with_widths(widths)])[0] <= target:
-            lo = mid
-        else:
-            hi = mid
-    widths = {g: max(env.min_width(g), round(lo * env.arch.width_tuple[g])) for g in ids}
-    arch = env.arch.with_widths(widths)
-    predicted = float(problem.oracle.predict_ratios([arch])[0])
-    decision = Decision({g: tuple(range(w)) for g, w in widths.items() if w < env.arch.width_tuple[g]})
-    measured = problem.oracle.measure(problem.build(decision), decision.arch(env.arch)).ratio
+    # the uniform baseline on predictions alone (no build): its widest network predicted within the target
+    found = uniform(problem.model, problem.arch, problem.groups, problem.example, problem.oracle, target)
+    predicted = problem.oracle.predict(found.arch).ratio
+    measured = problem.oracle.measure(problem.build(found.decision), found.arch).ratio
     env.target = min(1.0, max(floor, target * predicted / measured))
     return {"search_target": env.target, "calibration_predicted": predicted, "calibration_measured": measured}
 
@@ -226,13 +217,8 @@ def _decision(widths: dict[int, int], scores: dict[int, torch.Tensor], arch: Arc
 def _save(problem: Problem, payload: dict[str, Any], log: list[dict[str, Any]]) -> None:
     if problem.out is None:
         return
-    problem.out.mkdir(parents=True, exist_ok=True)
-    tmp = problem.out / (CHECKPOINT + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(problem.out / CHECKPOINT)
-    tmp = problem.out / (LOG + ".tmp")
-    tmp.write_text(json.dumps(log))
-    tmp.replace(problem.out / LOG)
+    save_atomic(payload, problem.out / CHECKPOINT)
+    dump_json(log, problem.out / LOG, indent=None)
 
 
 def lap(problem: Problem, episodes: int = 300, warmup: int = 100, low: float = 0.2, high: float = 1.0,
@@ -320,16 +306,14 @@ def _finish(problem: Problem, env: Environment, best: dict[str, Any], scores, se
 
     found = search_knob(lambda k: _decision(widths_at(k), scores, arch), arch, problem.oracle, problem.target,
                         "latency", problem.build, knob_range=(0.25, max(2.0, 1.0 / min(ratios.values()))), grid=121)
-    widths = {g: len(idx) for g, idx in found.decision.resolved(arch).items()}
-    widths = {g: widths.get(g, arch.width_tuple[g]) for g in env.group_ids}
+    widths = widths_at(found.knob)
     keep = {g: tuple(keep_top(scores[g], w)) for g, w in widths.items()}
     gradients = gate_gradients(problem.model, problem.groups, keep, problem.train_loader, regrow_batches)
     regrown, swaps = regrow(keep, gradients, regrow_fraction)
     final = Decision({g: idx for g, idx in regrown.items() if len(idx) < arch.width_tuple[g]})
     compared = {}
     l1 = score(problem.model, problem.groups, "l1")
-    for name, d in (("l1", _decision(widths, l1, arch)), (selection, _decision(widths, scores, arch)),
-                    (f"{selection}+regrowth", final)):
+    for name, d in (("l1", _decision(widths, l1, arch)), (selection, found.decision), (f"{selection}+regrowth", final)):
         compared[name] = problem.quick_accuracy(problem.build(d), f"lap-final:{name}", accuracy_batches,
                                                 check_images)
     summary = {"episodes": len(log), "search_s": round(search_s, 1), "best_episode": best["episode"],
