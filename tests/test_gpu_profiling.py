@@ -1,5 +1,5 @@
 """Profiling sized for GPUs, checked without one: the staircase probe and candidates, misaligned grids
-and their lookup, budget-truncated grids, and the committed H100 profile's held-out accuracy."""
+and their lookup, budget-truncated grids, and the committed H100 and H200 profiles' held-out accuracy."""
 
 from pathlib import Path
 
@@ -17,7 +17,9 @@ from latbench.profile import Grid, read_meta, shape_key, spec_key, with_channels
 from latbench.profiler import channel_step
 from latbench.profiler.plan import layer_grids, layer_samples, misaligned_values
 
-H100 = Path(__file__).resolve().parent.parent / "device_profiles" / "nvidia-h100-80gb-hbm3-torch-graph-fp16-bs32"
+PROFILES = Path(__file__).resolve().parent.parent / "device_profiles"
+H100 = PROFILES / "nvidia-h100-80gb-hbm3-torch-graph-fp16-bs32"
+H200 = PROFILES / "nvidia-h200-torch-graph-fp16-bs32"
 
 
 def test_gpu_staircase_uses_a_larger_probe_at_the_profile_batch_and_steps_up_to_64():
@@ -129,3 +131,22 @@ def test_committed_h100_profile_predicts_its_held_out_networks():
     archs, measured = profile.network_samples("valid")
     errors = np.abs(lut.predict_many(archs)[0] / measured - 1)
     assert np.mean(errors <= 0.10) < validation["lut"]["within_10pct"]
+
+
+@pytest.mark.skipif(not (H100.exists() and H200.exists()), reason="the GPU profiles are not in this checkout")
+def test_committed_h200_profile_and_the_h100_profile_rescaled_predict_the_h200():
+    """The README's H200 claims: its own LUT, and the H100's LUT scaled by one factor fitted on the
+    H200's calibration networks, both put the H200's held-out networks within ±10%."""
+    meta = read_meta(H200)
+    assert meta["fingerprint"]["gpu"] == "NVIDIA H200" and meta["reference_layer"]["batch"] == 32
+    h200 = DeviceProfile.load(H200, check_fingerprint=False)
+    validation = h200.validate()
+    assert validation["lut"]["n"] >= 10 and validation["lut"]["within_10pct"] >= 0.95
+    assert validation["lut"]["within_10pct"] == pytest.approx(meta["validation"]["lut"]["within_10pct"])
+    h100_lut = DeviceProfile.load(H100, check_fingerprint=False).predictor("lut")
+    calib_archs, calib_measured = h200.network_samples("calib")
+    factor = float(np.median(calib_measured / h100_lut.predict_many(calib_archs)[0]))
+    assert 0.85 < factor < 1.0  # the H200 runs these networks a little faster than the H100
+    archs, measured = h200.network_samples("valid")
+    errors = np.abs(factor * h100_lut.predict_many(archs)[0] / measured - 1)
+    assert len(errors) >= 10 and errors.max() <= 0.05
