@@ -147,6 +147,27 @@ def test_select_resolves_in_out_coupling_to_a_feasible_stable_selection(resnet20
     assert sel.value >= 0.9 * best  # a local optimum of the coupled problem, close to the global one here
 
 
+def test_select_lowers_the_knapsack_budget_when_its_rounds_run_out_above_the_budget(resnet20):
+    """Out of rounds with every selection over the budget, the knapsack is asked for less until one fits,
+    instead of answering with the smallest selection."""
+    _, arch, groups = resnet20
+    gids = [g.id for g in groups[:4]]
+    widths = {gid: chunk_widths(arch.width_tuple[gid], 4) for gid in gids}
+    table = {gid: dict.fromkeys(widths[gid], 0.0) for gid in gids}
+    pairs = {(gids[0], gids[1]): 1 / 256, (gids[1], gids[2]): 1 / 256, (gids[2], gids[3]): 1 / 256}
+    oracle = TableOracle(table, pairs)
+    values = {gid: list(np.log1p(np.array(widths[gid], dtype=float))) for gid in gids}
+    menu = _menus_for(arch, gids, values, widths)
+    budget = 0.3 * oracle.ratio(arch)
+    sel = select(menu, arch, oracle, budget, max_rounds=1)
+    assert sel.rounds[0]["predicted"] > budget  # the one allowed round overshoots (linearised at full width)
+    assert sel.rounds[1]["knapsack_budget"] == pytest.approx(budget - (sel.rounds[0]["predicted"] - budget))
+    assert sel.predicted <= budget
+    smallest = sum(m.values[0] for m in menu)
+    best, _ = _brute(menu, arch, oracle, budget)
+    assert sel.value > smallest and sel.value >= 0.9 * best
+
+
 def test_select_refuses_a_budget_below_its_reach(resnet20):
     _, arch, groups = resnet20
     gid = groups[0].id
