@@ -40,6 +40,10 @@ class OutputError(LatbenchError):
     """A result file that cannot be written."""
 
 
+class ResizeError(LatbenchError):
+    """A network that cannot be built at the widths asked for, or whose rebuilt trace differs from them."""
+
+
 class UnknownModelError(LatbenchError):
     """A model name that is not in the registry."""
 

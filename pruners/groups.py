@@ -16,6 +16,7 @@ import torch_pruning as tp
 from torch import nn
 
 from latbench.arch import Arch
+from latbench.models.resize import dependency_graph, is_depthwise, out_handler, regular_writers
 from pruners.errors import SurgeryError
 
 
@@ -41,34 +42,6 @@ class ChannelGroup:
         return self.writers[0]
 
 
-def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
-    """Torch-Pruning's dependency graph of ``model`` at ``example`` (the model is left in eval mode)."""
-    model.eval()
-    try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    except Exception as exc:  # the graph builder runs the model: any failure there is the model's
-        raise SurgeryError(f"cannot build the dependency graph of {type(model).__name__}: {exc}") from exc
-
-
-def out_handler(module: nn.Module):
-    """Torch-Pruning's out-channel pruning function for a writer module."""
-    if isinstance(module, nn.Linear):
-        return tp.prune_linear_out_channels
-    if isinstance(module, nn.Conv2d):
-        return tp.prune_conv_out_channels
-    raise SurgeryError(f"cannot prune output channels of {type(module).__name__}; only Conv2d and Linear")
-
-
-def _is_depthwise(module: nn.Module) -> bool:
-    return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.out_channels
-
-
-def regular_writers(names: tuple[str, ...], modules: dict[str, nn.Module]) -> list[str]:
-    """The writers among ``names`` still in ``modules`` that pruning can start from: regular (non-depthwise)
-    convs and linears, in order."""
-    return [n for n in names if isinstance(modules.get(n), (nn.Conv2d, nn.Linear)) and not _is_depthwise(modules[n])]
-
-
 def channel_groups(model: nn.Module, arch: Arch, example: torch.Tensor,
                    graph: tp.DependencyGraph | None = None) -> list[ChannelGroup]:
     """Every prunable group of ``arch`` (the trace of ``model``) with its writers, norms and readers."""
@@ -91,7 +64,7 @@ def channel_groups(model: nn.Module, arch: Arch, example: torch.Tensor,
                 continue
             into = dep.handler.__name__ == "prune_in_channels"
             if isinstance(mod, (nn.Conv2d, nn.Linear)):
-                (readers if into and not _is_depthwise(mod) else writers).append(name)
+                (readers if into and not is_depthwise(mod) else writers).append(name)
             elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
                 norms.append(name)
         writers = sorted(set(writers), key=lambda n: (n != roots[0], list(modules).index(n)))

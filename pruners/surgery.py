@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from latbench.arch import Arch, ArchError, trace
-from latbench.errors import first_line
+from latbench.errors import ResizeError, first_line
+from latbench.models.resize import check_matches, prune_channels
 from pruners.errors import SurgeryError
-from pruners.groups import dependency_graph, out_handler, regular_writers
 from pruners.path_layers import remove_path_layers
 
 
@@ -95,8 +95,11 @@ def apply(model: nn.Module, arch: Arch, decision: Decision, example: torch.Tenso
     for block in sorted(decision.remove_blocks):
         pruned.set_submodule(block, nn.Identity())
     cut = {gid: idx for gid, idx in keep.items() if len(idx) < arch.width_tuple[gid]}
-    if cut:
-        _prune_channels(pruned, arch, cut, example)
+    try:
+        if cut:
+            prune_channels(pruned, arch, cut, example)
+    except ResizeError as exc:
+        raise SurgeryError(str(exc)) from None
     if decision.remove_layers:
         remove_path_layers(pruned, target, decision.remove_layers)
         check_forward(model, pruned, example)
@@ -107,29 +110,11 @@ def apply(model: nn.Module, arch: Arch, decision: Decision, example: torch.Tenso
         return pruned, target
     check_forward(model, pruned, example)
     if check_arch:
-        check_matches(pruned, target, example)
+        try:
+            check_matches(pruned, target, example)
+        except ResizeError as exc:
+            raise SurgeryError(str(exc)) from None
     return pruned, target
-
-
-def _prune_channels(model: nn.Module, arch: Arch, cut: Mapping[int, Sequence[int]], example: torch.Tensor) -> None:
-    graph = dependency_graph(model, example)
-    modules = dict(model.named_modules())
-    for gid, kept in cut.items():
-        group = arch.groups[gid]
-        roots = regular_writers(group.layers, modules)
-        if not roots:  # every writer sits in a removed block: nothing of this group runs any more
-            continue
-        root = modules[roots[0]]
-        width = root.out_channels if isinstance(root, nn.Conv2d) else root.out_features
-        if width != arch.width_tuple[gid]:
-            raise SurgeryError(f"{arch.name}: {roots[0]} has {width} output channels but the architecture says "
-                               f"{arch.width_tuple[gid]}; trace the module you prune")
-        drop = sorted(set(range(width)) - set(kept))
-        dep_group = graph.get_pruning_group(root, out_handler(root), idxs=drop)
-        if not graph.check_pruning_group(dep_group):
-            raise SurgeryError(f"{arch.name}: pruning group {gid} ({group.name}) to {len(kept)} channels "
-                               f"would empty a layer")
-        dep_group.prune()
 
 
 def check_forward(original: nn.Module, pruned: nn.Module, example: torch.Tensor) -> None:
@@ -146,21 +131,3 @@ def check_forward(original: nn.Module, pruned: nn.Module, example: torch.Tensor)
         raise SurgeryError("the pruned network outputs non-finite values")
 
 
-def check_matches(module: nn.Module, expected: Arch, example: torch.Tensor) -> None:
-    """Trace ``module``; every layer that runs must equal the ``expected`` candidate's, name and spec."""
-    got = trace(copy.deepcopy(module), example, expected.name).effective()
-    want = expected.effective()
-    if got == want:
-        return
-    got_d, want_d = dict(got), dict(want)
-    for name in list(want_d) + [n for n in got_d if n not in want_d]:
-        if got_d.get(name) != want_d.get(name):
-            raise SurgeryError(f"{expected.name}: after surgery layer {name} is {_short(got_d.get(name))}, "
-                               f"the decision describes {_short(want_d.get(name))}")
-    raise SurgeryError(f"{expected.name}: after surgery the layer order differs from the decision's")
-
-
-def _short(spec: Any) -> str:
-    if spec is None:
-        return "absent"
-    return f"{spec.op} {spec.in_channels}->{spec.out_channels}"
