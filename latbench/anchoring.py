@@ -44,7 +44,6 @@ import torch
 from latbench.errors import InvalidValueError, ProfileError
 from latbench.jsonio import dump_json
 from latbench.measure import MeasureSettings, compare
-from latbench.models import build_candidate
 from latbench.predictors.batch import CandidateBatch, group_by_base
 from latbench.predictors.calibration import fit_toward
 from latbench.predictors.layer_sum import FEATURES, LayerSumPredictor
@@ -210,7 +209,7 @@ def measure_anchors(profile, seconds: float = DEFAULT_SECONDS, backend=None,
         runnables[REFERENCE], state[REFERENCE] = backend.deploy(module, x), (None, reference)
     for name, family, arch, then in networks:
         x = torch.randn(*arch.base.input_shape, generator=torch.Generator().manual_seed(0))
-        runnables[name], state[name] = backend.deploy(build_candidate(family, arch), x), (family, then)
+        runnables[name], state[name] = backend.deploy(profile.families[family].build(arch), x), (family, then)
     extra = {f"extra:{name}": fn for name, fn in (extra or {}).items()}
     runnables |= extra
     if len(runnables) == 1:  # compare needs two: time the one point against itself

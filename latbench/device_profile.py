@@ -20,6 +20,7 @@ from latbench.anchoring import DEFAULT_SECONDS, Reanchoring, history, measure_an
 from latbench.arch import Arch
 from latbench.backends import get_backend, require_backend
 from latbench.errors import ProfileError
+from latbench.models.family import Family, recorded_families
 from latbench.predictors import PREDICTORS, accuracy, build_predictor
 from latbench.profile import (
     LAYER_COLUMNS,
@@ -28,7 +29,6 @@ from latbench.profile import (
     normalised_network_latency,
     read_meta,
     read_table,
-    trace_family,
 )
 
 #: fingerprint fields naming the device and configuration: a difference means another setup
@@ -137,9 +137,14 @@ class DeviceProfile:
 
     # --- data --------------------------------------------------------------------------------
     @cached_property
+    def families(self) -> dict[str, Family]:
+        """The profiled families, each able to build its candidates (``families[name].build(arch)``)."""
+        return recorded_families(self.meta)
+
+    @cached_property
     def family_archs(self) -> dict[str, Arch]:
         batch = int(self.meta["settings"].get("batch", 1))
-        return {fam: trace_family(fam, batch) for fam in self.meta.get("families", [])}
+        return {name: fam.trace(batch) for name, fam in self.families.items()}
 
     def network_samples(self, split: str | None = None) -> tuple[list[Any], np.ndarray]:
         """(candidate archs, median us) of the whole-network samples, in one machine state.

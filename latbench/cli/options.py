@@ -13,12 +13,14 @@ from typing import Any
 import torch
 
 from latbench.anchoring import DEFAULT_SECONDS
+from latbench.arch import Arch
 from latbench.backends import DEFAULT_BACKEND, backend_names
 from latbench.backends.inputs import parse_shape
 from latbench.cli.console import console, progress_bar
 from latbench.device_profile import DeviceProfile, ProfileMismatchWarning
 from latbench.errors import InputShapeError, UsageError
-from latbench.models import REGISTRY, build_candidate, resolve_model
+from latbench.models import REGISTRY, resolve_model
+from latbench.models.family import Family, family
 
 
 def example_shape(args: argparse.Namespace, default_chw: tuple[int, ...] | None) -> tuple[int, ...] | None:
@@ -109,15 +111,23 @@ def add_reanchor(parser: argparse.ArgumentParser, default_note: str = "") -> Non
                              f"{DEFAULT_SECONDS:g}) and rescale predictions to this machine's speed now{default_note}")
 
 
-def candidate_builder(name: str):
-    """``build(candidate_arch) -> module`` for a built-in network; others cannot be rebuilt."""
-    if name not in REGISTRY:
-        raise UsageError(f"--measure rebuilds built-in networks only; {name} is not one")
-    return lambda candidate: build_candidate(name, candidate)
+def model_family(name: str, profile, input_shape: str | None) -> Family:
+    """The family of ``--model``: one of the profile's own (its recorded input shape), a built-in network,
+    or a factory / ``torchvision:NAME`` with ``--input-shape`` C x H x W."""
+    if name in profile.families and input_shape is None:
+        return profile.families[name]
+    return family(name, parse_shape(input_shape) if input_shape is not None else None)
 
 
-def deploy_candidate(profile, name: str, arch, shape):
-    return profile.backend().deploy(candidate_builder(name)(arch), torch.randn(*shape))
+def traced_model(name: str, profile, input_shape: str | None) -> tuple[Family, Arch, tuple[int, ...]]:
+    """The family of ``--model``, its full-width ``Arch`` at the profile's batch, and that input shape."""
+    fam = model_family(name, profile, input_shape)
+    batch = int(profile.meta["settings"].get("batch", 1))
+    return fam, fam.trace(batch), (batch, *fam.input_shape)
+
+
+def deploy_candidate(profile, fam: Family, arch, shape):
+    return profile.backend().deploy(fam.build(arch), torch.randn(*shape))
 
 
 def add_engine_options(parser: argparse.ArgumentParser, device_help: str = "cpu or cuda",

@@ -5,19 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from latbench.anchoring import DEFAULT_SECONDS
-from latbench.arch import trace
 from latbench.cli.console import console, measure_with_progress, us
 from latbench.cli.options import (
     add_profile_checks,
-    candidate_builder,
     deploy_candidate,
     load_profile,
-    model_and_shape,
     read_widths,
     reanchor_profile,
+    traced_model,
 )
 from latbench.errors import OutputError, UsageError
 from latbench.measure import MeasureSettings, measure
@@ -25,14 +21,17 @@ from latbench.predictors import PREDICTORS, layer_sum_kinds
 from latbench.sensitivity.latency import kept_channels
 from latbench.sensitivity.report import TOP, write_report
 
+MODEL_HELP = ("built-in network, torchvision:NAME, your factory package.module:function or path/file.py:function, "
+              "or one of the profile's families")
+INPUT_SHAPE_HELP = "C x H x W of a network that is neither built in nor one of the profile's families"
+
 
 def cmd_predict(args: argparse.Namespace) -> int:
     reanchor = args.reanchor
     if reanchor is None and args.measure and not args.no_reanchor:
         reanchor = DEFAULT_SECONDS
     profile = load_profile(args.profile, args.strict, will_reanchor=reanchor is not None)
-    model, shape = model_and_shape(args.model, None, profile.meta["settings"].get("batch", 1))
-    arch = trace(model, torch.zeros(*shape), name=args.model)
+    fam, arch, shape = traced_model(args.model, profile, args.input_shape)
     if args.widths and args.keep is not None:
         raise UsageError("give --widths or --keep, not both")
     if args.widths:
@@ -48,10 +47,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     con.print(f"{args.model}: {arch.flops() / 1e6:,.1f} MFLOPs, {arch.params():,} params · profile {profile.name}")
     measured = None
     if reanchor is not None:
-        extra = {"candidate": deploy_candidate(profile, args.model, arch, shape)} if args.measure else None
+        extra = {"candidate": deploy_candidate(profile, fam, arch, shape)} if args.measure else None
         measured = reanchor_profile(profile, reanchor, extra).extra_us.get("candidate")
     elif args.measure:
-        measured = measure_with_progress(measure, deploy_candidate(profile, args.model, arch, shape),
+        measured = measure_with_progress(measure, deploy_candidate(profile, fam, arch, shape),
                                           MeasureSettings(), args.model).median_us
     errors = {}
     for kind in kinds:
@@ -78,9 +77,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile, args.strict, args.reanchor)
-    model, shape = model_and_shape(args.model, None, profile.meta["settings"].get("batch", 1))
-    arch = trace(model, torch.zeros(*shape), name=args.model)
-    build = candidate_builder(args.model) if args.measure else None
+    fam, arch, _ = traced_model(args.model, profile, args.input_shape)
+    build = fam.build if args.measure else None
     out = Path(args.out or f"report-{args.model.replace(':', '-')}")
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -104,7 +102,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     pd_ = sub.add_parser("predict", help="predict a network's latency from a device profile")
     pd_.add_argument("--profile", required=True, help="profile folder, or its name under device_profiles/")
-    pd_.add_argument("--model", required=True, help="built-in network name")
+    pd_.add_argument("--model", required=True, help=MODEL_HELP)
+    pd_.add_argument("--input-shape", help=INPUT_SHAPE_HELP)
     pd_.add_argument("--widths", metavar="FILE", help="JSON {group id, group name or layer name: channels}")
     pd_.add_argument("--keep", type=float, help="keep this share of every prunable group's channels")
     pd_.add_argument("--remove-blocks", metavar="A,B", help="residual blocks to replace by identity")
@@ -115,7 +114,8 @@ def register(sub) -> None:
     pd_.set_defaults(func=cmd_predict)
 
     an = sub.add_parser("analyze", help="where the time goes: FLOPs vs latency shares, sensitivity, staircases")
-    an.add_argument("--model", required=True, help="built-in network name (or torchvision:NAME)")
+    an.add_argument("--model", required=True, help=MODEL_HELP)
+    an.add_argument("--input-shape", help=INPUT_SHAPE_HELP)
     an.add_argument("--profile", required=True, help="device profile folder or name")
     an.add_argument("--out", help="report folder (default report-MODEL)")
     an.add_argument("--predictor", default="lut", choices=layer_sum_kinds())

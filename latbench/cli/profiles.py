@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from latbench.backends.inputs import parse_shape
 from latbench.cli.console import console
 from latbench.cli.options import add_engine_options, add_reanchor, profile_path
 from latbench.device_profile import DeviceProfile, check_profile, list_profiles
@@ -27,7 +28,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     settings = ProfileSettings(families=families, backend=args.backend, device=args.device, threads=args.threads,
                                precision=args.precision or "fp32", batch=args.batch, budget_min=args.budget_min,
                                networks_per_family=args.networks, step=args.step, refine=not args.no_refine,
-                               refine_target=args.refine_target, cuda_graph=args.cuda_graph)
+                               refine_target=args.refine_target, cuda_graph=args.cuda_graph,
+                               input_shape=_input_shape(args))
     folder = profile_device(settings, out=args.out, progress=not args.quiet)
     meta = DeviceProfile.load(folder, check_fingerprint=False).meta
     con = console()
@@ -47,9 +49,18 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _input_shape(args: argparse.Namespace) -> tuple[int, int, int] | None:
+    if args.input_shape is None:
+        return None
+    shape = parse_shape(args.input_shape)
+    if len(shape) != 3:
+        raise UsageError(f"--input-shape is C x H x W (the batch is --batch), got {args.input_shape}")
+    return shape  # type: ignore[return-value]
+
+
 def _adapt(args: argparse.Namespace, families: list[str]) -> int:
     settings = ProfileSettings(families=families, backend=args.backend, device=args.device, threads=args.threads,
-                               precision=args.precision or "fp32", batch=args.batch)
+                               precision=args.precision or "fp32", batch=args.batch, input_shape=_input_shape(args))
     folder = adapt_profile(profile_path(args.prior), settings, samples=args.samples, out=args.out,
                            progress=not args.quiet)
     meta = DeviceProfile.load(folder, check_fingerprint=False).meta
@@ -93,8 +104,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     pr = sub.add_parser("profile", help="profile this device: layer grids + whole networks -> device_profiles/")
-    pr.add_argument("--models", help="comma-separated families, e.g. resnet56,vgg16,mobilenetv2 "
-                                     "(with --from: default the prior's)")
+    pr.add_argument("--models", help="comma-separated families: built-in names (resnet56,vgg16,mobilenetv2), "
+                                     "torchvision:NAME, or your own factories package.module:function or "
+                                     "path/file.py:function (with --from: default the prior's)")
+    pr.add_argument("--input-shape", help="C x H x W of the families that are not built-in networks, e.g. 3x32x32")
     add_engine_options(pr)
     pr.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     pr.add_argument("--cuda-graph", action="store_true", help="torch on cuda: time CUDA graph replays")

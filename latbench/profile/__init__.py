@@ -14,7 +14,6 @@ The profiler writes this format, ``DeviceProfile`` and the predictors read it; n
 needed to read or write it.
 """
 
-from latbench.profile.families import trace_family
 from latbench.profile.grid import Grid, has_blocked_layout
 from latbench.profile.keys import shape_key, spec_key, with_channels
 from latbench.profile.meta import SCHEMA, ProfileMeta, new_meta, read_meta, write_meta
@@ -51,7 +50,6 @@ __all__ = [
     "shape_key",
     "spec_key",
     "spec_to_row",
-    "trace_family",
     "with_channels",
     "write_meta",
 ]

@@ -36,7 +36,6 @@ import torch
 from latbench.device_profile import DeviceProfile
 from latbench.errors import ProfileError
 from latbench.measure import compare, measure
-from latbench.models import build_candidate
 from latbench.predictors.calibration import PRIOR_STRENGTH
 from latbench.profile import MODEL_COLUMNS, new_meta, write_meta
 from latbench.profiler.plan import network_variants
@@ -133,7 +132,7 @@ def measure_networks(backend, prior, families: list[str], n: int, seed: int, pro
                   for f in families]
     chosen = interleave(per_family)[:n]
     archs = {v.key: v.arch(prior.family_archs[v.family]) for v in chosen}
-    runnables = {v.key: backend.deploy(build_candidate(v.family, archs[v.key]),
+    runnables = {v.key: backend.deploy(prior.families[v.family].build(archs[v.key]),
                                        torch.randn(*archs[v.key].base.input_shape)) for v in chosen}
     if progress:
         print(f"measuring {len(runnables)} networks interleaved ...", flush=True)

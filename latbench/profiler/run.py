@@ -31,7 +31,7 @@ from latbench.backends import require_backend
 from latbench.device_profile import DeviceProfile
 from latbench.errors import ProfileError
 from latbench.measure import MeasureSettings, compare, measure
-from latbench.models import build_candidate, get_entry
+from latbench.models.family import Family, family, recorded_families
 from latbench.predictors import LutPredictor, accuracy
 from latbench.profile import (
     LAYER_COLUMNS,
@@ -41,7 +41,6 @@ from latbench.profile import (
     new_meta,
     read_meta,
     spec_to_row,
-    trace_family,
     write_meta,
 )
 from latbench.profiler import channel_step
@@ -93,6 +92,7 @@ class ProfileSettings:
     seed: int = 0
     refine: bool = True  # spend budget left after the networks on refining the grids
     refine_target: float = 0.05  # ... until new points are interpolated to this median error
+    input_shape: tuple[int, int, int] | None = None  # C, H, W of the families that are not built-in networks
 
 
     def make_backend(self):
@@ -108,6 +108,10 @@ class ProfileSettings:
             d.pop(k)
         if not d["cuda_graph"]:
             d.pop("cuda_graph")  # as profiles written before the option
+        if d["input_shape"] is None:
+            d.pop("input_shape")
+        else:
+            d["input_shape"] = list(d["input_shape"])
         return d
 
 
@@ -160,14 +164,16 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
     """
     if not settings.families:
         raise ProfileError("no model families to profile: give at least one, e.g. --models resnet56")
-    for fam in settings.families:
-        get_entry(fam)  # an unknown name is one line listing the registry
+    families = {name: family(name, settings.input_shape) for name in settings.families}
     backend = settings.make_backend()
     fingerprint = backend.fingerprint()
     layer_settings = GPU_LAYER_SETTINGS if backend.device == "cuda" else LAYER_SETTINGS
     reference = channel_step.probe(backend.device, settings.batch)
     folder = Path(out) if out else Path(root) / default_name(fingerprint, settings)
     meta = _open_folder(folder, settings, fingerprint, layer_settings)
+    recorded = recorded_families(meta) if meta.get("family_sources") else {}
+    families = {name: (recorded.get(name) or fam).checked() for name, fam in families.items()}
+    meta["family_sources"] = {name: fam.to_dict() for name, fam in families.items()}
     meta.setdefault("reference_layer", reference.to_dict())
     timings = meta.setdefault("timings_s", {})
     before = dict(timings)
@@ -207,7 +213,7 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
                                  "step": step, "found": found}
             write_meta(folder, meta)
         step = settings.step or meta["staircase"]["step"]
-        archs = {fam: trace_family(fam, settings.batch) for fam in settings.families}
+        archs = {name: fam.trace(settings.batch) for name, fam in families.items()}
         units = LAYOUT_UNITS if has_blocked_layout(settings.comparable()) else ()
         grids = insert(layer_grids(list(archs.values()), step, settings.passes, units,
                                    misaligned=backend.device == "cuda"),
@@ -250,7 +256,7 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
         size = settings.chunk or max(1, len(pending))
         for start in range(0, len(pending), size):
             chunk = pending[start:start + size]
-            _measure_chunk(backend, archs, chunk, anchors, models)
+            _measure_chunk(backend, families, archs, chunk, anchors, models)
             for _ in chunk:
                 bar.advance()
         timings["networks"] = before.get("networks", 0.0) + time.perf_counter() - t0
@@ -347,7 +353,7 @@ def interleave(lists: list[list[NetworkVariant]]) -> list[NetworkVariant]:
     return out
 
 
-def _measure_chunk(backend, archs: dict[str, Arch], chunk: list[NetworkVariant],
+def _measure_chunk(backend, families: dict[str, Family], archs: dict[str, Arch], chunk: list[NetworkVariant],
                    anchors: dict[str, NetworkVariant], journal: Journal) -> None:
     """Measure ``chunk`` interleaved with the full-width network of every family (the anchors).
 
@@ -356,7 +362,7 @@ def _measure_chunk(backend, archs: dict[str, Arch], chunk: list[NetworkVariant],
     """
     members = {f"anchor:{f}": v for f, v in anchors.items()} | {v.key: v for v in chunk}
     candidates = {name: v.arch(archs[v.family]) for name, v in members.items()}
-    runnables = {name: backend.deploy(build_candidate(members[name].family, arch),
+    runnables = {name: backend.deploy(families[members[name].family].build(arch),
                                       torch.randn(*arch.base.input_shape))
                  for name, arch in candidates.items()}
     budget = max(NETWORK_SETTINGS.budget_s, NETWORK_SECONDS_EACH * len(runnables))
