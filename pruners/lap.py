@@ -16,7 +16,7 @@ the chosen network is measured.
 - **Wall.** The keep width is the largest of ``round(a * C)`` and the lower plateau edges under it (the
   profile's channel-step multiples, then ``ceil(low * C)``) for which the network with every later
   group at ``low`` is predicted within the target: every episode ends within the budget. A target
-  that even all groups at ``low`` miss is refused with that floor.
+  that even all groups at ``low`` miss (after the aim below) is refused with that floor.
 - **Aim.** Before the search, the uniform network predicted at the target is measured once and the
   wall's target scaled by predicted / measured, so the episodes aim at the measured target.
 - **Reward** ``R = -E + latency_weight * S`` with ``E = 1 - accuracy`` on the quick check (batch norms
@@ -188,18 +188,19 @@ def run_episode(env: Environment, act) -> Episode:
     return Episode(widths, actions, states, predicted)
 
 
-def _calibrate(problem: Problem, env: Environment, floor: float) -> dict[str, float]:
+def _calibrate(problem: Problem, env: Environment) -> dict[str, float]:
     """Move the wall's target so that the search aims at the *measured* target: the uniform network predicted
-    at the target is measured once, and the target is scaled by predicted / measured (kept within the floor
-    and 1). A profile far off for pruned networks would otherwise send every episode to the wrong latency."""
+    at the target is measured once, and the target is scaled by predicted / measured (at most 1). A profile
+    far off for pruned networks would otherwise send every episode to the wrong latency."""
     target = problem.target
     if problem.oracle.mode == "predict":
         return {"search_target": target}
     # the uniform baseline on predictions alone (no build): its widest network predicted within the target
-    found = uniform(problem.model, problem.arch, problem.groups, problem.example, problem.oracle, target)
+    aim = max(target, env.floor())  # under the floor, what the floor measures decides whether it is out of reach
+    found = uniform(problem.model, problem.arch, problem.groups, problem.example, problem.oracle, aim)
     predicted = problem.oracle.predict(found.arch).ratio
     measured = problem.oracle.measure(problem.build(found.decision), found.arch).ratio
-    env.target = min(1.0, max(floor, target * predicted / measured))
+    env.target = min(1.0, target * predicted / measured)
     return {"search_target": env.target, "calibration_predicted": predicted, "calibration_measured": measured}
 
 
@@ -242,9 +243,6 @@ def lap(problem: Problem, episodes: int = 300, warmup: int = 100, low: float = 0
     env = Environment(problem.arch, [g.id for g in problem.groups], oracle, target, low, high,
                       profile_group_size(oracle.profile))
     floor = env.floor()
-    if floor > target:
-        raise PruningError(f"latency target {target:g} is below what lap can reach: every group at the lowest keep "
-                           f"ratio {low:g} is predicted at {floor:.3f} of the original")
     settings = agent_settings or DDPGSettings(warmup=warmup)
     agent = DDPG(env.states, settings, seed)
     scores = _selection_scores(problem, selection, dynamics_batches)
@@ -263,7 +261,11 @@ def lap(problem: Problem, episodes: int = 300, warmup: int = 100, low: float = 0
         env.target = calibration["search_target"]  # the aim of the interrupted run, not a new measurement
         log = json.loads((problem.out / LOG).read_text()) if (problem.out / LOG).exists() else []
     else:
-        calibration = _calibrate(problem, env, floor)
+        calibration = _calibrate(problem, env)
+        if floor > env.target:
+            aim = "" if env.target == target else f" (the measured target is {env.target:.3f} in predicted terms)"
+            raise PruningError(f"latency target {target:g} is below what lap can reach: every group at the lowest keep "
+                               f"ratio {low:g} is predicted at {floor:.3f} of the original{aim}; lower --min-keep")
     bar = progress_bar(problem.progress, "lap episodes", episodes, agent.episode)
     try:
         while agent.episode < episodes:
