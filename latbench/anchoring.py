@@ -170,8 +170,8 @@ def anchor_networks(profile, per_family: int = PER_FAMILY) -> list[tuple[str, st
     each family's full-width anchor, and its calibration networks with the smallest and largest
     share of weight traffic in their predicted latency (they spread the two ratios apart)."""
     models = profile.models
-    out = [(f, f, profile.family_archs[f], v) for f, v in anchor_latencies(models).items()
-           if f in profile.family_archs]
+    anchors = anchor_latencies(models, profile.meta.get("family_state"))
+    out = [(f, f, profile.family_archs[f], v) for f, v in anchors.items() if f in profile.family_archs]
     archs, latency = profile.network_samples("calib")
     keys = models.loc[(models["split"] == "calib").to_numpy(), "key"].tolist()
     if per_family < 1 or not archs:

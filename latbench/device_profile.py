@@ -154,7 +154,7 @@ class DeviceProfile:
         machine's drift between chunks.
         """
         models = self.models
-        normalised = normalised_network_latency(models)
+        normalised = normalised_network_latency(models, self.meta.get("family_state"))
         keep = slice(None) if split is None else (models["split"] == split).to_numpy()
         rows = models[keep]
         archs = []

@@ -1,9 +1,12 @@
-"""A network that only this file defines, profiled and predicted as a family: its source and digest are
-recorded, its candidates are built by surgery, and a changed source is refused rather than mixed in."""
+"""A network that only this file defines, added to a small profile with ``--extend`` and predicted as a family:
+its source and digest are recorded, its candidates are built by surgery, nothing measured before is lost or
+measured twice, and a changed source is refused rather than mixed in."""
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +17,11 @@ import torch
 from torch import nn
 
 from latbench.arch import trace
+from latbench.cli import main
 from latbench.device_profile import DeviceProfile
-from latbench.errors import InputShapeError, UnknownModelError
+from latbench.errors import InputShapeError, ProfileError, UnknownModelError
 from latbench.models.family import family
-from latbench.profiler.run import ProfileSettings, profile_device
+from latbench.profiler.run import ProfileSettings, extension_settings, profile_device
 
 SHAPE = (3, 16, 16)
 
@@ -44,23 +48,70 @@ def two_stage() -> nn.Module:
 
 
 FACTORY = f"{__file__}:two_stage"
+BASE = dict(families=["smallconv"], threads=1, budget_min=5, networks_per_family=8, min_networks_per_family=8,
+            passes=2, step=16, refine=False)
 TINY = dict(families=[FACTORY], input_shape=SHAPE, threads=1, budget_min=5, networks_per_family=8,
             min_networks_per_family=8, passes=2, step=16, refine=False)
 
 
+def _rows(folder: Path, name: str) -> list[dict[str, str]]:
+    with open(folder / name, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 @pytest.fixture(scope="module")
-def user_profile(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("profiles") / "user"
-    profile_device(ProfileSettings(**TINY), out=folder, progress=False)
-    return folder
+def profiles(tmp_path_factory):
+    """(a small profile of one built-in family, a copy of it extended with this file's network)."""
+    root = tmp_path_factory.mktemp("profiles")
+    base = root / "base"
+    profile_device(ProfileSettings(**BASE), out=base, progress=False)
+    extended = root / "extended"
+    shutil.copytree(base, extended)
+    meta = json.loads((extended / "profile.json").read_text())
+    settings = extension_settings(meta, [FACTORY], SHAPE, budget_min=5, networks_per_family=8,
+                                  min_networks_per_family=8, refine=False)
+    profile_device(settings, out=extended, progress=False, extend=True)
+    return base, extended
+
+
+@pytest.fixture(scope="module")
+def user_profile(profiles):
+    return profiles[1]
 
 
 def test_the_profile_records_how_to_rebuild_the_family(user_profile):
     meta = json.loads((user_profile / "profile.json").read_text())
     expected = trace(TwoStage(), torch.zeros(1, *SHAPE), FACTORY).base.digest
-    assert meta["families"] == [FACTORY]
+    assert meta["families"] == ["smallconv", FACTORY]
     assert meta["family_sources"][FACTORY] == {"kind": "factory", "input_shape": list(SHAPE), "digest": expected}
+    assert meta["family_sources"]["smallconv"]["kind"] == "zoo"
     assert meta["status"] == "complete"
+
+
+def test_an_extension_keeps_every_earlier_sample_and_measures_only_what_was_missing(profiles):
+    base, extended = profiles
+    for name in ("layers.csv", "models.csv"):
+        before, after = _rows(base, name), _rows(extended, name)
+        assert after[:len(before)] == before  # every earlier row, unchanged, in its place
+        keys = [r["key"] for r in after]
+        assert len(set(keys)) == len(keys)  # nothing measured twice
+    new_models = _rows(extended, "models.csv")[len(_rows(base, "models.csv")):]
+    assert new_models and {r["family"] for r in new_models} == {FACTORY}
+    assert any(r["split"] == "valid" for r in new_models)
+    new_layers = _rows(extended, "layers.csv")[len(_rows(base, "layers.csv")):]
+    old_keys = {r["key"] for r in _rows(base, "layers.csv")}
+    assert new_layers and not {r["key"] for r in new_layers} & old_keys
+    meta = json.loads((extended / "profile.json").read_text())
+    ext = meta["extensions"][-1]
+    assert ext["families"] == [FACTORY] and ext["status"] == "complete" and ext["minutes"] < 5
+    factor = meta["family_state"][FACTORY]
+    assert ext["state_factors"] == [round(factor, 4)] and 0.2 < factor < 5
+    # the new family's rows are brought to the profile's state by that factor, the old ones untouched
+    profile, plain = DeviceProfile.load(extended), _rows(extended, "models.csv")
+    _, normalised = profile.network_samples()
+    for row, value in zip(plain, normalised, strict=True):
+        if row["family"] == FACTORY:
+            assert value == pytest.approx(float(row["median_us"]) / factor)
 
 
 def test_a_user_family_is_predicted_and_its_candidates_built_like_a_built_in_one(user_profile):
@@ -76,15 +127,17 @@ def test_a_user_family_is_predicted_and_its_candidates_built_like_a_built_in_one
     assert np.all(predicted > 0)
     smallest = arch.with_widths({g.id: 1 for g in arch.prunable_groups})
     assert profile.predictor("lut").predict_many([smallest])[0][0] < predicted[0]
-    archs, measured = profile.network_samples()
-    assert len(archs) == len(measured) >= 8 and all(a.base.digest == arch.base.digest for a in archs)
+    notes = [n for v in variants for n in profile.predictor("lut").predict(v).notes]
+    assert not [n for n in notes if "never measured" in n]  # the extension covered every layer shape
+    assert profile.meta["validation"]["lut"]["n"] > DeviceProfile.load(user_profile.parent / "base").meta[
+        "validation"]["lut"]["n"]  # the new family's held-out networks are validated too
 
 
 def test_a_family_whose_source_now_builds_another_network_is_refused(user_profile, tmp_path):
     source = tmp_path / "net.py"
     source.write_text(Path(__file__).read_text())
     folder = tmp_path / "changed"
-    settings = {**TINY, "families": [f"{source}:two_stage"], "budget_min": 0.01}
+    settings = {**TINY, "families": [f"{source}:two_stage"], "budget_min": 0.01}  # a profile of it alone
     code = ("from latbench.profiler.run import ProfileSettings, profile_device\n"
             "import sys\n"
             f"settings = ProfileSettings(**{settings!r})\n"
@@ -99,6 +152,20 @@ def test_a_family_whose_source_now_builds_another_network_is_refused(user_profil
     assert second.stdout.startswith("ModelLoadError") and "builds a different network" in second.stdout
 
 
+def test_extensions_that_would_mix_or_change_a_profile_are_refused(profiles, tmp_path):
+    base, extended = profiles
+    meta = json.loads((extended / "profile.json").read_text())
+    with pytest.raises(ProfileError, match="already in the profile"):
+        extension_settings(meta, ["smallconv"])
+    other = tmp_path / "other"
+    shutil.copytree(base, other)
+    settings = extension_settings(json.loads((other / "profile.json").read_text()), ["resnet20"], passes=3)
+    with pytest.raises(ProfileError, match="profiled with passes 2, not 3"):
+        profile_device(settings, out=other, progress=False, extend=True)
+    with pytest.raises(ProfileError, match="no profile in"):
+        profile_device(settings, out=tmp_path / "none", progress=False, extend=True)
+
+
 def test_a_family_needs_a_known_name_or_an_input_shape():
     with pytest.raises(InputShapeError, match="give its input shape"):
         family(FACTORY)
@@ -107,3 +174,16 @@ def test_a_family_needs_a_known_name_or_an_input_shape():
     with pytest.raises(InputShapeError, match="takes input 3x32x32"):
         family("resnet20", SHAPE)
     assert family("resnet20").input_shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize(("flags", "words"), [
+    (["--precision", "fp16"], "keeps the profile's precision"),
+    (["--batch", "4"], "keeps the profile's batch"),
+    (["--out", "elsewhere"], "drop --out"),
+    (["--from", "x"], "not both"),
+])
+def test_the_extend_command_refuses_other_engine_settings_in_one_line(capsys, profiles, flags, words):
+    _, extended = profiles
+    code = main(["profile", "--extend", str(extended), "--models", "resnet20", *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and words in err and "\n" not in err and "Traceback" not in err

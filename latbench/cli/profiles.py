@@ -8,33 +8,45 @@ from pathlib import Path
 
 from rich.table import Table
 
+from latbench.backends import DEFAULT_BACKEND
 from latbench.backends.inputs import parse_shape
 from latbench.cli.console import console
 from latbench.cli.options import add_engine_options, add_reanchor, profile_path
 from latbench.device_profile import DeviceProfile, check_profile, list_profiles
 from latbench.errors import UsageError
+from latbench.profile import read_meta
 from latbench.profiler.adapt import adapt_profile
-from latbench.profiler.run import ProfileSettings, profile_device
+from latbench.profiler.run import ProfileSettings, extension_settings, profile_device
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
     families = [m for m in (args.models or "").split(",") if m]
+    if args.prior and args.extend:
+        raise UsageError("give --from (adapt a profile) or --extend (add families to one), not both")
     if args.prior:
         return _adapt(args, families)
     if not families:
         raise UsageError("give --models (e.g. resnet56,vgg16,mobilenetv2), or --from a profile to adapt")
     if args.budget_min <= 0:
         raise UsageError(f"--budget-min must be positive, got {args.budget_min}")
-    settings = ProfileSettings(families=families, backend=args.backend, device=args.device, threads=args.threads,
-                               precision=args.precision or "fp32", batch=args.batch, budget_min=args.budget_min,
-                               networks_per_family=args.networks, step=args.step, refine=not args.no_refine,
-                               refine_target=args.refine_target, cuda_graph=args.cuda_graph,
-                               input_shape=_input_shape(args))
-    folder = profile_device(settings, out=args.out, progress=not args.quiet)
+    if args.extend:
+        folder = _extend(args, families)
+    else:
+        settings = ProfileSettings(families=families, backend=args.backend, device=args.device, threads=args.threads,
+                                   precision=args.precision or "fp32", batch=1 if args.batch is None else args.batch,
+                                   budget_min=args.budget_min, networks_per_family=args.networks, step=args.step,
+                                   refine=not args.no_refine, refine_target=args.refine_target,
+                                   cuda_graph=args.cuda_graph, input_shape=_input_shape(args))
+        folder = profile_device(settings, out=args.out, progress=not args.quiet)
     meta = DeviceProfile.load(folder, check_fingerprint=False).meta
     con = console()
     con.print(f"profile written to {folder} in {meta['timings_s']['total'] / 60:.1f} min "
               f"({len(meta['plan']['grids'])} grids, step {meta['plan']['step']})")
+    if args.extend:
+        ext = meta["extensions"][-1]
+        factors = ext.get("state_factors") or []
+        con.print(f"  extended with {', '.join(ext['families'])} in {ext.get('minutes', 0):.1f} min"
+                  + (f"; the old families' anchors ran at {factors[0]:.2f}x their recorded latency" if factors else ""))
     for kind, v in meta.get("validation", {}).items():
         if "skipped" in v:
             con.print(f"  {kind:5s} skipped: {v['skipped']}")
@@ -49,6 +61,26 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extend(args: argparse.Namespace, families: list[str]) -> Path:
+    """``profile --extend PROFILE --models NEW``: the profile's own engine settings, refused if others are given."""
+    folder = profile_path(args.extend)
+    if args.out:
+        raise UsageError("--extend writes into the profile it extends; drop --out")
+    meta = read_meta(folder, require=(), context=f"cannot extend {folder}")
+    saved = meta.get("settings", {})
+    given = {"backend": args.backend if args.backend != DEFAULT_BACKEND else None, "device": args.device,
+             "threads": args.threads, "precision": args.precision, "batch": args.batch, "step": args.step,
+             "cuda_graph": args.cuda_graph or None}
+    for key, value in given.items():
+        if value is not None and value != saved.get(key):
+            raise UsageError(f"--extend keeps the profile's {key} ({saved.get(key)!r}); {value!r} needs a profile of "
+                             f"its own")
+    settings = extension_settings(meta, families, _input_shape(args), budget_min=args.budget_min,
+                                  networks_per_family=args.networks, refine=not args.no_refine,
+                                  refine_target=args.refine_target)
+    return profile_device(settings, out=folder, progress=not args.quiet, extend=True)
+
+
 def _input_shape(args: argparse.Namespace) -> tuple[int, int, int] | None:
     if args.input_shape is None:
         return None
@@ -60,7 +92,8 @@ def _input_shape(args: argparse.Namespace) -> tuple[int, int, int] | None:
 
 def _adapt(args: argparse.Namespace, families: list[str]) -> int:
     settings = ProfileSettings(families=families, backend=args.backend, device=args.device, threads=args.threads,
-                               precision=args.precision or "fp32", batch=args.batch, input_shape=_input_shape(args))
+                               precision=args.precision or "fp32", batch=1 if args.batch is None else args.batch,
+                               input_shape=_input_shape(args))
     folder = adapt_profile(profile_path(args.prior), settings, samples=args.samples, out=args.out,
                            progress=not args.quiet)
     meta = DeviceProfile.load(folder, check_fingerprint=False).meta
@@ -109,7 +142,7 @@ def register(sub) -> None:
                                      "path/file.py:function (with --from: default the prior's)")
     pr.add_argument("--input-shape", help="C x H x W of the families that are not built-in networks, e.g. 3x32x32")
     add_engine_options(pr)
-    pr.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    pr.add_argument("--batch", type=int, help="batch size (default 1)")
     pr.add_argument("--cuda-graph", action="store_true", help="torch on cuda: time CUDA graph replays")
     pr.add_argument("--budget-min", type=float, default=15.0, help="minutes the run may take (default 15)")
     pr.add_argument("--networks", type=int, default=32, help="whole-network samples per family (default 32)")
@@ -121,6 +154,8 @@ def register(sub) -> None:
     pr.add_argument("--out", help="profile folder (default device_profiles/<device>-<backend>-<dtype>-bs<batch>)")
     pr.add_argument("--from", dest="prior", metavar="PROFILE",
                     help="adapt this profile of another device or configuration with --samples measurements")
+    pr.add_argument("--extend", metavar="PROFILE",
+                    help="add the --models families to this profile: measure only what it lacks, keep every sample")
     pr.add_argument("--samples", type=int, default=30,
                     help="with --from: networks to measure here (default 30)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")

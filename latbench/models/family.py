@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from latbench.arch import Arch, trace
-from latbench.errors import InputShapeError, ModelLoadError
+from latbench.errors import InputShapeError, ModelLoadError, ProfileError
 from latbench.models import REGISTRY, TORCHVISION_PREFIX, build_candidate, is_factory, resolve_model
 
 _MODULES: dict[str, torch.nn.Module] = {}  # full-width modules of non-built-in families, built once per process
@@ -93,12 +93,18 @@ def family(name: str, input_shape: tuple[int, ...] | None = None) -> Family:
     return Family(name, tuple(int(v) for v in input_shape))  # type: ignore[arg-type]
 
 
-def recorded_families(meta: dict[str, Any]) -> dict[str, Family]:
+def recorded_families(meta: dict[str, Any], new: bool = False) -> dict[str, Family]:
     """A profile's families from its ``profile.json``: each with the input shape and digest recorded (profiles
-    written before sources were recorded hold built-in networks only)."""
+    written before sources were recorded hold built-in networks only). ``new``: a family without a recorded
+    source is one being added, and left out; otherwise it is a corrupt profile."""
     sources = meta.get("family_sources", {})
     out = {}
     for name in meta.get("families", []):
         src = sources.get(name)
-        out[name] = (Family(name, tuple(src["input_shape"]), src.get("digest", "")) if src else family(name))
+        if src:
+            out[name] = Family(name, tuple(src["input_shape"]), src.get("digest", ""))
+        elif name in REGISTRY:
+            out[name] = family(name)
+        elif not new:
+            raise ProfileError(f"profile.json lists the family {name!r} without the source to rebuild it")
     return out

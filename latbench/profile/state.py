@@ -4,7 +4,8 @@ times are brought to one state.
 The profiler re-measures one fixed reference layer (``layers.csv`` rows with ``shape_key ==
 "reference"``) every few layer samples, and measures every network sample interleaved with its
 family's full-width network (the anchor, ``models.csv`` column ``anchor_us``). Layer rows are
-scaled to the reference layer's median state, network rows to their family's median anchor.
+scaled to the reference layer's median state, network rows to their family's median anchor; a family
+added by ``profile --extend`` also by its ``family_state`` factor from ``profile.json``.
 """
 
 from __future__ import annotations
@@ -31,17 +32,21 @@ def reference_us(layers: pd.DataFrame) -> float | None:
     return float(ref.median()) if len(ref) else None
 
 
-def anchor_latencies(models: pd.DataFrame) -> dict[str, float]:
-    """Each family's median anchor latency: the state its network rows are normalised to."""
+def anchor_latencies(models: pd.DataFrame, state: dict[str, float] | None = None) -> dict[str, float]:
+    """Each family's median anchor latency: the state its network rows are normalised to (a family added
+    by an extension divided by its ``state`` factor, which brings it to the profile's state)."""
     if "anchor_us" not in models:
         return {}
     anchors = pd.to_numeric(models["anchor_us"], errors="coerce").groupby(models["family"]).median()
-    return {str(f): float(v) for f, v in anchors.items() if np.isfinite(v) and v > 0}
+    state = state or {}
+    return {str(f): float(v) / state.get(str(f), 1.0) for f, v in anchors.items() if np.isfinite(v) and v > 0}
 
 
-def normalised_network_latency(models: pd.DataFrame) -> pd.Series:
+def normalised_network_latency(models: pd.DataFrame, state: dict[str, float] | None = None) -> pd.Series:
     """Each network row's median, scaled by its family's median anchor over its own run's anchor
-    (rows without an anchor are kept as measured)."""
+    (rows without an anchor are kept as measured), and for a family an extension added, divided by its
+    ``state`` factor (how much slower the old families' anchors ran in the extension's run)."""
     anchor = pd.to_numeric(models["anchor_us"], errors="coerce")
     reference = anchor.groupby(models["family"]).transform("median")
-    return models["median_us"] * (reference / anchor).fillna(1.0)
+    factor = models["family"].map(lambda f: (state or {}).get(str(f), 1.0)).astype(float)
+    return models["median_us"] * (reference / anchor).fillna(1.0) / factor

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -31,12 +32,14 @@ from latbench.backends import require_backend
 from latbench.device_profile import DeviceProfile
 from latbench.errors import ProfileError
 from latbench.measure import MeasureSettings, compare, measure
+from latbench.models import REGISTRY
 from latbench.models.family import Family, family, recorded_families
 from latbench.predictors import LutPredictor, accuracy
 from latbench.profile import (
     LAYER_COLUMNS,
     MODEL_COLUMNS,
     ProfileMeta,
+    anchor_latencies,
     has_blocked_layout,
     new_meta,
     read_meta,
@@ -156,22 +159,29 @@ class _Progress:
 
 
 def profile_device(settings: ProfileSettings, out: str | Path | None = None, progress: bool = True,
-                   root: str | Path = "device_profiles") -> Path:
+                   root: str | Path = "device_profiles", extend: bool = False) -> Path:
     """Profile this device for ``settings.families``; returns the profile folder.
 
     The budget counts the time of earlier, interrupted runs on the same folder too. The first
     grid pass and ``min_networks_per_family`` networks are always measured, whatever the budget.
+
+    ``extend``: ``out`` is a finished profile whose families are the first of ``settings.families``
+    (:func:`extension_settings`); only what it lacks is measured (grid points the new families' layers
+    add, the new families' networks), every earlier row is kept, and the budget is the extension's own.
+    The new networks are measured interleaved with the old families' full-width anchors; how far those
+    moved from their recorded medians (``family_state``) brings the new rows to the profile's state.
     """
     if not settings.families:
         raise ProfileError("no model families to profile: give at least one, e.g. --models resnet56")
-    families = {name: family(name, settings.input_shape) for name in settings.families}
+    families = {name: family(name, None if name in REGISTRY else settings.input_shape) for name in settings.families}
     backend = settings.make_backend()
     fingerprint = backend.fingerprint()
     layer_settings = GPU_LAYER_SETTINGS if backend.device == "cuda" else LAYER_SETTINGS
     reference = channel_step.probe(backend.device, settings.batch)
     folder = Path(out) if out else Path(root) / default_name(fingerprint, settings)
-    meta = _open_folder(folder, settings, fingerprint, layer_settings)
-    recorded = recorded_families(meta) if meta.get("family_sources") else {}
+    meta = _open_folder(folder, settings, fingerprint, layer_settings, extend)
+    extension = meta["extensions"][-1] if extend else None
+    recorded = recorded_families(meta, new=True)
     families = {name: (recorded.get(name) or fam).checked() for name, fam in families.items()}
     meta["family_sources"] = {name: fam.to_dict() for name, fam in families.items()}
     meta.setdefault("reference_layer", reference.to_dict())
@@ -180,8 +190,13 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
     started = time.perf_counter()
     budget_s = settings.budget_min * 60
 
-    def spent() -> float:
+    offset = extension["started_total_s"] if extension else 0.0
+
+    def elapsed() -> float:
         return before.get("total", 0.0) + time.perf_counter() - started
+
+    def spent() -> float:  # against this run's budget: an extension's own time
+        return elapsed() - offset
 
     def run_layer(spec: LayerSpec):
         module, x = build_layer(spec)
@@ -246,7 +261,7 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
         per_family = {f: sum(r["family"] == f for r in models.rows) for f in archs}
         pending = []
         for v in variants:
-            if v.key in models.keys:
+            if v.key in models.keys or (extension and v.family not in extension["families"]):
                 continue
             if spent() > budget_s and per_family[v.family] >= settings.min_networks_per_family:
                 continue
@@ -254,9 +269,12 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
             per_family[v.family] += 1
         anchors = {f: next(v for v in variants if v.family == f) for f in archs}  # full width, first of each
         size = settings.chunk or max(1, len(pending))
+        recorded_anchors = anchor_latencies(pd.DataFrame(models.rows)) if models.rows else {}
         for start in range(0, len(pending), size):
             chunk = pending[start:start + size]
-            _measure_chunk(backend, families, archs, chunk, anchors, models)
+            now = _measure_chunk(backend, families, archs, chunk, anchors, models)
+            if extension:
+                _record_state(meta, extension, chunk, now, recorded_anchors)
             for _ in chunk:
                 bar.advance()
         timings["networks"] = before.get("networks", 0.0) + time.perf_counter() - t0
@@ -267,11 +285,42 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
             timings["refine"] = before.get("refine", 0.0) + time.perf_counter() - t0
     finally:
         bar.close()
-        timings["total"] = spent()
+        timings["total"] = elapsed()
+        if extension:
+            extension["minutes"] = round(spent() / 60, 2)
         write_meta(folder, meta)
 
+    if extension:
+        extension["status"] = "complete"
     finish_profile(folder, meta)
     return folder
+
+
+def _record_state(meta: ProfileMeta, extension: dict[str, Any], chunk: list[NetworkVariant],
+                  now: dict[str, float], recorded: dict[str, float]) -> None:
+    """The machine state of an extension's networks: the median, over the old families' anchors measured
+    in the same run, of now / recorded (above 1: the machine is slower now than when it was profiled)."""
+    old = [now[f] / recorded[f] for f in recorded if f in now and f not in extension["families"]]
+    if not old:
+        return
+    factor = float(np.median(old))
+    state = meta.setdefault("family_state", {})
+    for fam in {v.family for v in chunk}:
+        state[fam] = factor
+    extension.setdefault("state_factors", []).append(round(factor, 4))
+
+
+def extension_settings(meta: dict[str, Any], new: list[str], input_shape: tuple[int, int, int] | None = None,
+                       **run: Any) -> ProfileSettings:
+    """The settings that extend a profile (its ``profile.json``) with the ``new`` families: the profile's
+    engine, batch, step and passes; ``run`` sets the budget and networks per family."""
+    saved = {k: v for k, v in meta.get("settings", {}).items() if k in ProfileSettings.__dataclass_fields__}
+    saved.pop("input_shape", None)
+    old = list(meta.get("families", []))
+    again = [f for f in new if f in old]
+    if again:
+        raise ProfileError(f"--extend: {', '.join(again)} already in the profile; give only new families")
+    return ProfileSettings(**{**saved, "families": old + list(new), "input_shape": input_shape, **run})
 
 
 def finish_profile(folder: str | Path, meta: ProfileMeta | None = None) -> ProfileMeta:
@@ -354,7 +403,7 @@ def interleave(lists: list[list[NetworkVariant]]) -> list[NetworkVariant]:
 
 
 def _measure_chunk(backend, families: dict[str, Family], archs: dict[str, Arch], chunk: list[NetworkVariant],
-                   anchors: dict[str, NetworkVariant], journal: Journal) -> None:
+                   anchors: dict[str, NetworkVariant], journal: Journal) -> dict[str, float]:
     """Measure ``chunk`` interleaved with the full-width network of every family (the anchors).
 
     Each row records its family anchor's latency in the same interleaved run, so rows measured
@@ -374,10 +423,13 @@ def _measure_chunk(backend, families: dict[str, Family], archs: dict[str, Arch],
                         "flops": arch.flops(), "params": arch.params(),
                         "anchor_us": round(result.measurements[f"anchor:{v.family}"].median_us, 3),
                         **measurement_row(result.measurements[v.key])})
+    return {f: result.measurements[f"anchor:{f}"].median_us for f in anchors}
 
 
 def _open_folder(folder: Path, settings: ProfileSettings, fingerprint: dict[str, Any],
-                 layer_settings: MeasureSettings) -> ProfileMeta:
+                 layer_settings: MeasureSettings, extend: bool = False) -> ProfileMeta:
+    if extend:
+        return _open_extension(folder, settings)
     if (folder / "profile.json").exists():
         meta = read_meta(folder, require=(), context=f"cannot resume {folder}")
         if meta.get("settings", {}) != settings.comparable():
@@ -388,3 +440,37 @@ def _open_folder(folder: Path, settings: ProfileSettings, fingerprint: dict[str,
     folder.mkdir(parents=True, exist_ok=True)
     return new_meta(folder.name, fingerprint, settings.comparable(), settings.families,
                     measure_settings={"layers": asdict(layer_settings), "networks": asdict(NETWORK_SETTINGS)})
+
+
+def _open_extension(folder: Path, settings: ProfileSettings) -> ProfileMeta:
+    """A finished profile opened to be extended with the families ``settings`` adds (or an unfinished
+    extension with the same families, resumed)."""
+    if not (folder / "profile.json").exists():
+        raise ProfileError(f"--extend: no profile in {folder}")
+    meta = read_meta(folder, require=(), context=f"cannot extend {folder}")
+    want, saved = settings.comparable(), meta.get("settings", {})
+    for key in sorted(set(want) | set(saved)):
+        if key not in ("families", "input_shape") and want.get(key) != saved.get(key):
+            raise ProfileError(f"cannot extend {folder}: it was profiled with {key} {saved.get(key)!r}, "
+                               f"not {want.get(key)!r}; profile the new settings into another folder")
+    extensions = meta.setdefault("extensions", [])
+    open_ = extensions[-1] if extensions and extensions[-1].get("status") != "complete" else None
+    old = [f for f in meta.get("families", []) if not (open_ and f in open_["families"])]
+    new = settings.families[len(old):]
+    if settings.families[:len(old)] != old:
+        raise ProfileError(f"cannot extend {folder}: its families {old} must come first")
+    if open_ is not None and open_["families"] != new:
+        raise ProfileError(f"cannot extend {folder}: an extension with {', '.join(open_['families'])} is unfinished; "
+                           f"run that one again first")
+    if not new:
+        raise ProfileError(f"--extend: give at least one family that {folder} does not have")
+    if meta.get("status") != "complete" and open_ is None:
+        raise ProfileError(f"cannot extend {folder}: the profile is not complete; finish it first")
+    if open_ is None:
+        extensions.append({"families": new, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                           "started_total_s": float(meta.get("timings_s", {}).get("total", 0.0)),
+                           "status": "running"})
+    meta["families"] = list(settings.families)
+    meta["settings"] = {**saved, **({"input_shape": want["input_shape"]} if "input_shape" in want else {})}
+    meta["status"] = "running"
+    return meta
