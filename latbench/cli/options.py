@@ -42,9 +42,13 @@ def model_and_shape(name: str, input_shape: str | None, batch: int | None):
     """A built-in (or ``torchvision:``) network and its example input shape, batch included."""
     model = resolve_model(name)
     entry = REGISTRY.get(name)
-    if entry is None and input_shape is None:
-        raise InputShapeError(f"{name}: give the input shape (e.g. 3x224x224)")
     default = entry.input_shape if entry is not None else None
+    if name.lower().endswith(".onnx"):
+        from latbench.models.onnx_import import onnx_input_shape
+
+        default = onnx_input_shape(name)
+    if default is None and input_shape is None:
+        raise InputShapeError(f"{name}: give the input shape (e.g. 3x224x224)")
     return model, example_shape(argparse.Namespace(input_shape=input_shape, batch=batch), default)
 
 

@@ -114,7 +114,12 @@ def build_from_factory(spec: str):
 
 def resolve_model(name: str, **kwargs: Any):
     """``build_model(name)``; for ``torchvision:<name>`` an untrained ``torchvision.models.<name>``; for
-    ``package.module:function`` or ``path/to/file.py:function`` what that factory returns (eval mode)."""
+    ``package.module:function`` or ``path/to/file.py:function`` what that factory returns; for ``file.onnx``
+    the file's graph as a module (``latbench.models.onnx_import``); eval mode."""
+    if name.lower().endswith(".onnx"):
+        from latbench.models.onnx_import import module_from_onnx
+
+        return module_from_onnx(name)
     if is_factory(name):
         return build_from_factory(name)
     if not name.startswith(TORCHVISION_PREFIX):

@@ -1,10 +1,11 @@
 """A network family as a profile knows it: the name a user gave, how to rebuild it, and what it was.
 
-A family is a built-in network, ``torchvision:NAME`` or a user's factory (``package.module:function``,
-``path/to/file.py:function``). Every candidate of a family is built from that source: the built-in
-networks by their constructor (``build_candidate``), the others by surgery on the full-width network
-(:mod:`latbench.models.resize`). The ``digest`` of the full-width trace is recorded with the profile, so a
-family whose source now builds another network is refused instead of being mixed with the old samples.
+A family is a built-in network, ``torchvision:NAME``, a user's factory (``package.module:function``,
+``path/to/file.py:function``) or an ONNX file of supported ops. Every candidate of a family is built
+from that source: the built-in networks by their constructor (``build_candidate``), the others by
+surgery on the full-width network (:mod:`latbench.models.resize`). The ``digest`` of the full-width
+trace is recorded with the profile, so a family whose source now builds another network is refused
+instead of being mixed with the old samples.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Family:
     def kind(self) -> str:
         if self.name in REGISTRY:
             return "zoo"
+        if self.name.lower().endswith(".onnx"):
+            return "onnx"
         return "torchvision" if self.name.startswith(TORCHVISION_PREFIX) else "factory"
 
     def module(self) -> torch.nn.Module:
@@ -84,7 +87,11 @@ def family(name: str, input_shape: tuple[int, ...] | None = None) -> Family:
             raise InputShapeError(f"{name} takes input {'x'.join(map(str, shape))}, not "
                                   f"{'x'.join(map(str, input_shape))}")
         return Family(name, shape)
-    if not (is_factory(name) or name.startswith(TORCHVISION_PREFIX)):
+    if name.lower().endswith(".onnx") and input_shape is None:
+        from latbench.models.onnx_import import onnx_input_shape
+
+        input_shape = onnx_input_shape(name)
+    if not (is_factory(name) or name.startswith(TORCHVISION_PREFIX) or name.lower().endswith(".onnx")):
         resolve_model(name)  # an unknown name: one line listing the built-in networks
     if input_shape is None:
         raise InputShapeError(f"{name}: give its input shape (e.g. --input-shape 3x32x32)")
