@@ -164,6 +164,13 @@ def test_extensions_that_would_mix_or_change_a_profile_are_refused(profiles, tmp
         profile_device(settings, out=other, progress=False, extend=True)
     with pytest.raises(ProfileError, match="no profile in"):
         profile_device(settings, out=tmp_path / "none", progress=False, extend=True)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(base, elsewhere)
+    meta = json.loads((elsewhere / "profile.json").read_text())
+    meta["fingerprint"]["cpu"] = "another CPU"
+    (elsewhere / "profile.json").write_text(json.dumps(meta))
+    with pytest.raises(ProfileError, match="made with cpu 'another CPU'"):
+        profile_device(extension_settings(meta, ["resnet20"]), out=elsewhere, progress=False, extend=True)
 
 
 def test_a_family_needs_a_known_name_or_an_input_shape():

@@ -29,7 +29,7 @@ from latbench import __version__
 from latbench.arch import Arch
 from latbench.arch.spec import LayerSpec
 from latbench.backends import require_backend
-from latbench.device_profile import DeviceProfile
+from latbench.device_profile import FINGERPRINT_KEYS, DeviceProfile
 from latbench.errors import ProfileError
 from latbench.measure import MeasureSettings, compare, measure
 from latbench.models import REGISTRY
@@ -429,7 +429,7 @@ def _measure_chunk(backend, families: dict[str, Family], archs: dict[str, Arch],
 def _open_folder(folder: Path, settings: ProfileSettings, fingerprint: dict[str, Any],
                  layer_settings: MeasureSettings, extend: bool = False) -> ProfileMeta:
     if extend:
-        return _open_extension(folder, settings)
+        return _open_extension(folder, settings, fingerprint)
     if (folder / "profile.json").exists():
         meta = read_meta(folder, require=(), context=f"cannot resume {folder}")
         if meta.get("settings", {}) != settings.comparable():
@@ -442,12 +442,18 @@ def _open_folder(folder: Path, settings: ProfileSettings, fingerprint: dict[str,
                     measure_settings={"layers": asdict(layer_settings), "networks": asdict(NETWORK_SETTINGS)})
 
 
-def _open_extension(folder: Path, settings: ProfileSettings) -> ProfileMeta:
+def _open_extension(folder: Path, settings: ProfileSettings, fingerprint: dict[str, Any]) -> ProfileMeta:
     """A finished profile opened to be extended with the families ``settings`` adds (or an unfinished
-    extension with the same families, resumed)."""
+    extension with the same families, resumed); only on the machine and engine it was made with."""
     if not (folder / "profile.json").exists():
         raise ProfileError(f"--extend: no profile in {folder}")
     meta = read_meta(folder, require=(), context=f"cannot extend {folder}")
+    saved_fp = meta.get("fingerprint", {})
+    changed = [k for k in FINGERPRINT_KEYS if saved_fp.get(k) != fingerprint.get(k)]
+    if changed:
+        k = changed[0]
+        raise ProfileError(f"cannot extend {folder}: it was made with {k} {saved_fp.get(k)!r}, this machine has "
+                           f"{fingerprint.get(k)!r}; extend it where it was made, or profile this machine")
     want, saved = settings.comparable(), meta.get("settings", {})
     for key in sorted(set(want) | set(saved)):
         if key not in ("families", "input_shape") and want.get(key) != saved.get(key):
