@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 
 from latbench.cli import add_profile_checks, load_profile
+from latbench.cli.console import check_writable_folder
+from latbench.cli.values import batch_size, non_negative_int, positive_float, positive_int, ratio, share
 from latbench.errors import UsageError
 from latbench.predictors import layer_sum_kinds
 from pruners.batchnorm import RECALIBRATION_IMAGES
 from pruners.compare import COMPARISON, check_methods, compare_at_latency, comparison_table
-from pruners.method import option_type
+from pruners.method import option_parser, option_type
 from pruners.methods import METHODS
 from pruners.prune import default_out, prune
 from pruners.train import TrainConfig
@@ -20,6 +22,7 @@ from pruners.trained import train_zoo_model
 def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     out = args.out or f"runs/{args.model}-{args.dataset}"
+    check_writable_folder(out)
     report = train_zoo_model(args.model, args.dataset, out, config, root=args.data_root, progress=not args.quiet)
     print(f"{args.model} on {args.dataset}: test accuracy {report['test_accuracy']:.2f}% after {config.epochs} "
           f"epochs in {report['seconds']:.0f} s; weights {out}/weights.pt")
@@ -34,8 +37,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                            distill=args.distill)
     if args.compare:
         check_methods(args.method, args.compare, metric)
-        if args.compare_budget <= 0 or args.compare_budget != args.compare_budget:
-            raise UsageError(f"--compare-budget must be a positive number of seconds, got {args.compare_budget}")
+    check_writable_folder(args.out or default_out(args.model, args.method, metric, target))
     profile = load_profile(args.profile, args.strict, args.reanchor)
     shared = dict(dataset=args.dataset, data_root=args.data_root, finetune=finetune, predictor=args.predictor,
                   mode=args.oracle, seed=args.seed, measure_budget_s=args.measure_budget, progress=not args.quiet,
@@ -75,8 +77,8 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
                 group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                    help=f.metadata.get("help", "") + default)
             else:
-                group.add_argument(flag, dest=f.name, type=kind, default=None, metavar=f.name.upper(),
-                                   help=f.metadata.get("help", "") + default)
+                group.add_argument(flag, dest=f.name, type=option_parser(method.Options, f), default=None,
+                                   metavar=f.name.upper(), help=f.metadata.get("help", "") + default)
 
 
 def register(sub) -> None:
@@ -85,10 +87,10 @@ def register(sub) -> None:
     tr.add_argument("model", help="built-in network name, e.g. resnet20")
     tr.add_argument("--dataset", default="digits", help="digits (ships with scikit-learn), cifar10 or imagefolder")
     tr.add_argument("--data-root", help="dataset folder (cifar10, imagefolder); nothing is downloaded")
-    tr.add_argument("--epochs", type=int, default=30)
-    tr.add_argument("--lr", type=float, default=0.05, help="peak learning rate of the cosine schedule")
-    tr.add_argument("--batch-size", type=int, default=64)
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--epochs", type=positive_int, default=30)
+    tr.add_argument("--lr", type=positive_float, default=0.05, help="peak learning rate of the cosine schedule")
+    tr.add_argument("--batch-size", type=batch_size, default=64)
+    tr.add_argument("--seed", type=non_negative_int, default=0)
     tr.add_argument("--out", help="run folder (default runs/MODEL-DATASET); an interrupted run resumes there")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_train)
@@ -99,28 +101,28 @@ def register(sub) -> None:
                     help="built-in network name, or a factory package.module:function or path/file.py:function")
     pn.add_argument("--weights", required=True, help="state dict file, or a folder written by latbench train")
     pn.add_argument("--profile", required=True, help="device profile folder or name (its backend is measured)")
-    pn.add_argument("--latency-target", type=float, help="target latency as a ratio of the original's, e.g. 0.5")
-    pn.add_argument("--flops-target", type=float, help="target FLOPs as a ratio of the original's")
+    pn.add_argument("--latency-target", type=ratio, help="target latency as a ratio of the original's, e.g. 0.5")
+    pn.add_argument("--flops-target", type=ratio, help="target FLOPs as a ratio of the original's")
     pn.add_argument("--dataset", default="digits")
     pn.add_argument("--data-root", help="dataset folder (cifar10, imagefolder)")
-    pn.add_argument("--finetune-epochs", type=int, default=5)
-    pn.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate")
-    pn.add_argument("--batch-size", type=int, default=64)
-    pn.add_argument("--distill", type=float, default=0.0, help="weight of distillation from the unpruned network")
+    pn.add_argument("--finetune-epochs", type=non_negative_int, default=5)
+    pn.add_argument("--lr", type=positive_float, default=0.01, help="peak fine-tuning learning rate")
+    pn.add_argument("--batch-size", type=batch_size, default=64)
+    pn.add_argument("--distill", type=share, default=0.0, help="weight of distillation from the unpruned network")
     pn.add_argument("--predictor", default="lut", choices=layer_sum_kinds())
     pn.add_argument("--oracle", default="auto", choices=["predict", "measure", "auto"],
                     help="how the search checks latency: predictions only, measurements, or both (default)")
-    pn.add_argument("--measure-budget", type=float, default=10.0,
+    pn.add_argument("--measure-budget", type=positive_float, default=10.0,
                     help="seconds for the final measurement against the original (default 10)")
-    pn.add_argument("--seed", type=int, default=0)
-    pn.add_argument("--bn-images", type=int, default=RECALIBRATION_IMAGES,
+    pn.add_argument("--seed", type=non_negative_int, default=0)
+    pn.add_argument("--bn-images", type=non_negative_int, default=RECALIBRATION_IMAGES,
                     help=f"training images batch norms are re-estimated on after surgery (default "
                          f"{RECALIBRATION_IMAGES}; 0: keep the cut network's statistics)")
     add_method_options(pn)
     pn.add_argument("--compare", nargs="+", metavar="METHOD",
                     help="also prune with these methods to the latency this run measured (same fine-tuning and "
                          "criterion), and measure all side by side with the original, e.g. --compare uniform global")
-    pn.add_argument("--compare-budget", type=float, default=30.0,
+    pn.add_argument("--compare-budget", type=positive_float, default=30.0,
                     help="seconds of each of the 3 side-by-side comparisons (default 30)")
     pn.add_argument("--out", help="run folder (default runs/MODEL-METHOD-METRICTARGET); a rerun resumes there")
     add_profile_checks(pn)

@@ -318,11 +318,12 @@ def _compose(state: _State, move: Move, arch: Arch) -> None:
 
 @dataclass(frozen=True)
 class Options:
-    prefilter: int = option(DEFAULT_PREFILTER, "measure the K candidates the predictor ranks best; 0: all of them")
-    step_epochs: int = option(0, "fine-tuning epochs after every move (0: none)")
+    prefilter: int = option(DEFAULT_PREFILTER, "measure the K candidates the predictor ranks best; 0: all of them",
+                            low=0)
+    step_epochs: int = option(0, "fine-tuning epochs after every move (0: none)", low=0)
     criterion: str = option("l1", "channel importance of the rate search")
-    accuracy_batches: int = option(4, "validation batches of the quick accuracy check")
-    max_steps: int = option(200, "stop after this many moves")
+    accuracy_batches: int = option(4, "validation batches of the quick accuracy check", low=1)
+    max_steps: int = option(200, "stop after this many moves", low=1)
 
 
 def search(problem: Problem, options: Options) -> Search:

@@ -327,14 +327,15 @@ def _finish(problem: Problem, env: Environment, best: dict[str, Any], scores, se
 
 @dataclass(frozen=True)
 class Options:
-    episodes: int = option(300, "search episodes (warm-up included)")
-    warmup: int = option(100, "episodes of random actions before the agent learns (= episodes: random search)")
-    min_keep: float = option(0.2, "smallest keep ratio the agent may give a group")
-    latency_weight: float = option(0.1, "weight of the sensitivity-weighted latency term of the reward")
+    episodes: int = option(300, "search episodes (warm-up included)", low=1)
+    warmup: int = option(100, "episodes of random actions before the agent learns (= episodes: random search)", low=0)
+    min_keep: float = option(0.2, "smallest keep ratio the agent may give a group", low=0.0, high=1.0, low_open=True)
+    latency_weight: float = option(0.1, "weight of the sensitivity-weighted latency term of the reward", low=0.0)
     selection: str = option("dynamic", "which filters to keep: dynamic (change over a short fine-tuning), or a "
                                        "criterion (l1, l2, bn_scale, taylor, fpgm)")
-    regrow_fraction: float = option(0.1, "at most this share of a group's kept filters swapped by regrowth")
-    check_images: int = option(128, "training images the quick check recalibrates batch norms on (per episode)")
+    regrow_fraction: float = option(0.1, "at most this share of a group's kept filters swapped by regrowth",
+                                    low=0.0, high=1.0)
+    check_images: int = option(128, "training images the quick check recalibrates batch norms on (per episode)", low=1)
 
 
 def search(problem: Problem, options: Options) -> Search:

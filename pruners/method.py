@@ -10,6 +10,7 @@ side-by-side measurement and the run folder.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import typing
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from latbench.arch import Arch
+from latbench.cli.values import bounded
 from pruners.batchnorm import RECALIBRATION_IMAGES, recalibrate_batchnorm
 from pruners.errors import PruningError
 from pruners.groups import ChannelGroup
@@ -122,6 +124,12 @@ class Method:
         if unknown:
             raise PruningError(f"{self.name} takes no option {', '.join(unknown)}"
                                f"{'; it takes ' + ', '.join(names) if names else ''}")
+        for f in self.option_fields():
+            if f.name in given and option_type(self.Options, f.name) in (int, float):
+                try:
+                    option_parser(self.Options, f)(str(given[f.name]))
+                except argparse.ArgumentTypeError as exc:
+                    raise PruningError(f"{self.name} option --{f.name.replace('_', '-')}: {exc}") from None
         return self.Options(**given)
 
 
@@ -132,6 +140,17 @@ def option_type(options_type: type, name: str) -> type:
     return args[0] if args else hint
 
 
-def option(default: Any, help: str) -> Any:
-    """A field of an options dataclass, with the help text the command line shows."""
-    return field(default=default, metadata={"help": help})
+def option(default: Any, help: str, low: float | None = None, high: float | None = None,
+           low_open: bool = False) -> Any:
+    """A field of an options dataclass, with the help text the command line shows and, for a number, its range
+    (``[low, high]``, ``(low, high]`` with ``low_open``), checked on the command line and in ``Method.options``."""
+    bounds = {"low": low, "high": high, "low_open": low_open} if low is not None or high is not None else {}
+    return field(default=default, metadata={"help": help, **bounds})
+
+
+def option_parser(options_type: type, f: dataclasses.Field):
+    """The value parser of one option: its type, within its range (``latbench.cli.values.bounded``)."""
+    kind = option_type(options_type, f.name)
+    if kind in (int, float):
+        return bounded(kind, f.metadata.get("low"), f.metadata.get("high"), f.metadata.get("low_open", False))
+    return kind

@@ -287,10 +287,10 @@ def _compose(kept: dict[str, tuple[int, ...]], d: Decision, arch: Arch) -> dict[
 
 @dataclass(frozen=True)
 class Options:
-    group_size: int | None = option(None, "channels per group (default: the profile's latency step, else 8)")
-    min_choices: int = option(4, "cut narrower layers into this many groups")
-    steps: int = option(1, "pruning steps, fine-tuning between them; 1 is one-shot")
-    step_epochs: int = option(1, "fine-tuning epochs between steps")
+    group_size: int | None = option(None, "channels per group (default: the profile's latency step, else 8)", low=1)
+    min_choices: int = option(4, "cut narrower layers into this many groups", low=1)
+    steps: int = option(1, "pruning steps, fine-tuning between them; 1 is one-shot", low=1)
+    step_epochs: int = option(1, "fine-tuning epochs between steps", low=0)
     per_writer: bool = option(True, "weigh a coupled group's kept score by its number of writers")
 
 

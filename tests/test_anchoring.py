@@ -182,6 +182,6 @@ def test_predict_measure_reanchors_and_reports_the_error_after_it(capsys, shippe
 
 def test_bad_reanchor_seconds_is_one_line(capsys, shipped_profile):
     code, _, err = run(capsys, *predict_args(shipped_profile(), "--reanchor", "0"))
-    assert_one_line_error(code, err, "--reanchor takes a positive number of seconds")
+    assert_one_line_error(code, err, "--reanchor: expected a number > 0, got '0'")
     code, _, err = run(capsys, "devices", "--reanchor", "1")
     assert_one_line_error(code, err, "--reanchor with devices needs --check")

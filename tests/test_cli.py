@@ -121,7 +121,7 @@ def test_bad_backend_options_are_one_line(capsys):
     code, _, err = run(capsys, "measure", "--precision", "int3")
     assert_one_line_error(code, err, "supports precisions fp32, not 'int3'")
     code, _, err = run(capsys, "measure", "--threads", "0")
-    assert_one_line_error(code, err, "threads must be a positive integer")
+    assert_one_line_error(code, err, "--threads: expected an integer >= 1, got '0'")
     code, _, err = run(capsys, "measure", "--cuda-graph")
     assert_one_line_error(code, err, "'onnxruntime' does not support option(s): cuda_graph")
     code, _, err = run(capsys, "measure", "--device", "gpu")

@@ -47,7 +47,7 @@ def test_the_others_are_pruned_to_the_latency_the_run_measured_with_its_criterio
     (("--compare", "layerprune"), "--compare names the run's own method 'layerprune'"),
     (("--compare", "uniform", "uniform"), "--compare names a method twice"),
     (("--compare", "nosuch"), "unknown pruning method 'nosuch'"),
-    (("--compare", "uniform", "--compare-budget", "nan"), "--compare-budget must be a positive number"),
+    (("--compare", "uniform", "--compare-budget", "nan"), "--compare-budget: expected a number > 0, got 'nan'"),
 ])
 def test_a_bad_comparison_is_refused_in_one_line_before_any_work(capsys, shipped_profile, tmp_path, extra, message):
     code, _out, err = _prune(capsys, shipped_profile, tmp_path, "--latency-target", "0.8", *extra)

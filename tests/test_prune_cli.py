@@ -158,9 +158,8 @@ def test_a_method_registered_from_a_test_file_runs_through_prune_and_the_cli(cap
     (entry,) = result.search
     assert entry["share"] == 0.25 and entry["quick_accuracy"][0] == entry["quick_accuracy"][1]
     assert 0 <= entry["quick_accuracy"][0] <= 100 and result.accuracy["quick_accuracy_checks"] == 1
-    with pytest.raises(SystemExit):
-        run(capsys, "prune", "--help")
-    assert "firstchannels options" in capsys.readouterr().out
+    code, out, _ = run(capsys, "prune", "--help")
+    assert code == 0 and "firstchannels options" in out
     code, _, err = run(capsys, "prune", "firstchannels", "--model", "smallconv", "--weights", str(trained),
                              "--profile", profile, "--latency-target", "0.9", "--oracle", "predict",
                              "--finetune-epochs", "0", "--measure-budget", "1", "--share", "0.5",

@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from latbench import __version__
 from latbench.cli import measure, predict, profiles
 from latbench.cli.options import add_profile_checks, load_profile
+from latbench.cli.values import OneLineParser
 from latbench.errors import LatbenchError, first_line
 
 #: entry-point group of packages that add commands: each names ``register(subparsers)``
@@ -23,7 +24,7 @@ COMMANDS_GROUP = "latbench.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="latbench", description="Measure, model and predict neural-network latency on real deployment engines.")
     parser.add_argument("--version", action="version", version=f"latbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,11 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) and bad arguments (2, one line already printed)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        code = args.func(args)
+        sys.stdout.flush()  # a full disk or a closed pipe shows here, not at exit
+        return code
     except LatbenchError as exc:
         print(f"latbench: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the output itself could not be written (stdout to a full disk, a closed pipe)
+        print(f"latbench: error: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("latbench: interrupted", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,29 @@ us = format_us
 
 
 def check_writable(path: str) -> None:
-    """Refuse an output path that cannot be written, without leaving a file behind."""
+    """Refuse an output file that cannot be written, before any work: its folder is created and a temporary
+    file is written and removed there (``os.access`` says yes to ``/proc`` as root), nothing left behind."""
     target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".probe"):
+            pass
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    if target.is_dir() or not os.access(target if target.exists() else target.parent, os.W_OK):
-        raise OutputError(f"cannot write {path}: not a writable file location")
+
+
+def check_writable_folder(path: str | Path) -> None:
+    """Refuse an output folder that cannot be created or written in, before any work."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"cannot write into {path}: it is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe."):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write into {path}: {exc.strerror or exc}") from None
+
+

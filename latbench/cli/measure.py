@@ -14,13 +14,12 @@ from latbench.arch.table import layer_table
 from latbench.backends import list_backends, require_backend
 from latbench.cli.console import check_writable, console, measure_with_progress, us
 from latbench.cli.options import add_engine_options, example_shape, model_and_shape, read_widths
-from latbench.errors import InputShapeError, UsageError
+from latbench.cli.values import batch_size, non_negative_int, positive_float, positive_int, ratio
+from latbench.errors import UsageError
 from latbench.measure import MeasureSettings, measure
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    if args.batch is not None and args.batch < 1:
-        raise InputShapeError(f"--batch must be positive, got {args.batch}")
     if args.json:
         check_writable(args.json)  # before measuring: a result that cannot be saved is lost time
     try:
@@ -133,22 +132,22 @@ def register(sub) -> None:
     add_engine_options(m, "cpu or cuda (onnxruntime also: tensorrt provider)",
                        "fp32 (default), fp16 or bf16 where supported")
     m.add_argument("--input-shape", metavar="SHAPE", help="CxHxW or NxCxHxW, e.g. 3x32x32")
-    m.add_argument("--batch", type=int, help="batch size (default 1)")
-    m.add_argument("--target-ci", type=float, default=0.01, help="relative half-width of the median's 95%% CI")
-    m.add_argument("--budget", type=float, default=10.0, help="seconds the measurement may take")
+    m.add_argument("--batch", type=batch_size, help="batch size (default 1)")
+    m.add_argument("--target-ci", type=ratio, default=0.01, help="relative half-width of the median's 95%% CI")
+    m.add_argument("--budget", type=positive_float, default=10.0, help="seconds the measurement may take")
     m.add_argument("--cuda-graph", action="store_true", help="capture a CUDA graph and time its replays")
     m.add_argument("--compile", action="store_true",
                    help="torch backend: run the network through torch.compile (inductor) before measuring")
-    m.add_argument("--layers", type=int, nargs="?", const=10, default=0, metavar="N",
+    m.add_argument("--layers", type=non_negative_int, nargs="?", const=10, default=0, metavar="N",
                    help="also print the N slowest layers from the engine's profiler")
-    m.add_argument("--layer-runs", type=int, default=20, help=argparse.SUPPRESS)
+    m.add_argument("--layer-runs", type=positive_int, default=20, help=argparse.SUPPRESS)
     m.add_argument("--json", metavar="OUT", help="write the measurement as JSON")
     m.set_defaults(func=cmd_measure)
 
     i = sub.add_parser("inspect", help="trace a network: layers, shapes, FLOPs, parameters, groups, blocks")
     i.add_argument("model", help="built-in network name, or torchvision:NAME where torchvision is installed")
     i.add_argument("--input-size", metavar="SHAPE", help="CxHxW or NxCxHxW (default: the model's own)")
-    i.add_argument("--batch", type=int, help="batch size (default 1)")
+    i.add_argument("--batch", type=batch_size, help="batch size (default 1)")
     i.add_argument("--widths", metavar="FILE", help="JSON {group id, group name or layer name: channels}")
     i.add_argument("--remove-blocks", metavar="A,B", help="comma-separated residual blocks to replace by identity")
     i.add_argument("--csv", metavar="OUT", help="write the layer table as CSV")

@@ -17,6 +17,7 @@ from latbench.arch import Arch
 from latbench.backends import DEFAULT_BACKEND, backend_names
 from latbench.backends.inputs import parse_shape
 from latbench.cli.console import console, progress_bar
+from latbench.cli.values import positive_float, positive_int
 from latbench.device_profile import DeviceProfile, ProfileMismatchWarning
 from latbench.errors import InputShapeError, UsageError
 from latbench.models import REGISTRY, resolve_model
@@ -110,7 +111,8 @@ def add_profile_checks(parser: argparse.ArgumentParser, reanchor_note: str = "")
 
 
 def add_reanchor(parser: argparse.ArgumentParser, default_note: str = "") -> None:
-    parser.add_argument("--reanchor", type=float, nargs="?", const=DEFAULT_SECONDS, default=None, metavar="SECONDS",
+    parser.add_argument("--reanchor", type=positive_float, nargs="?", const=DEFAULT_SECONDS, default=None,
+                        metavar="SECONDS",
                         help="first re-measure the profile's anchor networks for SECONDS (default "
                              f"{DEFAULT_SECONDS:g}) and rescale predictions to this machine's speed now{default_note}")
 
@@ -140,4 +142,4 @@ def add_engine_options(parser: argparse.ArgumentParser, device_help: str = "cpu 
     parser.add_argument("--backend", default=DEFAULT_BACKEND, help=f"one of {', '.join(backend_names())}")
     parser.add_argument("--device", default=None, help=device_help)
     parser.add_argument("--precision", default=None, help=precision_help)
-    parser.add_argument("--threads", type=int, help="CPU threads for the engine (default: the engine's own)")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads for the engine (default: the engine's own)")

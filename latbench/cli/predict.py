@@ -15,9 +15,10 @@ from latbench.cli.options import (
     reanchor_profile,
     traced_model,
 )
+from latbench.cli.values import positive_int, ratio
 from latbench.errors import OutputError, UsageError
 from latbench.measure import MeasureSettings, measure
-from latbench.predictors import PREDICTORS, layer_sum_kinds
+from latbench.predictors import PREDICTORS, OutOfProfileError, layer_sum_kinds
 from latbench.sensitivity.latency import kept_channels
 from latbench.sensitivity.report import TOP, write_report
 
@@ -52,9 +53,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     elif args.measure:
         measured = measure_with_progress(measure, deploy_candidate(profile, fam, arch, shape),
                                           MeasureSettings(), args.model).median_us
-    errors = {}
+    errors, refused = {}, []
     for kind in kinds:
-        p = profile.predictor(kind).predict(arch)
+        try:
+            p = profile.predictor(kind).predict(arch)
+        except OutOfProfileError as exc:
+            if len(kinds) == 1:
+                raise
+            refused.append(kind)
+            con.print(f"  {kind:5s} no prediction: {exc}")
+            continue
         line = (f"  {kind:5s} {us(p.latency_us)}  (90% interval {us(p.low_us)} – {us(p.high_us)}, "
                 f"±{p.rel_halfwidth * 100:.1f}%)")
         if measured is not None:
@@ -66,7 +74,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         con.print(line)
         for note in p.notes:
             con.print(f"        note: {note}")
-    if measured is not None:
+    if len(refused) == len(kinds):
+        raise UsageError(f"{args.model}: no predictor of {profile.name} can price this network")
+    if measured is not None and kinds[0] in errors:
         line = f"measured {us(measured)} now on {profile.meta['settings']['backend']}"
         if profile.anchoring is not None:
             line += (f", interleaved with the anchors; {kinds[0]} error after re-anchoring "
@@ -105,7 +115,7 @@ def register(sub) -> None:
     pd_.add_argument("--model", required=True, help=MODEL_HELP)
     pd_.add_argument("--input-shape", help=INPUT_SHAPE_HELP)
     pd_.add_argument("--widths", metavar="FILE", help="JSON {group id, group name or layer name: channels}")
-    pd_.add_argument("--keep", type=float, help="keep this share of every prunable group's channels")
+    pd_.add_argument("--keep", type=ratio, help="keep this share of every prunable group's channels")
     pd_.add_argument("--remove-blocks", metavar="A,B", help="residual blocks to replace by identity")
     pd_.add_argument("--predictor", default="all", choices=["all", *PREDICTORS])
     pd_.add_argument("--measure", action="store_true", help="also measure the network now and print the error")
@@ -122,6 +132,7 @@ def register(sub) -> None:
     an.add_argument("--measure", action="store_true",
                     help="also measure on the profile's backend: per-layer times in context, sensitivity at "
                          "keep 0.5, staircase curves")
-    an.add_argument("--staircase-layers", type=int, default=4, help="slowest distinct layers to sweep (default 4)")
+    an.add_argument("--staircase-layers", type=positive_int, default=4,
+                    help="slowest distinct layers to sweep (default 4)")
     add_profile_checks(an)
     an.set_defaults(func=cmd_analyze)

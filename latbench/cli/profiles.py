@@ -10,8 +10,9 @@ from rich.table import Table
 
 from latbench.backends import DEFAULT_BACKEND
 from latbench.backends.inputs import parse_shape
-from latbench.cli.console import console
+from latbench.cli.console import check_writable_folder, console
 from latbench.cli.options import add_engine_options, add_reanchor, profile_path
+from latbench.cli.values import batch_size, positive_float, positive_int
 from latbench.device_profile import DeviceProfile, check_profile, list_profiles
 from latbench.errors import UsageError
 from latbench.profile import read_meta
@@ -27,8 +28,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         return _adapt(args, families)
     if not families:
         raise UsageError("give --models (e.g. resnet56,vgg16,mobilenetv2), or --from a profile to adapt")
-    if args.budget_min <= 0:
-        raise UsageError(f"--budget-min must be positive, got {args.budget_min}")
+    if args.out:
+        check_writable_folder(args.out)  # before measuring: a profile that cannot be saved is lost time
     if args.extend:
         folder = _extend(args, families)
     else:
@@ -142,21 +143,21 @@ def register(sub) -> None:
                                      "path/file.py:function (with --from: default the prior's)")
     pr.add_argument("--input-shape", help="C x H x W of the families that are not built-in networks, e.g. 3x32x32")
     add_engine_options(pr)
-    pr.add_argument("--batch", type=int, help="batch size (default 1)")
+    pr.add_argument("--batch", type=batch_size, help="batch size (default 1)")
     pr.add_argument("--cuda-graph", action="store_true", help="torch on cuda: time CUDA graph replays")
-    pr.add_argument("--budget-min", type=float, default=15.0, help="minutes the run may take (default 15)")
-    pr.add_argument("--networks", type=int, default=32, help="whole-network samples per family (default 32)")
-    pr.add_argument("--step", type=int, help="channel step of the grids (default: measured)")
+    pr.add_argument("--budget-min", type=positive_float, default=15.0, help="minutes the run may take (default 15)")
+    pr.add_argument("--networks", type=positive_int, default=32, help="whole-network samples per family (default 32)")
+    pr.add_argument("--step", type=positive_int, help="channel step of the grids (default: measured)")
     pr.add_argument("--no-refine", action="store_true",
                     help="do not spend budget left after the networks on refining the grids")
-    pr.add_argument("--refine-target", type=float, default=0.05,
+    pr.add_argument("--refine-target", type=positive_float, default=0.05,
                     help="stop refining once new grid points are interpolated to this median error (default 0.05)")
     pr.add_argument("--out", help="profile folder (default device_profiles/<device>-<backend>-<dtype>-bs<batch>)")
     pr.add_argument("--from", dest="prior", metavar="PROFILE",
                     help="adapt this profile of another device or configuration with --samples measurements")
     pr.add_argument("--extend", metavar="PROFILE",
                     help="add the --models families to this profile: measure only what it lacks, keep every sample")
-    pr.add_argument("--samples", type=int, default=30,
+    pr.add_argument("--samples", type=positive_int, default=30,
                     help="with --from: networks to measure here (default 30)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_profile)

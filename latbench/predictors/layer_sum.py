@@ -149,12 +149,18 @@ class LayerSumPredictor(ABC):
 
     # --- prediction --------------------------------------------------------------------------
     def _calibrated(self, batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, LayerLookup]:
-        """(latency_us, rel_sigma) of every candidate in ``batch``, and the layer lookup behind them."""
+        """(latency_us, rel_sigma) of every candidate in ``batch``, and the layer lookup behind them; a
+        latency that is not a positive finite number (a regressor far outside its data) is refused."""
         c = self.calibration
         coef = np.array([c["coefficients"][f] for f in FEATURES])
         lookup = self.layer_latency(batch)
         feats, unc = self._features(batch, lookup)
         pred = feats @ coef
+        bad = ~(np.isfinite(pred) & (pred > 0))
+        if bad.any():
+            raise OutOfProfileError(f"{batch.base.name}: the {self.name} predictor gives no usable latency for "
+                                    f"{int(bad.sum())} candidate(s): their shapes are far outside what the "
+                                    f"profile measured")
         interp = np.sqrt(((unc * coef) ** 2).sum(axis=1)) / np.maximum(pred, 1e-9)
         return pred, np.sqrt(c["rel_sigma"] ** 2 + interp**2), lookup
 
