@@ -30,6 +30,7 @@ from latbench.profile import (
     read_meta,
     read_table,
 )
+from latbench.profile.integrity import check_integrity, corrupt_file
 
 #: fingerprint fields naming the device and configuration: a difference means another setup
 CONFIG_KEYS = ("cpu", "gpu", "backend", "device", "precision", "threads", "compute_capability")
@@ -90,6 +91,7 @@ class DeviceProfile:
         meta = read_meta(path)
         profile = cls(path, meta, read_table(path / "layers.csv", LAYER_COLUMNS),
                       read_table(path / "models.csv", MODEL_COLUMNS))
+        check_integrity(path, meta, profile.layers, profile.models)
         if check_fingerprint:
             profile.check_fingerprint(strict)
         return profile
@@ -245,10 +247,11 @@ def list_profiles(root: str | Path = "device_profiles") -> list[dict[str, Any]]:
             continue
         s, fp = meta.get("settings", {}), meta.get("fingerprint", {})
         val = meta.get("validation", {}).get("lut", {})
+        bad = corrupt_file(folder, meta)
         anchored = history(folder)
         rows.append({"name": folder.name, "device": fp.get("gpu") or fp.get("cpu"), "backend": s.get("backend"),
                      "threads": fp.get("threads"), "families": ",".join(meta.get("families", [])),
-                     "created": meta.get("created", ""), "status": meta.get("status", ""),
+                     "created": meta.get("created", ""), "status": f"corrupt: {bad}" if bad else meta.get("status", ""),
                      "within_10pct": val.get("within_10pct"), "rmspe": val.get("rmspe"),
                      "anchor_factor": anchored[-1].factor if anchored else None,
                      "anchored_at": anchored[-1].measured_at if anchored else None})

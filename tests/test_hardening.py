@@ -88,3 +88,90 @@ def test_widths_far_beyond_the_profile_get_no_prediction_rather_than_a_negative_
     code, _, err = run(capsys, "predict", "--model", "resnet20", "--profile", str(shipped_profile()),
                        "--widths", str(widths), "--predictor", "xgb")
     assert_one_line_error(code, err, "gives no usable latency")
+
+
+# --- corrupt profiles ---------------------------------------------------------------------------------------------
+def _tamper(folder, change):
+    """Apply ``change`` to a copy of a shipped profile; ``manifest=False`` also drops its digests, as a profile
+    written before they were recorded (only the value checks can see the damage then)."""
+    import csv
+
+    from latbench.profile import read_meta, write_meta
+
+    kind, manifest = change
+    meta = read_meta(folder, require=())
+    if not manifest:
+        meta.pop("files")
+    layers = folder / "layers.csv"
+    rows = list(csv.DictReader(layers.open()))
+    if kind == "layers x1000":
+        for r in rows:
+            r["median_us"] = str(float(r["median_us"]) * 1000)
+    elif kind == "one median 1e300":
+        rows[5]["median_us"] = "1e300"
+    elif kind == "duplicated rows":
+        rows += rows[:49]
+    elif kind == "plan.step -16":
+        meta["plan"]["step"] = -16
+    elif kind == "unknown family":
+        models = list(csv.DictReader((folder / "models.csv").open()))
+        models[0]["family"] = "nosuchnet"
+        with (folder / "models.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(models[0]))
+            w.writeheader()
+            w.writerows(models)
+    elif kind == "xgb model deleted":
+        (folder / "predictors" / "xgb-0.ubj").unlink()
+    if kind in ("layers x1000", "one median 1e300", "duplicated rows"):
+        with layers.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    write_meta(folder, meta)
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    (("layers x1000", True), "layers.csv changed since the profile was completed"),
+    (("duplicated rows", True), "layers.csv changed since the profile was completed"),
+    (("xgb model deleted", True), "predictors/xgb-0.ubj is missing"),
+    (("plan.step -16", True), "plan.step must be a positive integer, not -16"),
+    (("one median 1e300", False), "median_us that is not a positive latency"),
+    (("duplicated rows", False), "holds the key"),
+    (("unknown family", False), "names families nosuchnet"),
+])
+def test_a_corrupt_profile_is_refused_by_name_never_answered_from(capsys, tmp_path, shipped_profile, change, words):
+    import shutil
+
+    from latbench.device_profile import DeviceProfile, list_profiles
+    from latbench.errors import ProfileError
+
+    folder = tmp_path / "profiles" / "damaged"
+    shutil.copytree(shipped_profile(), folder)
+    DeviceProfile.load(folder, check_fingerprint=False)  # the copy is sound
+    _tamper(folder, change)
+    with pytest.raises(ProfileError, match=words.replace("(", r"\(")):
+        DeviceProfile.load(folder, check_fingerprint=False)
+    code, _, err = run(capsys, "predict", "--model", "resnet56", "--profile", str(folder))
+    assert_one_line_error(code, err, words)
+    (row,) = list_profiles(tmp_path / "profiles")
+    if change[1] and change[0] != "plan.step -16":
+        assert row["status"].startswith("corrupt: ")
+
+
+def test_a_corrupt_profile_is_not_resumed_or_extended(tmp_path, shipped_profile):
+    import shutil
+
+    from latbench.errors import ProfileError
+    from latbench.profile import read_meta
+    from latbench.profiler.run import ProfileSettings, extension_settings, profile_device
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(shipped_profile(), folder)
+    _tamper(folder, ("layers x1000", True))
+    meta = read_meta(folder, require=())
+    with pytest.raises(ProfileError, match="it is corrupt"):
+        profile_device(extension_settings(meta, ["resnet20"]), out=folder, progress=False, extend=True)
+    fields = ProfileSettings.__dataclass_fields__
+    settings = ProfileSettings(**{k: v for k, v in meta["settings"].items() if k in fields})
+    with pytest.raises(ProfileError, match="it is corrupt"):
+        profile_device(settings, out=folder, progress=False)

@@ -38,6 +38,7 @@ from latbench.errors import ProfileError
 from latbench.measure import compare, measure
 from latbench.predictors.calibration import PRIOR_STRENGTH
 from latbench.profile import MODEL_COLUMNS, new_meta, write_meta
+from latbench.profile.integrity import MANIFEST, manifest
 from latbench.profiler.plan import network_variants
 from latbench.profiler.run import NETWORK_SECONDS_EACH, NETWORK_SETTINGS, default_name, interleave, measurement_row
 
@@ -119,6 +120,7 @@ def adapt_profile(prior_path: str | Path, settings, samples: int = 30, out: str 
     meta["timings_s"] = {"total": time.perf_counter() - started}
     meta["status"] = "complete"
     meta["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta[MANIFEST] = manifest(folder)
     write_meta(folder, meta)
     return folder
 
@@ -130,7 +132,7 @@ def measure_networks(backend, prior, families: list[str], n: int, seed: int, pro
     step = int(prior.meta["plan"]["step"])
     per_family = [network_variants(f, prior.family_archs[f], n // len(families) + 2, seed=seed, align=step)
                   for f in families]
-    chosen = interleave(per_family)[:n]
+    chosen = list({v.key: v for v in interleave(per_family)}.values())[:n]  # a network once, however often drawn
     archs = {v.key: v.arch(prior.family_archs[v.family]) for v in chosen}
     runnables = {v.key: backend.deploy(prior.families[v.family].build(archs[v.key]),
                                        torch.randn(*archs[v.key].base.input_shape)) for v in chosen}

@@ -46,6 +46,7 @@ from latbench.profile import (
     spec_to_row,
     write_meta,
 )
+from latbench.profile.integrity import MANIFEST, corrupt_file, manifest
 from latbench.profiler import channel_step
 from latbench.profiler.journal import Journal
 from latbench.profiler.microbench import build_layer
@@ -336,6 +337,7 @@ def finish_profile(folder: str | Path, meta: ProfileMeta | None = None) -> Profi
     xgb = meta["validation"].get("xgb")
     if xgb and "skipped" not in xgb:
         profile.predictor("xgb").save(folder)
+    meta[MANIFEST] = manifest(folder)
     if meta.get("status") != "complete":
         meta["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     meta["status"] = "complete"
@@ -432,6 +434,7 @@ def _open_folder(folder: Path, settings: ProfileSettings, fingerprint: dict[str,
         return _open_extension(folder, settings, fingerprint)
     if (folder / "profile.json").exists():
         meta = read_meta(folder, require=(), context=f"cannot resume {folder}")
+        _refuse_corrupt(folder, meta)
         if meta.get("settings", {}) != settings.comparable():
             raise ProfileError(f"cannot resume {folder}: it was started with other settings "
                                f"({meta.get('settings')}); use another --out or remove the folder")
@@ -448,6 +451,7 @@ def _open_extension(folder: Path, settings: ProfileSettings, fingerprint: dict[s
     if not (folder / "profile.json").exists():
         raise ProfileError(f"--extend: no profile in {folder}")
     meta = read_meta(folder, require=(), context=f"cannot extend {folder}")
+    _refuse_corrupt(folder, meta)
     saved_fp = meta.get("fingerprint", {})
     changed = [k for k in FINGERPRINT_KEYS if saved_fp.get(k) != fingerprint.get(k)]
     if changed:
@@ -480,3 +484,12 @@ def _open_extension(folder: Path, settings: ProfileSettings, fingerprint: dict[s
     meta["settings"] = {**saved, **({"input_shape": want["input_shape"]} if "input_shape" in want else {})}
     meta["status"] = "running"
     return meta
+
+
+def _refuse_corrupt(folder: Path, meta: ProfileMeta) -> None:
+    """A profile whose files no longer match its manifest is not resumed or extended (that would bless them);
+    the manifest is dropped while the folder is written and recorded again when it completes."""
+    bad = corrupt_file(folder, meta)
+    if bad:
+        raise ProfileError(f"cannot write {folder}: it is corrupt ({bad}); restore it or profile into a new folder")
+    meta.pop(MANIFEST, None)
