@@ -21,6 +21,7 @@ from torch import nn
 
 from latbench.arch import trace
 from latbench.device_profile import DeviceProfile
+from latbench.folder_lock import FolderLock
 from latbench.jsonio import dump_json
 from pruners.batchnorm import RECALIBRATION_IMAGES
 from pruners.data import load_dataset, loaders
@@ -103,64 +104,69 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
         evaluate_fn = lambda m: evaluate(m, val_loader)  # noqa: E731 - the default scorer
     bn_images = bn_images if train_loader is not None else 0
     out = Path(out or default_out(name, method, metric, target))
-    prof = profile if isinstance(profile, DeviceProfile) else DeviceProfile.load(profile)
-    model = model.eval()
-    arch = trace(model, example_input, name)
-    oracle = LatencyOracle(prof, model, arch, example_input, predictor=predictor, mode=mode)
-    groups = channel_groups(model, arch, example_input)
-    problem = Problem(model, arch, groups, example_input, oracle, target, metric, train_loader, val_loader, config,
-                      out, progress, bn_images, fine_tune_fn=user_finetune)
-    if metric == "latency":
-        smallest = Decision({g.id: (0,) for g in groups}, tuple(b.name for b in arch.blocks if b.removable))
-        oracle.check_target(target, lambda: problem.build(smallest))
-    settings = settings or {"method": method, "model": name, "profile": prof.name, "target": target,
-                            "metric": metric, "predictor": predictor, "mode": mode, "options": options,
-                            "network": arch.signature(), "finetune": config.to_dict() if user_finetune is None
-                            else f"user: {finetune_epochs} epochs"}
+    lock = FolderLock(out, f"latbench prune {method}").acquire()  # one writer per run folder
+    try:
+        prof = profile if isinstance(profile, DeviceProfile) else DeviceProfile.load(profile)
+        model = model.eval()
+        arch = trace(model, example_input, name)
+        oracle = LatencyOracle(prof, model, arch, example_input, predictor=predictor, mode=mode)
+        groups = channel_groups(model, arch, example_input)
+        problem = Problem(model, arch, groups, example_input, oracle, target, metric, train_loader, val_loader, config,
+                          out, progress, bn_images, fine_tune_fn=user_finetune)
+        if metric == "latency":
+            smallest = Decision({g.id: (0,) for g in groups}, tuple(b.name for b in arch.blocks if b.removable))
+            oracle.check_target(target, lambda: problem.build(smallest))
+        settings = settings or {"method": method, "model": name, "profile": prof.name, "target": target,
+                                "metric": metric, "predictor": predictor, "mode": mode, "options": options,
+                                "network": arch.signature(), "finetune": config.to_dict() if user_finetune is None
+                                else f"user: {finetune_epochs} epochs"}
 
-    decision, search, knob, searched = _search(problem, chosen, method_options, out, settings)
-    pruned, pruned_arch = apply(model, arch, decision, example_input)
-    if searched is not None:  # an iterative schedule pruned and trained it during the search
-        load_weights(pruned, searched, str(out / SEARCH_WEIGHTS))
-    acc_original = evaluate_fn(model)
-    acc_cut = evaluate_fn(pruned)
-    if searched is None:  # a schedule that trained during the search recalibrated and fine-tuned already
-        problem.recalibrate(pruned)
-    acc_pruned = evaluate_fn(pruned)
-    history = None
-    if user_finetune is not None:
-        user_finetune(pruned, finetune_epochs)
-    elif config.epochs > 0:
-        history = fit(pruned, train_loader, val_loader, config, checkpoint_dir=out / "finetune", progress=progress,
-                      description=f"fine-tuning ({method})")
-    acc_finetuned = evaluate_fn(pruned)
+        decision, search, knob, searched = _search(problem, chosen, method_options, out, settings)
+        pruned, pruned_arch = apply(model, arch, decision, example_input)
+        if searched is not None:  # an iterative schedule pruned and trained it during the search
+            load_weights(pruned, searched, str(out / SEARCH_WEIGHTS))
+        acc_original = evaluate_fn(model)
+        acc_cut = evaluate_fn(pruned)
+        if searched is None:  # a schedule that trained during the search recalibrated and fine-tuned already
+            problem.recalibrate(pruned)
+        acc_pruned = evaluate_fn(pruned)
+        history = None
+        if user_finetune is not None:
+            user_finetune(pruned, finetune_epochs)
+        elif config.epochs > 0:
+            history = fit(pruned, train_loader, val_loader, config, checkpoint_dir=out / "finetune", progress=progress,
+                          description=f"fine-tuning ({method})")
+        acc_finetuned = evaluate_fn(pruned)
 
-    final = replace(oracle.settings, budget_s=measure_budget_s)
-    measured = LatencyOracle(prof, model, arch, example_input, predictor=oracle.predictor, mode="measure",
-                             settings=final, backend=oracle.backend).measure(pruned, pruned_arch)
-    predicted = oracle.predict(pruned_arch)
-    result = PruneResult(
-        method=method, model=pruned, arch=pruned_arch, decision=decision,
-        target={"metric": metric, "ratio": target, "knob": knob, "missed": _missed(metric, target, measured.ratio,
-                                                                                   search)},
-        accuracy={"original": acc_original, "pruned": acc_pruned, "finetuned": acc_finetuned,
-                  "pruned_before_recalibration": acc_cut, "recalibration_images": bn_images,
-                  "quick_accuracy_checks": problem.accuracy_checks},
-        latency={"backend": oracle.backend_name, "profile": prof.name, "predictor": oracle.predictor,
-                 "predicted_ratio": predicted.ratio, "predicted_us": predicted.latency_us,
-                 "predicted_interval": [predicted.low, predicted.high],
-                 "reference_predicted_us": oracle.reference_predicted_us,
-                 "measured_ratio": measured.ratio, "measured_ci": [measured.low, measured.high],
-                 "measured_us": measured.latency_us, "reference_measured_us": measured.latency_us / measured.ratio,
-                 "reanchored": None if prof.anchoring is None else {"factor": prof.anchoring.factor,
-                                                                     "measured_at": prof.anchoring.measured_at}},
-        flops={"original": arch.flops(), "pruned": pruned_arch.flops(), "ratio": pruned_arch.flops() / arch.flops()},
-        params={"original": arch.params(), "pruned": pruned_arch.params(),
-                "ratio": pruned_arch.params() / arch.params()},
-        oracle=oracle.describe(), wall_time_s=time.perf_counter() - start, search=search,
-        finetune=history.epochs if history else [], settings=settings)
-    result.write(out)
-    return result
+        final = replace(oracle.settings, budget_s=measure_budget_s)
+        measured = LatencyOracle(prof, model, arch, example_input, predictor=oracle.predictor, mode="measure",
+                                 settings=final, backend=oracle.backend).measure(pruned, pruned_arch)
+        predicted = oracle.predict(pruned_arch)
+        result = PruneResult(
+            method=method, model=pruned, arch=pruned_arch, decision=decision,
+            target={"metric": metric, "ratio": target, "knob": knob, "missed": _missed(metric, target, measured.ratio,
+                                                                                       search)},
+            accuracy={"original": acc_original, "pruned": acc_pruned, "finetuned": acc_finetuned,
+                      "pruned_before_recalibration": acc_cut, "recalibration_images": bn_images,
+                      "quick_accuracy_checks": problem.accuracy_checks},
+            latency={"backend": oracle.backend_name, "profile": prof.name, "predictor": oracle.predictor,
+                     "predicted_ratio": predicted.ratio, "predicted_us": predicted.latency_us,
+                     "predicted_interval": [predicted.low, predicted.high],
+                     "reference_predicted_us": oracle.reference_predicted_us,
+                     "measured_ratio": measured.ratio, "measured_ci": [measured.low, measured.high],
+                     "measured_us": measured.latency_us, "reference_measured_us": measured.latency_us / measured.ratio,
+                     "reanchored": None if prof.anchoring is None else {"factor": prof.anchoring.factor,
+                                                                         "measured_at": prof.anchoring.measured_at}},
+            flops={"original": arch.flops(), "pruned": pruned_arch.flops(),
+                   "ratio": pruned_arch.flops() / arch.flops()},
+            params={"original": arch.params(), "pruned": pruned_arch.params(),
+                    "ratio": pruned_arch.params() / arch.params()},
+            oracle=oracle.describe(), wall_time_s=time.perf_counter() - start, search=search,
+            finetune=history.epochs if history else [], settings=settings)
+        result.write(out)
+        return result
+    finally:
+        lock.release()
 
 
 def default_out(name: str, method: str, metric: str, target: float) -> Path:

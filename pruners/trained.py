@@ -14,11 +14,12 @@ import torch
 from torch import nn
 
 from latbench.arch import trace
+from latbench.folder_lock import FolderLock
 from latbench.jsonio import dump_json
 from latbench.models import build_model, get_entry, is_factory, resolve_model
 from pruners.data import Splits, load_dataset, loaders
 from pruners.errors import CheckpointError
-from pruners.train import TrainConfig, evaluate, fit, load_weights, read_weights
+from pruners.train import TrainConfig, evaluate, fit, load_weights, read_weights, save_atomic
 
 WEIGHTS = "weights.pt"
 
@@ -42,19 +43,19 @@ def train_zoo_model(name: str, dataset: str = "digits", out: str | Path | None =
     model = model_for(name, splits)
     train, val, test = loaders(splits, config.batch_size, config.seed)
     out = Path(out or f"runs/{name}-{dataset}")
-    start = time.perf_counter()
-    history = fit(model, train, val, config, checkpoint_dir=out / "checkpoint", progress=progress,
-                  description=f"training {name} on {dataset}")
-    seconds = time.perf_counter() - start
-    accuracy = evaluate(model, test)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out / WEIGHTS)
-    example = torch.zeros(1, *splits.input_shape)
-    trace(model, example, name).to_json(out / "arch.json")
-    report = {"model": name, "dataset": dataset, "num_classes": splits.num_classes,
-              "input_shape": list(splits.input_shape), "config": config.to_dict(), "test_accuracy": accuracy,
-              "val_accuracy": history.last_val, "seconds": seconds, "history": history.epochs}
-    dump_json(report, out / "train.json", indent=1)
+    with FolderLock(out, f"latbench train {name}"):
+        start = time.perf_counter()
+        history = fit(model, train, val, config, checkpoint_dir=out / "checkpoint", progress=progress,
+                      description=f"training {name} on {dataset}")
+        seconds = time.perf_counter() - start
+        accuracy = evaluate(model, test)
+        save_atomic(model.state_dict(), out / WEIGHTS)
+        example = torch.zeros(1, *splits.input_shape)
+        trace(model, example, name).to_json(out / "arch.json")
+        report = {"model": name, "dataset": dataset, "num_classes": splits.num_classes,
+                  "input_shape": list(splits.input_shape), "config": config.to_dict(), "test_accuracy": accuracy,
+                  "val_accuracy": history.last_val, "seconds": seconds, "history": history.epochs}
+        dump_json(report, out / "train.json", indent=1)
     return report
 
 

@@ -175,3 +175,36 @@ def test_a_corrupt_profile_is_not_resumed_or_extended(tmp_path, shipped_profile)
     settings = ProfileSettings(**{k: v for k, v in meta["settings"].items() if k in fields})
     with pytest.raises(ProfileError, match="it is corrupt"):
         profile_device(settings, out=folder, progress=False)
+
+
+# --- one writer per folder ----------------------------------------------------------------------------------------
+def _lock_of(folder, pid):
+    import socket
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "what": "latbench profile",
+                                              "started": "2026-11-26T20:00:00+00:00"}))
+
+
+def test_a_second_writer_is_refused_with_the_first_ones_pid_and_a_stale_lock_is_taken_over(capsys, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from latbench.folder_lock import FolderBusyError, FolderLock
+
+    busy = tmp_path / "busy"
+    _lock_of(busy, os.getppid())  # a live process of this host: the first writer
+    with pytest.raises(FolderBusyError, match=rf"being written by latbench profile \(PID {os.getppid()} on "):
+        FolderLock(busy).acquire()
+    code, _, err = run(capsys, "profile", "--models", "smallconv", "--out", str(busy), "--budget-min", "1")
+    assert_one_line_error(code, err, f"PID {os.getppid()}")
+    assert sorted(p.name for p in busy.iterdir()) == [".lock"]  # nothing was measured into it
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / "stale"
+    _lock_of(stale, int(done.stdout))  # that process has exited
+    with FolderLock(stale, "a test") as lock:
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+        with pytest.raises(FolderBusyError, match="already locked by this process"):
+            FolderLock(stale).acquire()
+    assert not (stale / ".lock").exists()

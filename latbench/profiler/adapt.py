@@ -35,6 +35,7 @@ import torch
 
 from latbench.device_profile import DeviceProfile
 from latbench.errors import ProfileError
+from latbench.folder_lock import FolderLock
 from latbench.measure import compare, measure
 from latbench.predictors.calibration import PRIOR_STRENGTH
 from latbench.profile import MODEL_COLUMNS, new_meta, write_meta
@@ -96,32 +97,33 @@ def adapt_profile(prior_path: str | Path, settings, samples: int = 30, out: str 
     backend = settings.make_backend()
     fingerprint = backend.fingerprint()
     folder = Path(out) if out else Path(root) / f"{default_name(fingerprint, settings)}-from-{prior.name}"
-    if (folder / "profile.json").exists():
-        raise ProfileError(f"{folder} exists; give another --out or remove it")
-    calibration_prior = prior_calibrations(prior)
+    with FolderLock(folder, "latbench profile --from"):
+        if (folder / "profile.json").exists():
+            raise ProfileError(f"{folder} exists; give another --out or remove it")
+        calibration_prior = prior_calibrations(prior)
 
-    models = measure_networks(backend, prior, settings.families, samples, settings.seed + 500, progress)
+        models = measure_networks(backend, prior, settings.families, samples, settings.seed + 500, progress)
 
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(prior.path / "layers.csv", folder / "layers.csv")
-    if (prior.path / "predictors").is_dir():
-        shutil.copytree(prior.path / "predictors", folder / "predictors", dirs_exist_ok=True)
-    models.to_csv(folder / "models.csv", index=False)
-    meta = new_meta(folder.name, fingerprint, {**settings.comparable(), "step": prior.meta["settings"].get("step")},
-                    settings.families, overhead_us=prior.meta.get("overhead_us", 0.0), plan=prior.meta["plan"],
-                    staircase=prior.meta.get("staircase"),
-                    **{k: prior.meta[k] for k in ("reference_layer",) if k in prior.meta},
-                    adapted_from={"profile": prior.name, "samples": samples, "networks": len(models),
-                                  "layers_from": prior.meta.get("fingerprint"), "strength": PRIOR_STRENGTH,
-                                  "calibration_prior": calibration_prior},
-                    timings_s={"total": time.perf_counter() - started})
-    write_meta(folder, meta)
-    meta["calibration"] = DeviceProfile.load(folder, check_fingerprint=False).calibrations()
-    meta["timings_s"] = {"total": time.perf_counter() - started}
-    meta["status"] = "complete"
-    meta["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    meta[MANIFEST] = manifest(folder)
-    write_meta(folder, meta)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(prior.path / "layers.csv", folder / "layers.csv")
+        if (prior.path / "predictors").is_dir():
+            shutil.copytree(prior.path / "predictors", folder / "predictors", dirs_exist_ok=True)
+        models.to_csv(folder / "models.csv", index=False)
+        meta = new_meta(folder.name, fingerprint, {**settings.comparable(), "step": prior.meta["settings"].get("step")},
+                        settings.families, overhead_us=prior.meta.get("overhead_us", 0.0), plan=prior.meta["plan"],
+                        staircase=prior.meta.get("staircase"),
+                        **{k: prior.meta[k] for k in ("reference_layer",) if k in prior.meta},
+                        adapted_from={"profile": prior.name, "samples": samples, "networks": len(models),
+                                      "layers_from": prior.meta.get("fingerprint"), "strength": PRIOR_STRENGTH,
+                                      "calibration_prior": calibration_prior},
+                        timings_s={"total": time.perf_counter() - started})
+        write_meta(folder, meta)
+        meta["calibration"] = DeviceProfile.load(folder, check_fingerprint=False).calibrations()
+        meta["timings_s"] = {"total": time.perf_counter() - started}
+        meta["status"] = "complete"
+        meta["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        meta[MANIFEST] = manifest(folder)
+        write_meta(folder, meta)
     return folder
 
 

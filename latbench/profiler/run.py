@@ -31,6 +31,7 @@ from latbench.arch.spec import LayerSpec
 from latbench.backends import require_backend
 from latbench.device_profile import FINGERPRINT_KEYS, DeviceProfile
 from latbench.errors import ProfileError
+from latbench.folder_lock import FolderLock
 from latbench.measure import MeasureSettings, compare, measure
 from latbench.models import REGISTRY
 from latbench.models.family import Family, family, recorded_families
@@ -161,6 +162,16 @@ class _Progress:
 
 def profile_device(settings: ProfileSettings, out: str | Path | None = None, progress: bool = True,
                    root: str | Path = "device_profiles", extend: bool = False) -> Path:
+    """Profile this device for ``settings.families`` into ``out`` (or ``extend`` it), holding the folder's
+    lock (``latbench.folder_lock``) while writing; see :func:`_profile_device`."""
+    if extend and not (Path(out) / "profile.json").exists():
+        raise ProfileError(f"--extend: no profile in {out}")
+    folder = Path(out) if out else Path(root) / default_name(settings.make_backend().fingerprint(), settings)
+    with FolderLock(folder, "latbench profile --extend" if extend else "latbench profile"):
+        return _profile_device(settings, folder, progress, extend)
+
+
+def _profile_device(settings: ProfileSettings, folder: Path, progress: bool, extend: bool) -> Path:
     """Profile this device for ``settings.families``; returns the profile folder.
 
     The budget counts the time of earlier, interrupted runs on the same folder too. The first
@@ -179,7 +190,6 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
     fingerprint = backend.fingerprint()
     layer_settings = GPU_LAYER_SETTINGS if backend.device == "cuda" else LAYER_SETTINGS
     reference = channel_step.probe(backend.device, settings.batch)
-    folder = Path(out) if out else Path(root) / default_name(fingerprint, settings)
     meta = _open_folder(folder, settings, fingerprint, layer_settings, extend)
     extension = meta["extensions"][-1] if extend else None
     recorded = recorded_families(meta, new=True)
