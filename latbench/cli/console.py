@@ -41,16 +41,26 @@ def measure_with_progress(measure_fn, runnable, settings, name: str):
 us = format_us
 
 
+def _probe(folder: Path) -> None:
+    """Write and remove a temporary file in ``folder``, or in its nearest existing ancestor when it does not
+    exist yet (nothing is created: a refused command leaves no folder behind)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OSError(f"{existing} is a file, not a folder")
+    with tempfile.NamedTemporaryFile(dir=existing, prefix=".latbench-probe."):
+        pass
+
+
 def check_writable(path: str) -> None:
-    """Refuse an output file that cannot be written, before any work: its folder is created and a temporary
-    file is written and removed there (``os.access`` says yes to ``/proc`` as root), nothing left behind."""
+    """Refuse an output file that cannot be written, before any work (``os.access`` says yes to ``/proc`` as
+    root, so a temporary file is written and removed where it would go)."""
     target = Path(path)
     if target.is_dir():
         raise OutputError(f"cannot write {path}: it is a folder")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".probe"):
-            pass
+        _probe(target.parent)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -61,9 +71,7 @@ def check_writable_folder(path: str | Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"cannot write into {path}: it is a file, not a folder")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe."):
-            pass
+        _probe(folder)
     except OSError as exc:
         raise OutputError(f"cannot write into {path}: {exc.strerror or exc}") from None
 
