@@ -184,8 +184,10 @@ def _search(problem: Problem, method: Method, options: Any, out: Path,
     if path.exists():
         try:
             saved = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            saved = {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PruningError(f"{path} is unreadable or truncated ({exc}); delete it to search again") from None
+        if not isinstance(saved, dict):
+            raise PruningError(f"{path} is not a search record; delete it to search again")
         if saved.get("settings") == settings:
             trained = read_weights(weights) if saved.get("weights") else None
             return Decision.from_dict(saved["decision"]), saved["history"], saved["knob"], trained

@@ -172,13 +172,19 @@ def test_killed_and_resumed_run_has_the_same_rows(tiny_profile, tmp_path):
     proc.wait()
     partial_layers, _ = _rows(folder)
     assert len(partial_layers) >= 3
+    killed_s = json.loads((folder / "profile.json").read_text())["timings_s"]["total"]
+    assert killed_s > 0  # the killed run recorded the time it had spent before its first layer sample
+    started = time.perf_counter()
     profile_device(ProfileSettings(**TINY), out=folder, progress=False)
+    resumed_s = time.perf_counter() - started
     layers, models = _rows(folder)
     ref_layers, ref_models = _rows(tiny_profile)
     assert sorted(layers) == sorted(ref_layers) and len(set(layers)) == len(layers)
     assert sorted(models) == sorted(ref_models) and len(set(models)) == len(models)
     assert layers[: len(partial_layers)] == partial_layers  # nothing measured before the kill was redone
-    assert json.loads((folder / "profile.json").read_text())["status"] == "complete"
+    meta = json.loads((folder / "profile.json").read_text())
+    assert meta["status"] == "complete"
+    assert meta["timings_s"]["total"] >= killed_s + 0.5 * resumed_s  # both runs' time counts (less the validation)
 
 
 def test_resuming_with_other_settings_is_refused(tiny_profile):

@@ -166,3 +166,13 @@ def test_a_method_registered_from_a_test_file_runs_through_prune_and_the_cli(cap
                              "--out", str(tmp_path / "cli"), "--quiet")
     assert code == 0, err
     assert json.loads((tmp_path / "cli" / "report.json").read_text())["settings"]["options"] == {"share": 0.5}
+
+
+def test_a_truncated_search_record_is_named_not_mistaken_for_other_settings(capsys, trained, profile, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "search.json").write_text('{"settings": {"method": "uni')  # a write cut off mid-file
+    code, _, err = run(capsys, "prune", "uniform", "--model", "smallconv", "--weights", str(trained), "--profile",
+                       profile, "--latency-target", "0.8", "--oracle", "predict", "--finetune-epochs", "0",
+                       "--out", str(out), "--quiet")
+    assert_one_line_error(code, err, "search.json is unreadable or truncated")

@@ -216,6 +216,8 @@ def _profile_device(settings: ProfileSettings, folder: Path, progress: bool, ext
     def sample_layer(spec: LayerSpec, p: int, journal: Journal) -> float:
         """Measure one layer sample into the journal (after the reference layer when it is due)."""
         if len(journal.rows) % (REFERENCE_EVERY + 1) == 0:
+            timings["total"] = elapsed()  # a run killed later still counts the time it spent up to here
+            write_meta(folder, meta)
             ref = run_layer(reference)
             journal.append({"key": f"ref-{len(journal.rows)}", "shape_key": "reference",
                             **spec_to_row(reference), "pass": 0, **measurement_row(ref)})
@@ -284,6 +286,7 @@ def _profile_device(settings: ProfileSettings, folder: Path, progress: bool, ext
         for start in range(0, len(pending), size):
             chunk = pending[start:start + size]
             now = _measure_chunk(backend, families, archs, chunk, anchors, models)
+            timings["total"] = elapsed()
             if extension:
                 _record_state(meta, extension, chunk, now, recorded_anchors)
             for _ in chunk:
