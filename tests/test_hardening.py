@@ -208,3 +208,21 @@ def test_a_second_writer_is_refused_with_the_first_ones_pid_and_a_stale_lock_is_
         with pytest.raises(FolderBusyError, match="already locked by this process"):
             FolderLock(stale).acquire()
     assert not (stale / ".lock").exists()
+
+
+def test_a_damaged_stored_xgboost_model_is_one_line_even_without_a_manifest(tmp_path, shipped_profile):
+    import shutil
+
+    from latbench.device_profile import DeviceProfile
+    from latbench.errors import ProfileError
+    from latbench.profile import read_meta, write_meta
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(shipped_profile(), folder)
+    meta = read_meta(folder, require=())
+    meta.pop("files")
+    write_meta(folder, meta)
+    (folder / "predictors" / "xgb-1.ubj").write_bytes(b"\x00\x01 not a model")
+    with pytest.raises(ProfileError) as info:
+        DeviceProfile.load(folder, check_fingerprint=False).predictor("xgb")
+    assert "corrupt stored xgb model" in str(info.value) and "\n" not in str(info.value)

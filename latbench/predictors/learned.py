@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from sklearn.ensemble import RandomForestRegressor
 
-from latbench.errors import ProfileError
+from latbench.errors import ProfileError, first_line
 from latbench.predictors.batch import CandidateBatch
 from latbench.predictors.layer_features import FEATURE_NAMES, spec_features, table_features
 from latbench.predictors.layer_sum import LayerLookup, LayerSumPredictor, OutOfProfileError, profile_layout_block
@@ -170,7 +170,7 @@ class LearnedPredictor(LayerSumPredictor):
             self.members = [_Member(self.kind, seed).load(path.parent / name)
                             for seed, name in zip(meta["seeds"], meta["files"], strict=True)]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ProfileError(f"corrupt stored {self.kind} model in {path.parent}: {exc}") from exc
+            raise ProfileError(f"corrupt stored {self.kind} model in {path.parent}: {first_line(exc, 200)}") from None
         self.digest = digest
         self.source = "stored"
         return True
