@@ -111,6 +111,15 @@ def _tamper(folder, change):
         rows[5]["median_us"] = "1e300"
     elif kind == "duplicated rows":
         rows += rows[:49]
+    elif kind == "garbage kernel":
+        rows[7]["kernel"] = "zz"
+    elif kind == "garbage widths":
+        models = list(csv.DictReader((folder / "models.csv").open()))
+        models[3]["widths"] = "abc def"
+        with (folder / "models.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(models[0]))
+            w.writeheader()
+            w.writerows(models)
     elif kind == "plan.step -16":
         meta["plan"]["step"] = -16
     elif kind == "unknown family":
@@ -122,7 +131,7 @@ def _tamper(folder, change):
             w.writerows(models)
     elif kind == "xgb model deleted":
         (folder / "predictors" / "xgb-0.ubj").unlink()
-    if kind in ("layers x1000", "one median 1e300", "duplicated rows"):
+    if kind in ("layers x1000", "one median 1e300", "duplicated rows", "garbage kernel"):
         with layers.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
@@ -138,6 +147,8 @@ def _tamper(folder, change):
     (("one median 1e300", False), "median_us that is not a positive latency"),
     (("duplicated rows", False), "holds the key"),
     (("unknown family", False), "names families nosuchnet"),
+    (("garbage kernel", False), "layers.csv row 9 does not parse"),
+    (("garbage widths", False), "models.csv row 5 has widths 'abc def'"),
 ])
 def test_a_corrupt_profile_is_refused_by_name_never_answered_from(capsys, tmp_path, shipped_profile, change, words):
     import shutil

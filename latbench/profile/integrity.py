@@ -62,8 +62,32 @@ def check_integrity(folder: str | Path, meta: dict[str, Any], layers: pd.DataFra
         if len(medians) and not medians.map(lambda v: math.isfinite(v) and 0 < v < 1e9).all():
             raise ProfileError(f"profile {name} is corrupt: {label} has a median_us that is not a positive "
                                f"latency under 1000 s")
+    _check_cells(name, layers, models)
     known = set(meta.get("families", []))
     unknown = sorted(set(models["family"].astype(str)) - known) if "family" in models else []
     if unknown:
         raise ProfileError(f"profile {name} is corrupt: models.csv names families {', '.join(unknown)} that "
                            f"profile.json does not list")
+
+
+def _check_cells(name: str, layers: pd.DataFrame, models: pd.DataFrame) -> None:
+    """Every cell the predictors parse parses: layer rows into specs, network rows into widths."""
+    from latbench.arch.spec import OPS
+    from latbench.profile.tables import row_to_spec
+
+    for i, row in enumerate(layers.to_dict("records")):
+        try:
+            spec = row_to_spec(row)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ProfileError(f"profile {name} is corrupt: layers.csv row {i + 2} does not parse ({exc})") from None
+        if spec.op not in OPS:
+            raise ProfileError(f"profile {name} is corrupt: layers.csv row {i + 2} has the unknown op {spec.op!r}")
+    for i, row in enumerate(models.to_dict("records")):
+        try:
+            widths = [int(w) for w in str(row["widths"]).split()]
+        except ValueError:
+            raise ProfileError(f"profile {name} is corrupt: models.csv row {i + 2} has widths {row['widths']!r}, "
+                               f"not channel counts") from None
+        if not widths or min(widths) < 1:
+            raise ProfileError(f"profile {name} is corrupt: models.csv row {i + 2} has widths {row['widths']!r}, "
+                               f"not positive channel counts")
