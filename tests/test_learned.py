@@ -21,7 +21,7 @@ from latbench.predictors.layer_features import FEATURE_NAMES, spec_features, tab
 from latbench.predictors.layer_sum import LayerLookup, LayerSumPredictor
 from latbench.predictors.learned import MIN_LAYER_SAMPLES, training_rows
 from latbench.predictors.protocol import interval
-from latbench.profile import row_to_spec, spec_to_row
+from latbench.profile import read_meta, row_to_spec, spec_to_row, write_meta
 
 SHIPPED = Path(__file__).resolve().parents[1] / "device_profiles" / "amd-epyc-1t-onnxruntime-fp32-bs1"
 
@@ -30,6 +30,9 @@ SHIPPED = Path(__file__).resolve().parents[1] / "device_profiles" / "amd-epyc-1t
 def profile_copy(tmp_path_factory):
     folder = tmp_path_factory.mktemp("learned") / SHIPPED.name
     shutil.copytree(SHIPPED, folder, ignore=shutil.ignore_patterns("predictors"))
+    meta = read_meta(folder, require=())  # a profile that never stored a model: its manifest lists none
+    meta["files"] = {k: v for k, v in meta["files"].items() if not k.startswith("predictors/")}
+    write_meta(folder, meta)
     return folder
 
 

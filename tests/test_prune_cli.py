@@ -120,7 +120,7 @@ def test_prune_method_options_are_checked(capsys, trained, profile, tmp_path):
     code, _, err = run(capsys, *prune_args(trained, profile, tmp_path / "u", "--latency-target", "0.6", "--steps", "2"))
     assert_one_line_error(code, err, "uniform takes no option steps")
     code, _, err = run(capsys, *splamp_args(trained, profile, tmp_path / "f", "--steps", "0"))
-    assert_one_line_error(code, err, "steps must be at least 1")
+    assert_one_line_error(code, err, "--steps: expected an integer >= 1, got '0'")
 
 
 # --- a method registered from this file alone ------------------------------------------------------
