@@ -50,10 +50,21 @@ def row(report: dict[str, Any], target: float) -> dict[str, Any]:
             "accuracy": report["accuracy"]["finetuned"], "accuracy_before_finetune": report["accuracy"]["pruned"],
             "accuracy_original": report["accuracy"]["original"], "mflops": report["flops"]["pruned"] / 1e6,
             "flops_ratio": report["flops"]["ratio"], "params_k": report["params"]["pruned"] / 1e3,
-            "measurements": report["oracle"]["counts"]["measurements"], "wall_s": report["wall_time_s"],
+            **search_cost(report),
             "widths": report["widths"], "removed_blocks": len(report["removed_blocks"]),
             "removed_layers": len(report.get("removed_layers", [])),
             "options": report["settings"].get("options", {})}
+
+
+def search_cost(report: dict[str, Any]) -> dict[str, Any]:
+    """Measurements and wall time of the run that searched (a resumed run reuses its decision: what it spent
+    then, from the search record, not what the resumed call spent)."""
+    cost = report["oracle"].get("search_cost") or {}
+    measurements = cost.get("measurements", report["oracle"]["counts"]["measurements"])
+    if "wall_s" in cost:
+        return {"measurements": measurements, "wall_s": cost["wall_s"]}
+    wall = cost.get("search_s", 0.0) + report["wall_time_s"] if cost.get("resumed") else report["wall_time_s"]
+    return {"measurements": measurements, "wall_s": wall}
 
 
 def load_pruned(model: str, folder: Path, original: torch.nn.Module | None = None) -> torch.nn.Module:
@@ -218,6 +229,9 @@ def add_seeds(args: argparse.Namespace) -> None:
         if "error" in r:
             continue
         folder = Path(args.runs) / f"{args.model}-{r['method']}-{r['target']:g}"
+        cost = json.loads((folder / "search.json").read_text()).get("cost") or {}
+        if "wall_s" in cost:  # a row written by a resumed call: what the searching run spent, from its record
+            r["measurements"], r["wall_s"] = cost["measurements"], cost["wall_s"]
         accs = accuracy_over_seeds(args.model, weights, folder, seeds, report["finetune"]["epochs"])
         r["accuracy_seeds"] = accs
         r["accuracy_mean"] = statistics.mean(accs)

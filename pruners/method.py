@@ -50,6 +50,7 @@ class Problem:
     bn_images: int = RECALIBRATION_IMAGES  # training images batch norms are re-estimated on after surgery
     fine_tune_fn: Callable[[nn.Module, int], None] | None = None  # the user's finetune(module, epochs)
     accuracy_checks: int = 0  # quick accuracy checks run (cached ones not counted)
+    search_cost: dict[str, Any] | None = None  # what the search spent (measurements, seconds), kept on resume
     _accuracy: dict[str, float] = field(default_factory=dict, repr=False)
 
     def recalibrate(self, module: nn.Module, images: int | None = None) -> int:

@@ -32,7 +32,7 @@ from pruners.methods import get_method
 from pruners.oracle import LatencyOracle
 from pruners.result import PruneResult
 from pruners.surgery import Decision, apply
-from pruners.train import TrainConfig, evaluate, fit, load_weights, read_weights
+from pruners.train import TrainConfig, evaluate, fit, load_weights, read_weights, save_atomic
 from pruners.trained import load_trained
 
 SEARCH = "search.json"
@@ -161,7 +161,8 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
                    "ratio": pruned_arch.flops() / arch.flops()},
             params={"original": arch.params(), "pruned": pruned_arch.params(),
                     "ratio": pruned_arch.params() / arch.params()},
-            oracle=oracle.describe(), wall_time_s=time.perf_counter() - start, search=search,
+            oracle={**oracle.describe(), "search_cost": problem.search_cost},
+            wall_time_s=time.perf_counter() - start, search=search,
             finetune=history.epochs if history else [], settings=settings)
         result.write(out)
         return result
@@ -190,17 +191,37 @@ def _search(problem: Problem, method: Method, options: Any, out: Path,
             raise PruningError(f"{path} is not a search record; delete it to search again")
         if saved.get("settings") == settings:
             trained = read_weights(weights) if saved.get("weights") else None
+            cost = saved.get("cost") or _cost_of_earlier_run(out)
+            if cost and "cost" not in saved:
+                dump_json({**saved, "cost": cost}, path)
+            problem.search_cost = {**(cost or {}), "resumed": True}
             return Decision.from_dict(saved["decision"]), saved["history"], saved["knob"], trained
         raise PruningError(f"{out} holds a run with other settings; choose another --out or delete it")
+    started = time.perf_counter()
     found = method.search(problem, options)
     trained = None
     if found.model is not None:
         trained = found.model.state_dict()
         out.mkdir(parents=True, exist_ok=True)
-        torch.save(trained, weights)
+        save_atomic(trained, weights)
+    counts = problem.oracle.counts
+    problem.search_cost = {"measurements": counts.measurements, "predictions": counts.predictions,
+                           "search_s": round(time.perf_counter() - started, 2)}
     dump_json({"settings": settings, "decision": found.decision.to_dict(), "history": found.history,
-               "knob": found.knob, "weights": trained is not None}, path)
+               "knob": found.knob, "weights": trained is not None, "cost": problem.search_cost}, path)
     return found.decision, found.history, found.knob, trained
+
+
+def _cost_of_earlier_run(out: Path) -> dict[str, Any] | None:
+    """What the run that found a stored decision spent (its report), for a search record written before
+    records kept it."""
+    try:
+        report = json.loads((out / "report.json").read_text())
+        return {"measurements": int(report["oracle"]["counts"]["measurements"]),
+                "predictions": int(report["oracle"]["counts"]["predictions"]), "wall_s": float(report["wall_time_s"]),
+                "from": "report.json"}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 #: how far the final measurement may be from a latency target before the run says it missed

@@ -69,7 +69,11 @@ def test_prune_writes_a_consistent_run_and_resumes(capsys, trained, profile, tmp
     search = (out / "search.json").read_text()
     code, _, _ = run(capsys, *prune_args(trained, profile, out, "--latency-target", "0.7"))  # rerun: search and
     assert code == 0 and (out / "search.json").read_text() == search  # fine-tune reused from the folder
-    assert json.loads((out / "report.json").read_text())["widths"] == report["widths"]
+    again = json.loads((out / "report.json").read_text())
+    assert again["widths"] == report["widths"]
+    cost = json.loads(search)["cost"]  # what the search spent is the first run's, also in the resumed report
+    assert cost["predictions"] == report["oracle"]["counts"]["predictions"] and cost["search_s"] > 0
+    assert again["oracle"]["search_cost"] == {**cost, "resumed": True}
     code, _, err = run(capsys, *prune_args(trained, profile, out, "--latency-target", "0.6"))
     assert_one_line_error(code, err, "other settings")
 
