@@ -8,8 +8,12 @@ The CPU's side-by-side ratio, the FLOPs ratio and the test accuracy come from th
 (``--pareto``) so that one table sets each network's CPU speed-up against its GPU one. Only ``latbench`` is
 imported: the GPU machine needs no pruning library.
 
-    python benchmarks/gpu_transfer.py --device cuda --runs gpu_archs/pareto-hybrid --targets 0.5 0.35 \\
-        --pareto benchmarks/results/pruning_pareto_hybrid_0.5.json benchmarks/results/pruning_pareto_hybrid_0.35.json
+The committed results ran on the GPU machine over copies of the run folders' ``arch.json`` files:
+
+    python3 benchmarks/gpu_transfer.py --runs gpu_archs/pareto-hybrid --targets 0.7 0.5 0.35 --batches 1 32 256 \\
+        --budget 2 --pareto benchmarks/results/pruning_pareto_hybrid*.json --out gpu_transfer_resnet56.json
+    python3 benchmarks/gpu_transfer.py --model mobilenetv2_cifar --runs gpu_archs/pareto-mbv2 [same options] \\
+        --pareto benchmarks/results/pruning_pareto_mobilenetv2_cifar_*.json --out gpu_transfer_mobilenetv2_cifar.json
 """
 
 from __future__ import annotations
