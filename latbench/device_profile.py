@@ -73,6 +73,12 @@ def _major_minor(version: Any) -> tuple[int, int] | None:
     return (int(match[1]), int(match[2])) if match else None
 
 
+def fingerprint_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[FingerprintChange]:
+    """The fields of a recorded fingerprint that differ from ``current``, in ``FINGERPRINT_KEYS`` order."""
+    return [FingerprintChange(k, saved.get(k), current.get(k)) for k in FINGERPRINT_KEYS
+            if saved.get(k) != current.get(k)]
+
+
 class DeviceProfile:
     """A loaded profile: metadata, layer samples, network samples, and its predictors."""
 
@@ -133,9 +139,7 @@ class DeviceProfile:
         if "unavailable" in current:
             backend = self.meta["settings"]["backend"]
             return [FingerprintChange("backend", backend, f"{backend} cannot run here ({current['unavailable']})")]
-        saved = self.meta["fingerprint"]
-        return [FingerprintChange(k, saved.get(k), current.get(k)) for k in FINGERPRINT_KEYS
-                if saved.get(k) != current.get(k)]
+        return fingerprint_differences(self.meta["fingerprint"], current)
 
     # --- data --------------------------------------------------------------------------------
     @cached_property

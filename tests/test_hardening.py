@@ -116,27 +116,27 @@ def _tamper(folder, change):
     elif kind == "garbage widths":
         models = list(csv.DictReader((folder / "models.csv").open()))
         models[3]["widths"] = "abc def"
-        with (folder / "models.csv").open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(models[0]))
-            w.writeheader()
-            w.writerows(models)
+        _write_rows(folder / "models.csv", models)
     elif kind == "plan.step -16":
         meta["plan"]["step"] = -16
     elif kind == "unknown family":
         models = list(csv.DictReader((folder / "models.csv").open()))
         models[0]["family"] = "nosuchnet"
-        with (folder / "models.csv").open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(models[0]))
-            w.writeheader()
-            w.writerows(models)
+        _write_rows(folder / "models.csv", models)
     elif kind == "xgb model deleted":
         (folder / "predictors" / "xgb-0.ubj").unlink()
     if kind in ("layers x1000", "one median 1e300", "duplicated rows", "garbage kernel"):
-        with layers.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        _write_rows(layers, rows)
     write_meta(folder, meta)
+
+
+def _write_rows(path, rows):
+    import csv
+
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
 
 
 @pytest.mark.parametrize(("change", "words"), [

@@ -29,7 +29,7 @@ from latbench import __version__
 from latbench.arch import Arch
 from latbench.arch.spec import LayerSpec
 from latbench.backends import require_backend
-from latbench.device_profile import FINGERPRINT_KEYS, DeviceProfile
+from latbench.device_profile import DeviceProfile, fingerprint_differences
 from latbench.errors import ProfileError
 from latbench.folder_lock import FolderLock
 from latbench.measure import MeasureSettings, compare, measure
@@ -166,12 +166,15 @@ def profile_device(settings: ProfileSettings, out: str | Path | None = None, pro
     lock (``latbench.folder_lock``) while writing; see :func:`_profile_device`."""
     if extend and not (Path(out) / "profile.json").exists():
         raise ProfileError(f"--extend: no profile in {out}")
-    folder = Path(out) if out else Path(root) / default_name(settings.make_backend().fingerprint(), settings)
+    if not settings.families:
+        raise ProfileError("no model families to profile: give at least one, e.g. --models resnet56")
+    backend = settings.make_backend()
+    folder = Path(out) if out else Path(root) / default_name(backend.fingerprint(), settings)
     with FolderLock(folder, "latbench profile --extend" if extend else "latbench profile"):
-        return _profile_device(settings, folder, progress, extend)
+        return _profile_device(settings, backend, folder, progress, extend)
 
 
-def _profile_device(settings: ProfileSettings, folder: Path, progress: bool, extend: bool) -> Path:
+def _profile_device(settings: ProfileSettings, backend, folder: Path, progress: bool, extend: bool) -> Path:
     """Profile this device for ``settings.families``; returns the profile folder.
 
     The budget counts the time of earlier, interrupted runs on the same folder too. The first
@@ -183,10 +186,7 @@ def _profile_device(settings: ProfileSettings, folder: Path, progress: bool, ext
     The new networks are measured interleaved with the old families' full-width anchors; how far those
     moved from their recorded medians (``family_state``) brings the new rows to the profile's state.
     """
-    if not settings.families:
-        raise ProfileError("no model families to profile: give at least one, e.g. --models resnet56")
     families = {name: family(name, None if name in REGISTRY else settings.input_shape) for name in settings.families}
-    backend = settings.make_backend()
     fingerprint = backend.fingerprint()
     layer_settings = GPU_LAYER_SETTINGS if backend.device == "cuda" else LAYER_SETTINGS
     reference = channel_step.probe(backend.device, settings.batch)
@@ -461,16 +461,13 @@ def _open_folder(folder: Path, settings: ProfileSettings, fingerprint: dict[str,
 def _open_extension(folder: Path, settings: ProfileSettings, fingerprint: dict[str, Any]) -> ProfileMeta:
     """A finished profile opened to be extended with the families ``settings`` adds (or an unfinished
     extension with the same families, resumed); only on the machine and engine it was made with."""
-    if not (folder / "profile.json").exists():
-        raise ProfileError(f"--extend: no profile in {folder}")
-    meta = read_meta(folder, require=(), context=f"cannot extend {folder}")
+    meta = read_meta(folder, require=(), context=f"cannot extend {folder}")  # profile_device checked it exists
     _refuse_corrupt(folder, meta)
-    saved_fp = meta.get("fingerprint", {})
-    changed = [k for k in FINGERPRINT_KEYS if saved_fp.get(k) != fingerprint.get(k)]
+    changed = fingerprint_differences(meta.get("fingerprint", {}), fingerprint)
     if changed:
-        k = changed[0]
-        raise ProfileError(f"cannot extend {folder}: it was made with {k} {saved_fp.get(k)!r}, this machine has "
-                           f"{fingerprint.get(k)!r}; extend it where it was made, or profile this machine")
+        c = changed[0]
+        raise ProfileError(f"cannot extend {folder}: it was made with {c.key} {c.profile!r}, this machine has "
+                           f"{c.here!r}; extend it where it was made, or profile this machine")
     want, saved = settings.comparable(), meta.get("settings", {})
     for key in sorted(set(want) | set(saved)):
         if key not in ("families", "input_shape") and want.get(key) != saved.get(key):
