@@ -13,6 +13,7 @@ writes JSON and a predicted-vs-measured scatter plot.
 
     python benchmarks/predictor_accuracy.py [--profile DIR] [--per-family 24] [--budget 240] [--reuse]
         [--rebuild-min 12] [--adapt-from DIR --adapt-samples 10,30,100]
+        [--extend FAMILY [FAMILY ...] [--extend-budget-min 5]]
 
 ``--reuse`` keeps the networks and measurements of the existing result file and only predicts
 again (to evaluate a predictor change against the same measurements). ``--rebuild-min M``
@@ -21,7 +22,9 @@ so that it and the adapted profiles are measured in one run with the held-out ne
 ``--adapt-from`` adapts another profile (e.g. the 2-thread one) to this profile's configuration
 with each number of measurements in ``--adapt-samples`` (``latbench profile --from``) and
 compares them with the profile from scratch on the same held-out networks: share within +-10%,
-measurements and minutes.
+measurements and minutes. ``--extend`` adds each family the profile lacks to a copy of it with
+``latbench profile --extend`` and reports held-out accuracy before and after
+(``extension_accuracy.py``, ``results/extension_accuracy.json``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from extension_accuracy import run as run_extension
 
 from latbench.arch import Arch
 from latbench.device_profile import DeviceProfile, list_profiles
@@ -238,9 +242,20 @@ def main() -> None:
     p.add_argument("--rebuild-min", type=float, help="profile the configuration again from scratch first (minutes)")
     p.add_argument("--adapt-from", help="a profile of another configuration to adapt to this one")
     p.add_argument("--adapt-samples", default="10,30,100", help="measurements of each adaptation")
+    p.add_argument("--extend", nargs="+", metavar="FAMILY",
+                   help="families the profile lacks: predict them before and after extending a copy of it "
+                        "(benchmarks/extension_accuracy.py)")
+    p.add_argument("--extend-budget-min", type=float, default=5.0, help="minutes of each extension (default 5)")
+    p.add_argument("--extend-runs", default="runs/extension", help="where the extended copies go")
     args = p.parse_args()
 
     folder = find_or_build(args.profile, args.profile_budget_min)
+    if args.extend:
+        out = RESULTS / "extension_accuracy.json" if args.out == p.get_default("out") else Path(args.out)
+        run_extension(folder, args.extend, args.per_family, args.budget, args.extend_budget_min, (3, 32, 32),
+                      Path(args.extend_runs), out)
+        print(f"wrote {out}")
+        return
     if args.rebuild_min:
         folder = rebuild(folder, args.rebuild_min)
     profile = DeviceProfile.load(folder)

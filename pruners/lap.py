@@ -336,11 +336,13 @@ class Options:
     regrow_fraction: float = option(0.1, "at most this share of a group's kept filters swapped by regrowth",
                                     low=0.0, high=1.0)
     check_images: int = option(128, "training images the quick check recalibrates batch norms on (per episode)", low=1)
+    agent_seed: int = option(0, "seed of the agent's initial weights and exploration noise", low=0)
 
 
 def search(problem: Problem, options: Options) -> Search:
     return lap(problem, options.episodes, options.warmup, options.min_keep, latency_weight=options.latency_weight,
-               selection=options.selection, regrow_fraction=options.regrow_fraction, check_images=options.check_images)
+               selection=options.selection, regrow_fraction=options.regrow_fraction, check_images=options.check_images,
+               seed=options.agent_seed)
 
 
 METHOD = Method("lap", "LAP: a DDPG agent picks each group's keep ratio against the predicted latency; dynamic "

@@ -106,6 +106,9 @@ def test_an_extension_keeps_every_earlier_sample_and_measures_only_what_was_miss
     assert ext["families"] == [FACTORY] and ext["status"] == "complete" and ext["minutes"] < 5
     factor = meta["family_state"][FACTORY]
     assert ext["state_factors"] == [round(factor, 4)] and 0.2 < factor < 5
+    refs = [float(r["median_us"]) for r in _rows(base, "layers.csv") if r["shape_key"] == "reference"]
+    new_refs = [float(r["median_us"]) for r in new_layers if r["shape_key"] == "reference"]
+    assert ext["layer_state"] == pytest.approx(np.median(new_refs) / np.median(refs), abs=1e-4)
     # the new family's rows are brought to the profile's state by that factor, the old ones untouched
     profile, plain = DeviceProfile.load(extended), _rows(extended, "models.csv")
     _, normalised = profile.network_samples()
@@ -199,3 +202,22 @@ def test_the_extend_command_refuses_other_engine_settings_in_one_line(capsys, pr
     code = main(["profile", "--extend", str(extended), "--models", "resnet20", *flags])
     err = capsys.readouterr().err.strip()
     assert code == 2 and words in err and "\n" not in err and "Traceback" not in err
+
+
+def _layer_rows(old: list[float], new: list[float]) -> list[dict[str, str]]:
+    sample = {"shape_key": "conv-x", "median_us": "50"}
+    return ([{"shape_key": "reference", "median_us": str(v)} for v in old] + [sample]
+            + [{"shape_key": "reference", "median_us": str(v)} for v in new] + [sample])
+
+
+def test_state_agreement_warns_when_layers_and_networks_drift_apart():
+    from latbench.profiler.run import state_agreement
+
+    rows = _layer_rows([80.0, 79.0, 82.0], [168.0, 170.0])  # the reference layer: 169 / 80 = 2.1125x slower
+    start = 4  # three old reference rows and one old sample
+    uneven = state_agreement(rows, {"layer_rows_at_start": start, "state_factors": [5.36]})
+    assert uneven["layer_state"] == pytest.approx(2.1125, abs=1e-4)
+    assert "2.11x" in uneven["warning"] and "5.36x" in uneven["warning"]
+    even = state_agreement(rows, {"layer_rows_at_start": start, "state_factors": [2.3, 2.0, 2.2]})
+    assert even == {"layer_state": pytest.approx(2.1125, abs=1e-4)}  # 2.2 / 2.1125 is within 1.25
+    assert state_agreement(rows, {"layer_rows_at_start": len(rows), "state_factors": [2.0]}) == {}  # no new reference

@@ -48,6 +48,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         factors = ext.get("state_factors") or []
         con.print(f"  extended with {', '.join(ext['families'])} in {ext.get('minutes', 0):.1f} min"
                   + (f"; the old families' anchors ran at {factors[0]:.2f}x their recorded latency" if factors else ""))
+        if "warning" in ext:
+            con.print(f"  [yellow]warning:[/] {ext['warning']}")
     for kind, v in meta.get("validation", {}).items():
         if "skipped" in v:
             con.print(f"  {kind:5s} skipped: {v['skipped']}")

@@ -254,6 +254,8 @@ def _profile_device(settings: ProfileSettings, backend, folder: Path, progress: 
         write_meta(folder, meta)
 
         layers = Journal(folder / "layers.csv", LAYER_COLUMNS)
+        if extension is not None:
+            extension.setdefault("layer_rows_at_start", len(layers.rows))
         t0 = time.perf_counter()
         bar.phase("layers", len(samples), sum(spec_key(s) in layers.keys for s, _ in samples))
         complete = settings.passes
@@ -305,6 +307,7 @@ def _profile_device(settings: ProfileSettings, backend, folder: Path, progress: 
         write_meta(folder, meta)
 
     if extension:
+        extension.update(state_agreement(layers.rows, extension))
         extension["status"] = "complete"
     finish_profile(folder, meta)
     return folder
@@ -322,6 +325,30 @@ def _record_state(meta: ProfileMeta, extension: dict[str, Any], chunk: list[Netw
     for fam in {v.family for v in chunk}:
         state[fam] = factor
     extension.setdefault("state_factors", []).append(round(factor, 4))
+
+
+STATE_AGREEMENT = 1.25  # layers and networks of an extension drifting apart by more than this: warn
+
+
+def state_agreement(layer_rows: list[dict[str, str]], extension: dict[str, Any]) -> dict[str, Any]:
+    """How much slower than when profiled the extension's reference layer ran (``layer_state``) against its
+    old networks (``state_factors``). Layer rows are brought to the profile's state by the first, the new
+    networks by the second; when a load on the machine slows the two apart (time slicing hits a network
+    harder than a short layer), the new family's calibration mixes states: a ``warning`` says so."""
+    start = int(extension.get("layer_rows_at_start", len(layer_rows)))
+    refs = [[float(r["median_us"]) for r in rows if r["shape_key"] == "reference"]
+            for rows in (layer_rows[:start], layer_rows[start:])]
+    networks = extension.get("state_factors") or []
+    if not all(refs) or not networks:
+        return {}
+    layer = float(np.median(refs[1]) / np.median(refs[0]))
+    network = float(np.median(networks))
+    out: dict[str, Any] = {"layer_state": round(layer, 4)}
+    if not 1 / STATE_AGREEMENT <= network / layer <= STATE_AGREEMENT:
+        out["warning"] = (f"the machine's load changed the extension's measurements unevenly: layers ran {layer:.2f}x "
+                          f"and networks {network:.2f}x their profiled latency, so the new families' predictions may "
+                          f"be off; extend a copy again on a quiet machine")
+    return out
 
 
 def extension_settings(meta: dict[str, Any], new: list[str], input_shape: tuple[int, int, int] | None = None,
