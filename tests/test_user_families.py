@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ from torch import nn
 from latbench.arch import trace
 from latbench.cli import main
 from latbench.device_profile import DeviceProfile
-from latbench.errors import InputShapeError, ProfileError, UnknownModelError
+from latbench.errors import InputShapeError, ModelLoadError, ProfileError, UnknownModelError
 from latbench.models.family import family
 from latbench.profiler.run import ProfileSettings, extension_settings, profile_device
 
@@ -68,7 +66,9 @@ def profiles(tmp_path_factory):
     extended = root / "extended"
     shutil.copytree(base, extended)
     meta = json.loads((extended / "profile.json").read_text())
-    settings = extension_settings(meta, [FACTORY], SHAPE, budget_min=5, networks_per_family=8,
+    # a budget of under a second cannot cover the plan: the extension still ends with its first grid pass and
+    # its minimum of networks
+    settings = extension_settings(meta, [FACTORY], SHAPE, budget_min=0.01, networks_per_family=8,
                                   min_networks_per_family=8, refine=False)
     profile_device(settings, out=extended, progress=False, extend=True)
     return base, extended
@@ -104,6 +104,8 @@ def test_an_extension_keeps_every_earlier_sample_and_measures_only_what_was_miss
     meta = json.loads((extended / "profile.json").read_text())
     ext = meta["extensions"][-1]
     assert ext["families"] == [FACTORY] and ext["status"] == "complete" and ext["minutes"] < 5
+    assert meta["status"] == "complete" and meta["layers_complete_through_pass"] == 1
+    assert len(new_models) == 8  # the minimum of networks, whatever the budget
     factor = meta["family_state"][FACTORY]
     assert ext["state_factors"] == [round(factor, 4)] and 0.2 < factor < 5
     refs = [float(r["median_us"]) for r in _rows(base, "layers.csv") if r["shape_key"] == "reference"]
@@ -137,27 +139,20 @@ def test_a_user_family_is_predicted_and_its_candidates_built_like_a_built_in_one
 
 
 def test_a_family_whose_source_now_builds_another_network_is_refused(user_profile, tmp_path):
-    source = tmp_path / "net.py"
-    source.write_text(Path(__file__).read_text())
-    folder = tmp_path / "changed"
-    settings = {**TINY, "families": [f"{source}:two_stage"], "budget_min": 0.01}  # a profile of it alone
-    code = ("from latbench.profiler.run import ProfileSettings, profile_device\n"
-            "import sys\n"
-            f"settings = ProfileSettings(**{settings!r})\n"
-            "try:\n"
-            f"    profile_device(settings, out={str(folder)!r}, progress=False)\n"
-            "except Exception as exc:\n"
-            "    print(type(exc).__name__, exc)\n")
-    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert (folder / "profile.json").exists(), first.stderr[-2000:]
-    # a budget of under a second cannot cover the plan: the run still ends with a usable, coarser profile
-    meta = json.loads((folder / "profile.json").read_text())
-    assert meta["status"] == "complete" and meta["layers_complete_through_pass"] >= 1
-    assert DeviceProfile.load(folder).predictor("lut").predict_many([trace(TwoStage(), torch.zeros(1, *SHAPE),
-                                                                           f"{source}:two_stage")])[0][0] > 0
-    source.write_text(Path(__file__).read_text().replace("width: int = 24", "width: int = 20"))
-    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert second.stdout.startswith("ModelLoadError") and "builds a different network" in second.stdout
+    """The profile recorded the digest of what the family's source built then; a source that builds another
+    network now (here: the recorded digest is another network's) is refused before anything is measured."""
+    changed = tmp_path / "changed"
+    shutil.copytree(user_profile, changed)
+    meta = json.loads((changed / "profile.json").read_text())
+    recorded = meta["family_sources"][FACTORY]["digest"]
+    assert recorded == trace(TwoStage(), torch.zeros(1, *SHAPE), FACTORY).base.digest
+    meta["family_sources"][FACTORY]["digest"] = trace(TwoStage(width=20), torch.zeros(1, *SHAPE), FACTORY).base.digest
+    (changed / "profile.json").write_text(json.dumps(meta))
+    rows = len(_rows(changed, "layers.csv")), len(_rows(changed, "models.csv"))
+    settings = extension_settings(meta, ["resnet20"], budget_min=0.01)
+    with pytest.raises(ModelLoadError, match="now builds a different network"):
+        profile_device(settings, out=changed, progress=False, extend=True)
+    assert (len(_rows(changed, "layers.csv")), len(_rows(changed, "models.csv"))) == rows  # nothing measured
 
 
 def test_extensions_that_would_mix_or_change_a_profile_are_refused(profiles, tmp_path):

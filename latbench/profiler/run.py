@@ -186,7 +186,11 @@ def _profile_device(settings: ProfileSettings, backend, folder: Path, progress: 
     The new networks are measured interleaved with the old families' full-width anchors; how far those
     moved from their recorded medians (``family_state``) brings the new rows to the profile's state.
     """
-    families = {name: family(name, None if name in REGISTRY else settings.input_shape) for name in settings.families}
+    # a family the folder already records brings its own input shape (an extension adds other families)
+    known = recorded_families(read_meta(folder, require=(), context=f"cannot open {folder}"), new=True) \
+        if (folder / "profile.json").exists() else {}
+    families = {name: known.get(name) or family(name, None if name in REGISTRY else settings.input_shape)
+                for name in settings.families}
     fingerprint = backend.fingerprint()
     layer_settings = GPU_LAYER_SETTINGS if backend.device == "cuda" else LAYER_SETTINGS
     reference = channel_step.probe(backend.device, settings.batch)
