@@ -99,7 +99,10 @@ def layerprune(problem: Problem, criterion: str = "l1", aggregate: str = "mean",
     estimate = value([candidates[len(order) - int(x)][1] for x in knobs])
     history: list[dict[str, Any]] = [{"removed": len(order) - int(x), "estimate": float(v)}
                                      for x, v in zip(knobs, estimate, strict=True)]
-    floor = float(estimate[0])
+    finite = np.isfinite(estimate)
+    if not finite.any():
+        raise PruningError(f"the profile's predictor answers none of {arch.name}'s depth-pruned candidates")
+    floor = float(estimate[0]) if finite[0] else float(estimate[finite].min())  # all removed may be degenerate
     measuring = problem.metric == "latency" and oracle.mode != "predict"
     if target < floor * (1 - tolerance) and measuring:
         d, a = candidates[len(order)]

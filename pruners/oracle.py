@@ -144,11 +144,21 @@ class LatencyOracle:
 
     def predict_ratios(self, archs: list[Arch]) -> np.ndarray:
         """Predicted latency ratios of many candidates in one batched call (not cached: for searches
-        that price hundreds of neighbours of one candidate)."""
+        that price hundreds of neighbours of one candidate). A candidate the predictor gives no usable
+        latency for (a degenerate network, e.g. every convolution of a path removed) is ``inf``: it never
+        counts as meeting a target, and a search that wants it measures it."""
         if not archs:
             return np.empty(0)
         self.counts.predictions += len(archs)
-        latency_us, _ = self._model.predict_many(archs)
+        return self._ratios(archs)
+
+    def _ratios(self, archs: list[Arch]) -> np.ndarray:
+        try:
+            latency_us, _ = self._model.predict_many(archs)
+        except OutOfProfileError:
+            if len(archs) == 1:
+                return np.array([np.inf])
+            return np.concatenate([self._ratios([a]) for a in archs])
         return np.asarray(latency_us, dtype=float) / self.reference_predicted_us
 
     def uncertain(self, arch: Arch) -> bool:

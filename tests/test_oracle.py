@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from fakes import FakePredictor, FakeProfile
@@ -12,6 +13,7 @@ from latbench.arch import trace
 from latbench.backends import get_backend
 from latbench.measure import MeasureSettings
 from latbench.models import build_model
+from latbench.predictors import OutOfProfileError
 from pruners.errors import PruningError
 from pruners.oracle import Estimate, LatencyOracle
 from pruners.surgery import Decision, apply, keep_first
@@ -73,6 +75,33 @@ def test_predict_is_the_ratio_of_predictions(net):
     assert est.low == pytest.approx(want * 0.9 / ref_us)
     assert est.high == pytest.approx(want * 1.1 / ref_us)
     assert est.rel_halfwidth == pytest.approx(0.1)
+
+
+class Refusing(FakePredictor):
+    """Refuses, for the whole batch, any batch holding a candidate of fewer FLOPs than ``below``."""
+
+    def __init__(self, below: float) -> None:
+        super().__init__()
+        self.below = below
+
+    def predict_many(self, archs):
+        if any(a.flops() < self.below for a in archs):
+            raise OutOfProfileError("a degenerate candidate")
+        return super().predict_many(archs)
+
+
+def test_a_candidate_the_predictor_refuses_is_inf_and_the_rest_are_answered(net):
+    _, arch = net
+    tiny = arch.with_widths({g.id: 1 for g in arch.prunable_groups})
+    half = arch.with_widths({g.id: g.channels // 2 for g in arch.prunable_groups})
+    predictor = Refusing(below=(tiny.flops() + half.flops()) / 2)
+    o = oracle(net, FakeProfile({"lut": predictor}), mode="predict")
+    ref = predictor.latency_us(arch)
+    ratios = o.predict_ratios([half, tiny, arch])
+    assert ratios[0] == pytest.approx(predictor.latency_us(half) / ref)
+    assert ratios[1] == np.inf
+    assert ratios[2] == pytest.approx(1.0)
+    assert o.counts.predictions == 3  # the retry one by one is not counted again
 
 
 def test_predictions_are_cached_by_signature(net):
