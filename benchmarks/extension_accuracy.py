@@ -5,8 +5,10 @@ copied and the copy extended with that family within ``--budget-min`` minutes (w
 --extend COPY --models F`` runs). Then held-out random-width variants of the family (a seed the extension
 never used) are measured interleaved with reference networks of the profile's own families, in one run; the
 predictors of the profile before the extension (the LUT refuses shapes it lacks; the learned ones answer) and
-after it predict them, each raw and ``+rescaled`` (every prediction scaled by the median of measured /
-predicted over the references, the machine's speed now). Reports, per family: the extension's minutes and
+after it predict them, each raw, ``+rescaled`` (every prediction scaled by the median of measured /
+predicted over the old families' references, the machine's speed now) and ``+anchored`` (scaled by the
+family's own full-width network and two of its calibration networks, measured in the same run: what
+measuring one's own network a few times adds). Reports, per family: the extension's minutes and
 measurements, and within +-10% / +-5%, RMSPE and Spearman before and after.
 
     python benchmarks/predictor_accuracy.py --extend benchmarks/user_families.py:odd_resnet \\
@@ -73,9 +75,10 @@ def references(profile: DeviceProfile) -> list[Arch]:
     return out
 
 
-def scores(predictor, archs: list[Arch], measured: np.ndarray) -> dict[str, Any]:
+def scores(make, archs: list[Arch], measured: np.ndarray) -> dict[str, Any]:
+    """Accuracy of the predictor ``make()`` gives (a refusal, in making it or predicting, is reported)."""
     try:
-        mu, sig = predictor.predict_many(archs)
+        mu, sig = make().predict_many(archs)
     except OutOfProfileError as exc:
         return {"n": len(archs), "unavailable": str(exc).splitlines()[0]}
     return {**accuracy(mu, measured, sig), "predicted_us": [float(v) for v in mu]}
@@ -95,36 +98,47 @@ def evaluate(profile_dir: Path, name: str, per_family: int, budget_s: float, roo
              shape: tuple[int, int, int]) -> dict[str, Any]:
     base = DeviceProfile.load(profile_dir)
     fam = family(name, shape)
-    t0 = time.perf_counter()
     folder, cost = extend_copy(profile_dir, name, root, budget_min, shape)
-    cost["wall_min"] = (time.perf_counter() - t0) / 60
     extended = DeviceProfile.load(folder)
     arch = extended.family_archs[name]
     step = int(extended.meta["plan"]["step"])
     held_out = [v.arch(arch) for v in network_variants(name, arch, per_family + 1, seed=HELD_OUT_SEED, align=step)[1:]]
     refs = references(base)
+    own = references_of(extended, name)  # the new family's full-width network and calibration networks
     backend = base.backend()
     runnables = {}
     sources = recorded_families(base.meta)
     for i, a in enumerate(refs):
         runnables[f"reference:{i}"] = backend.deploy(sources[a.name].build(a), torch.randn(*a.base.input_shape))
+    for i, a in enumerate(own):
+        runnables[f"own:{i}"] = backend.deploy(fam.build(a), torch.randn(*a.base.input_shape))
     for i, a in enumerate(held_out):
         runnables[f"held-out:{i}"] = backend.deploy(fam.build(a), torch.randn(*a.base.input_shape))
-    print(f"{short(name)}: measuring {len(held_out)} held-out networks and {len(refs)} references interleaved "
-          f"(budget {budget_s:.0f} s) ...", flush=True)
+    print(f"{short(name)}: measuring {len(held_out)} held-out networks and {len(refs) + len(own)} references "
+          f"interleaved (budget {budget_s:.0f} s) ...", flush=True)
     result = compare(runnables, MeasureSettings(target_rel_ci=0.02, budget_s=budget_s), min_rounds=10)
     measured = np.array([result.measurements[f"held-out:{i}"].median_us for i in range(len(held_out))])
     anchors = [(a, result.measurements[f"reference:{i}"].median_us) for i, a in enumerate(refs)]
+    own_anchors = [(a, result.measurements[f"own:{i}"].median_us) for i, a in enumerate(own)]
     report: dict[str, Any] = {"family": name, "extension": cost, "held_out": len(held_out),
                               "interleaved_rounds": result.rounds, "measured_us": [float(v) for v in measured],
-                              "widths": [list(a.width_tuple) for a in held_out]}
+                              "widths": [list(a.width_tuple) for a in held_out],
+                              "own_references_us": [m for _, m in own_anchors]}
     for label, prof in (("before", base), ("after", extended)):
         report[label] = {}
         for kind in PREDICTORS:
             inner = prof.predictor(kind)
-            report[label][kind] = scores(inner, held_out, measured)
-            report[label][f"{kind}+rescaled"] = scores(rescaled(inner, anchors), held_out, measured)
+            report[label][kind] = scores(lambda p=inner: p, held_out, measured)
+            report[label][f"{kind}+rescaled"] = scores(lambda p=inner: rescaled(p, anchors), held_out, measured)
+            report[label][f"{kind}+anchored"] = scores(lambda p=inner: Rescaled(p, own_anchors, label="anchored"),
+                                                       held_out, measured)
     return report
+
+
+def references_of(profile: DeviceProfile, name: str) -> list[Arch]:
+    """The family's full-width network and its first calibration networks in ``profile``."""
+    archs, _ = profile.network_samples("calib")
+    return [profile.family_archs[name], *[a for a in archs if a.name == name][1:REFERENCES_PER_FAMILY]]
 
 
 def run(profile: Path, families: list[str], per_family: int, budget_s: float, budget_min: float,
@@ -132,7 +146,7 @@ def run(profile: Path, families: list[str], per_family: int, budget_s: float, bu
     done = json.loads(out.read_text()) if out.exists() else {"benchmark": "extension_accuracy", "families": {}}
     done.update({"profile": profile.name, "extension_budget_min": budget_min, "date": time.strftime("%Y-%m-%d")})
     for name in families:
-        if name in done["families"]:
+        if name in done["families"] and "own_references_us" in done["families"][name]:
             print(f"{short(name)}: in {out} already")
             continue
         done["families"][name] = evaluate(profile, name, per_family, budget_s, root, budget_min, shape)
