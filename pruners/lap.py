@@ -17,8 +17,9 @@ the chosen network is measured.
   profile's channel-step multiples, then ``ceil(low * C)``) for which the network with every later
   group at ``low`` is predicted within the target: every episode ends within the budget. A target
   that even all groups at ``low`` miss (after the aim below) is refused with that floor.
-- **Aim.** Before the search, the uniform network predicted at the target is measured once and the
-  wall's target scaled by predicted / measured, so the episodes aim at the measured target.
+- **Aim.** Before the search, a uniform network on the profile's channel step predicted near the
+  target is measured once and the wall's target scaled by predicted / measured (bounded to
+  [2/3, 1.5]), so the episodes aim at the measured target.
 - **Reward** ``R = -E + latency_weight * S`` with ``E = 1 - accuracy`` on the quick check (batch norms
   recalibrated on ``check_images`` training images, two validation batches, no fine-tuning) and
   ``S = sum_g s_g(r_g) * (1 - r_g)``, the share of latency the sensitivity analysis credits to the
@@ -50,7 +51,7 @@ import torch
 from latbench.arch import Arch
 from latbench.jsonio import dump_json
 from latbench.sensitivity import sensitivity
-from pruners.baselines import search_knob, uniform
+from pruners.baselines import search_knob
 from pruners.ddpg import DDPG, DDPGSettings
 from pruners.dynamic_selection import dynamic_scores, gate_gradients, regrow
 from pruners.errors import PruningError
@@ -188,20 +189,43 @@ def run_episode(env: Environment, act) -> Episode:
     return Episode(widths, actions, states, predicted)
 
 
+#: the aim's correction, predicted / measured, is kept within these bounds
+AIM_BOUNDS = (2 / 3, 1.5)
+
+
+def calibration_widths(env: Environment, aim: float) -> dict[int, int]:
+    """The uniform network on the profile's channel step (every profile samples step multiples, so its
+    predictions are trustworthy there, unlike at a few misaligned channels) predicted nearest ``aim``
+    from below: each group at ``round(r * C / step) * step`` channels (at least one step, at most ``C``),
+    ``r`` from 0.05 to 1 in steps of 0.05; the smallest if none is within ``aim``."""
+    def widths(r: float) -> dict[int, int]:
+        return {g: min(c, max(min(env.step, c), env.step * round(r * c / env.step)))
+                for g, c in ((g, env.arch.width_tuple[g]) for g in env.group_ids)}
+
+    options = [widths(k / 20) for k in range(1, 21)]
+    ratios = env.oracle.predict_ratios([env.arch.with_widths(w) for w in options])
+    within = [i for i, r in enumerate(ratios) if r <= aim]
+    return options[max(within, key=lambda i: ratios[i]) if within else int(np.argmin(ratios))]
+
+
 def _calibrate(problem: Problem, env: Environment) -> dict[str, float]:
-    """Move the wall's target so that the search aims at the *measured* target: the uniform network predicted
-    at the target is measured once, and the target is scaled by predicted / measured (at most 1). A profile
-    far off for pruned networks would otherwise send every episode to the wrong latency."""
+    """Move the wall's target so that the search aims at the *measured* target: a uniform network on the
+    profile's channel step predicted near the target (:func:`calibration_widths`) is measured once, and
+    the target scaled by predicted / measured (kept within ``AIM_BOUNDS``, at most 1). A profile off for
+    pruned networks would otherwise send every episode to the wrong latency."""
     target = problem.target
     if problem.oracle.mode == "predict":
         return {"search_target": target}
-    # the uniform baseline on predictions alone (no build): its widest network predicted within the target
     aim = max(target, env.floor())  # under the floor, what the floor measures decides whether it is out of reach
-    found = uniform(problem.model, problem.arch, problem.groups, problem.example, problem.oracle, aim)
-    predicted = problem.oracle.predict(found.arch).ratio
-    measured = problem.oracle.measure(problem.build(found.decision), found.arch).ratio
-    env.target = min(1.0, target * predicted / measured)
-    return {"search_target": env.target, "calibration_predicted": predicted, "calibration_measured": measured}
+    widths = calibration_widths(env, aim)
+    arch = problem.arch.with_widths(widths)
+    decision = Decision({g: tuple(range(w)) for g, w in widths.items() if w < problem.arch.width_tuple[g]})
+    predicted = problem.oracle.predict(arch).ratio
+    measured = problem.oracle.measure(problem.build(decision), arch).ratio
+    correction = min(max(predicted / measured, AIM_BOUNDS[0]), AIM_BOUNDS[1])
+    env.target = min(1.0, target * correction)
+    return {"search_target": env.target, "calibration_predicted": predicted, "calibration_measured": measured,
+            "calibration_keep": {str(g): w for g, w in widths.items()}}
 
 
 def _selection_scores(problem: Problem, selection: str, batches: int) -> dict[int, torch.Tensor]:

@@ -16,7 +16,7 @@ from pruners.ddpg import DDPG, DDPGSettings
 from pruners.dynamic_selection import DROPPED_GATE, gate_gradients, regrow
 from pruners.errors import PruningError
 from pruners.groups import ChannelGroup
-from pruners.lap import LOG, Environment, lap, run_episode
+from pruners.lap import AIM_BOUNDS, LOG, Environment, calibration_widths, lap, run_episode
 from pruners.method import Problem
 from pruners.oracle import LatencyOracle
 from pruners.train import TrainConfig
@@ -99,6 +99,22 @@ def test_the_wall_keeps_every_episode_within_the_target(profile_and_data, target
     assert greedy.widths[env.group_ids[0]] == problem.arch.width_tuple[env.group_ids[0]]
 
 
+@pytest.mark.parametrize("aim", [0.8, 0.3])
+def test_the_aim_is_measured_on_a_uniform_network_on_the_channel_step(profile_and_data, aim):
+    problem = _problem(profile_and_data, aim)
+    env = Environment(problem.arch, [g.id for g in problem.groups], problem.oracle, aim, step=16)
+    chosen = calibration_widths(env, aim)
+    channels = {g: problem.arch.width_tuple[g] for g in env.group_ids}
+    assert all(w == channels[g] or w % 16 == 0 for g, w in chosen.items())
+    predicted = problem.oracle.predict(problem.arch.with_widths(chosen)).ratio
+    # the uniform networks on the step, keep r = 0.05 ... 1, each group rounded to a multiple of 16 channels
+    others = [problem.oracle.predict(problem.arch.with_widths(
+        {g: min(c, max(min(16, c), 16 * round(k / 20 * c / 16))) for g, c in channels.items()})).ratio
+        for k in range(1, 21)]
+    within = [p for p in others if p <= aim]
+    assert predicted == pytest.approx(max(within) if within else min(others))  # nearest from below, else smallest
+
+
 def test_a_target_under_the_floor_is_refused_with_it(profile_and_data):
     with pytest.raises(PruningError, match=r"every group at the lowest keep ratio 0.2 is predicted at 0\.\d{3}"):
         lap(_problem(profile_and_data, 0.05), episodes=1, warmup=1)
@@ -160,8 +176,8 @@ def test_a_resumed_search_continues_from_its_checkpoint(profile_and_data, tmp_pa
     # the aim measured before the search is kept, not measured again: the resumed episodes aim where the first did
     assert summary["search_target"] == first.history[-1]["lap"]["search_target"]
     m, p = summary["calibration_measured"], summary["calibration_predicted"]
-    assert summary["search_target"] == pytest.approx(min(1.0, max(0.6 * p / m, 0.0)), rel=1e-9) or \
-        summary["search_target"] > 0.6 * p / m  # raised to the floor
+    correction = min(max(p / m, AIM_BOUNDS[0]), AIM_BOUNDS[1])
+    assert summary["search_target"] == pytest.approx(min(1.0, 0.6 * correction), rel=1e-9)
     assert summary["best_reward"] == max(r["reward"] for r in again)
     assert set(summary["selection_accuracy"]) == {"l1", "dynamic", "dynamic+regrowth"}
 
