@@ -177,7 +177,8 @@ def test_predict_measure_reanchors_and_reports_the_error_after_it(capsys, shippe
     last = out.strip().splitlines()[-1]
     assert "interleaved with the anchors; lut error after re-anchoring" in last and "re-anchor factor" in last
     factor = history(folder)[-1].factor
-    assert f"{factor:.2f}x" in last and 0.2 < factor < 5
+    # the factor printed is the one recorded; a machine loaded by other work runs several times slower
+    assert f"{factor:.2f}x" in last and 0.1 < factor < 20
 
 
 def test_bad_reanchor_seconds_is_one_line(capsys, shipped_profile):
