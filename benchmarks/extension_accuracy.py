@@ -44,10 +44,10 @@ def short(name: str) -> str:
     return name.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
 
 
-def extend_copy(profile: Path, name: str, root: Path, budget_min: float, shape: tuple[int, int, int]
-                ) -> tuple[Path, dict[str, Any]]:
-    """A copy of ``profile`` extended with ``name`` (resumed if an earlier run left it unfinished); its
-    minutes and the layer and network measurements it added."""
+def extend_copy(before: DeviceProfile, profile: Path, name: str, root: Path, budget_min: float,
+                shape: tuple[int, int, int]) -> tuple[DeviceProfile, dict[str, Any]]:
+    """A copy of ``profile`` (loaded: ``before``) extended with ``name`` (resumed if an earlier run left it
+    unfinished); its minutes and the layer and network measurements it added."""
     folder = root / f"{profile.name}+{short(name)}"
     if not (folder / "profile.json").exists():
         shutil.rmtree(folder, ignore_errors=True)
@@ -58,9 +58,9 @@ def extend_copy(profile: Path, name: str, root: Path, budget_min: float, shape: 
             meta["families"] = [f for f in meta["families"] if f != name]
         settings = extension_settings(meta, [name], shape, budget_min=budget_min)
         profile_device(settings, out=folder, progress=True, extend=True)
-    before, after = DeviceProfile.load(profile), DeviceProfile.load(folder)
-    ext = json.loads((folder / "profile.json").read_text())["extensions"][-1]
-    return folder, {"minutes": ext["minutes"], "layer_measurements": len(after.layers) - len(before.layers),
+    after = DeviceProfile.load(folder)
+    ext = after.meta["extensions"][-1]
+    return after, {"minutes": ext["minutes"], "layer_measurements": len(after.layers) - len(before.layers),
                     "network_measurements": len(after.models) - len(before.models),
                     "state_factors": ext.get("state_factors", []), "layer_state": ext.get("layer_state"),
                     **({"warning": ext["warning"]} if "warning" in ext else {})}
@@ -87,19 +87,15 @@ def scores(make, archs: list[Arch], measured: np.ndarray) -> dict[str, Any]:
 def rescaled(inner, anchors: list[tuple[Arch, float]]) -> Rescaled:
     """``inner`` scaled by the median measured / predicted over ``anchors``, for every family alike (a new
     family has no reference of its own)."""
-    scaled = Rescaled(inner, anchors)
-    scaled.default = statistics.median(m / p for (_, m), p in zip(anchors, inner.predict_many(
-        [a for a, _ in anchors])[0], strict=True))
-    scaled.factors = {}
-    return scaled
+    predicted = inner.predict_many([a for a, _ in anchors])[0]
+    return Rescaled(inner, [], default=statistics.median(m / p for (_, m), p in zip(anchors, predicted, strict=True)))
 
 
 def evaluate(profile_dir: Path, name: str, per_family: int, budget_s: float, root: Path, budget_min: float,
              shape: tuple[int, int, int]) -> dict[str, Any]:
     base = DeviceProfile.load(profile_dir)
     fam = family(name, shape)
-    folder, cost = extend_copy(profile_dir, name, root, budget_min, shape)
-    extended = DeviceProfile.load(folder)
+    extended, cost = extend_copy(base, profile_dir, name, root, budget_min, shape)
     arch = extended.family_archs[name]
     step = int(extended.meta["plan"]["step"])
     held_out = [v.arch(arch) for v in network_variants(name, arch, per_family + 1, seed=HELD_OUT_SEED, align=step)[1:]]

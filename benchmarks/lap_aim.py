@@ -27,7 +27,7 @@ from pruners.groups import channel_groups
 from pruners.lap import Environment, calibration_widths
 from pruners.oracle import LatencyOracle
 from pruners.splamp import profile_group_size
-from pruners.surgery import Decision, apply
+from pruners.surgery import Decision, apply, keep_first
 from pruners.trained import load_trained
 
 
@@ -59,7 +59,7 @@ def main() -> None:
         for target in args.targets:
             for aim, widths in (("old", old_aim(env, groups, target)), ("new", calibration_widths(env, target))):
                 candidate = arch.with_widths(widths)
-                decision = Decision({g: tuple(range(w)) for g, w in widths.items() if w < arch.width_tuple[g]})
+                decision = Decision(keep_first({g: w for g, w in widths.items() if w < arch.width_tuple[g]}))
                 predicted = oracle.predict(candidate).ratio
                 measured = oracle.measure(apply(model, arch, decision, x, check_arch=False)[0], candidate).ratio
                 rows.append({"model": name, "target": target, "aim": aim, "predicted": predicted,

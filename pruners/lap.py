@@ -58,7 +58,7 @@ from pruners.errors import PruningError
 from pruners.importance import keep_top, score
 from pruners.method import Method, Problem, Search, option
 from pruners.splamp import profile_group_size
-from pruners.surgery import Decision
+from pruners.surgery import Decision, keep_first
 from pruners.train import progress_bar, save_atomic
 
 CHECKPOINT = "lap.pt"
@@ -219,7 +219,7 @@ def _calibrate(problem: Problem, env: Environment) -> dict[str, float]:
     aim = max(target, env.floor())  # under the floor, what the floor measures decides whether it is out of reach
     widths = calibration_widths(env, aim)
     arch = problem.arch.with_widths(widths)
-    decision = Decision({g: tuple(range(w)) for g, w in widths.items() if w < problem.arch.width_tuple[g]})
+    decision = Decision(keep_first({g: w for g, w in widths.items() if w < problem.arch.width_tuple[g]}))
     predicted = problem.oracle.predict(arch).ratio
     measured = problem.oracle.measure(problem.build(decision), arch).ratio
     correction = min(max(predicted / measured, AIM_BOUNDS[0]), AIM_BOUNDS[1])

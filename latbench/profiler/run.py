@@ -196,8 +196,7 @@ def _profile_device(settings: ProfileSettings, backend, folder: Path, progress: 
     reference = channel_step.probe(backend.device, settings.batch)
     meta = _open_folder(folder, settings, fingerprint, layer_settings, extend)
     extension = meta["extensions"][-1] if extend else None
-    recorded = recorded_families(meta, new=True)
-    families = {name: (recorded.get(name) or fam).checked() for name, fam in families.items()}
+    families = {name: fam.checked() for name, fam in families.items()}
     meta["family_sources"] = {name: fam.to_dict() for name, fam in families.items()}
     meta.setdefault("reference_layer", reference.to_dict())
     timings = meta.setdefault("timings_s", {})
