@@ -39,9 +39,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
         check_methods(args.method, args.compare, metric)
     check_writable_folder(args.out or default_out(args.model, args.method, metric, target))
     profile = load_profile(args.profile, args.strict, args.reanchor)
+    pool = None
+    if args.ray is not None:
+        from latbench.fleet.pool import RayPool
+
+        pool = RayPool.for_profile(profile, args.ray_actors, args.ray)
     shared = dict(dataset=args.dataset, data_root=args.data_root, finetune=finetune, predictor=args.predictor,
                   mode=args.oracle, seed=args.seed, measure_budget_s=args.measure_budget, progress=not args.quiet,
-                  bn_images=args.bn_images)
+                  bn_images=args.bn_images, pool=pool)
     result = prune(args.method, args.model, args.weights, profile, target, out=args.out, metric=metric,
                    options={name: getattr(args, name) for name in method_option_names()}, **shared)
     print(result.summary())
@@ -124,6 +129,10 @@ def register(sub) -> None:
                          "criterion), and measure all side by side with the original, e.g. --compare uniform global")
     pn.add_argument("--compare-budget", type=positive_float, default=30.0,
                     help="seconds of each of the 3 side-by-side comparisons (default 30)")
+    pn.add_argument("--ray", metavar="ADDRESS",
+                    help="measure on a Ray cluster's devices of the profile's kind (nodes advertising the resource "
+                         "latbench-device:PROFILE; 'auto': the cluster this machine belongs to)")
+    pn.add_argument("--ray-actors", type=positive_int, help="devices to use (default: every one the cluster has)")
     pn.add_argument("--out", help="run folder (default runs/MODEL-METHOD-METRICTARGET); a rerun resumes there")
     add_profile_checks(pn)
     pn.add_argument("--quiet", action="store_true", help="no progress bar")

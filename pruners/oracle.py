@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,8 @@ from torch import nn
 
 from latbench.arch import Arch
 from latbench.errors import ProfileError
-from latbench.measure import MeasureSettings, compare
+from latbench.measure import MeasureSettings
+from latbench.measure.jobs import JobResult, JobRunner, MeasureJob
 from latbench.predictors import OutOfProfileError
 from pruners.errors import PruningError
 
@@ -73,7 +74,9 @@ class LatencyOracle:
     """Predicts and measures candidates of ``reference`` (traced as ``arch``) on one device profile.
 
     ``backend``: where measurements run; defaults to the profile's own backend, and one whose name
-    differs from the profile's is refused (a profile prices one engine, not another).
+    differs from the profile's is refused (a profile prices one engine, not another). ``pool``: a
+    measurement pool (``latbench.fleet.pool.RayPool``) whose devices measure instead, the candidates of
+    one call spread over its actors, each job interleaved with the reference; ``None`` measures here.
     """
 
     profile: Any
@@ -86,6 +89,7 @@ class LatencyOracle:
     backend: Any = None
     settings: MeasureSettings = field(default_factory=lambda: MeasureSettings(target_rel_ci=0.01, budget_s=6.0))
     counts: Counts = field(default_factory=Counts)
+    pool: Any = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -100,7 +104,7 @@ class LatencyOracle:
         self._model = self.profile.predictor(self.predictor)
         self._predicted: dict[str, Estimate] = {}
         self._measured: dict[str, Estimate] = {}
-        self._reference_runnable = None
+        self._runner: JobRunner | None = None
         self.reference_predicted_us = self._price_reference()
         self.reference_measured_us: float | None = None
 
@@ -180,20 +184,26 @@ class LatencyOracle:
         self.counts.cache_hits += len(candidates) - len(new)
         if new:
             start = time.perf_counter()
-            if self._reference_runnable is None:
-                self._reference_runnable = self.backend.deploy(self.reference.eval(), self.example)
-            runnables = {"reference": self._reference_runnable}
-            runnables |= {key: self.backend.deploy(module.eval(), self.example) for key, (module, _) in new.items()}
-            budget = max(self.settings.budget_s, seconds_each * len(runnables))
-            result = compare(runnables, replace(self.settings, budget_s=budget))
-            self.reference_measured_us = self.reference_measured_us or result.measurements["reference"].median_us
-            for key in new:
-                r = result.ratios[key]
-                self._measured[key] = Estimate(r.ratio, r.ratio * self.reference_measured_us, r.ci_low, r.ci_high,
-                                               "measured")
+            for result in self._run(new, seconds_each):
+                self.reference_measured_us = self.reference_measured_us or result.reference_us
+                for key, (ratio, low, high) in result.ratios.items():
+                    self._measured[key] = Estimate(ratio, ratio * self.reference_measured_us, low, high, "measured")
             self.counts.measurements += len(new)
             self.counts.measure_seconds += time.perf_counter() - start
         return [self._measured[key] for key in keys]
+
+    def _run(self, new: dict[str, tuple[nn.Module, Arch]], seconds_each: float) -> list[JobResult]:
+        """Here: one job of every new candidate. In a pool: the candidates dealt round-robin into one job
+        per actor (at most one per candidate), which the actors run in parallel."""
+        keys = list(new)
+        parts = 1 if self.pool is None else max(1, min(len(self.pool), len(keys)))
+        jobs = [MeasureJob(self.arch.signature(), self.reference, self.example,
+                           {k: new[k][0] for k in keys[i::parts]}, self.settings, seconds_each) for i in range(parts)]
+        if self.pool is not None:
+            return self.pool.measure(jobs)
+        if self._runner is None:
+            self._runner = JobRunner(self.backend)
+        return [self._runner.run(job) for job in jobs]
 
     def ratio(self, arch: Arch, build: Callable[[], nn.Module] | None = None) -> Estimate:
         """The candidate's latency ratio by this oracle's mode; ``build`` makes its module when measuring."""
@@ -234,4 +244,5 @@ class LatencyOracle:
         return {"profile": self.profile.name, "backend": self.backend_name, "predictor": self.predictor,
                 "mode": self.mode, "threshold": self.threshold, "notes": list(self.notes),
                 "reference_predicted_us": self.reference_predicted_us,
-                "reference_measured_us": self.reference_measured_us, "counts": self.counts.to_dict()}
+                "reference_measured_us": self.reference_measured_us, "counts": self.counts.to_dict(),
+                **({"pool": self.pool.describe()} if self.pool is not None else {})}

@@ -49,7 +49,8 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
           dataset: str = "digits", data_root: str | Path | None = None, out: str | Path | None = None,
           metric: str = "latency", finetune: TrainConfig | None = None, predictor: str = "lut", mode: str = "auto",
           seed: int = 0, measure_budget_s: float = 10.0, progress: bool = True,
-          options: dict[str, Any] | None = None, bn_images: int = RECALIBRATION_IMAGES) -> PruneResult:
+          options: dict[str, Any] | None = None, bn_images: int = RECALIBRATION_IMAGES,
+          pool: Any = None) -> PruneResult:
     """Prune the zoo network ``model_name`` (trained ``weights``) on one of the built-in datasets: loads both
     and calls :func:`prune_module` (see there), with the built-in trainer and top-1 accuracy on the test split."""
     finetune = finetune or TrainConfig(epochs=5, lr=0.01, seed=seed)
@@ -66,7 +67,7 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
                 "seed": seed, "finetune": finetune.to_dict(), "options": options}
     return prune_module(model, example, prof, method, target, metric, train_loader, val_loader, finetune,
                         lambda m: evaluate(m, test_loader), out, model_name, predictor, mode, measure_budget_s,
-                        progress, options, bn_images, settings)
+                        progress, options, bn_images, settings, pool=pool)
 
 
 def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | Path | DeviceProfile,
@@ -75,7 +76,7 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
                  evaluate_fn: Evaluate | None = None, out: str | Path | None = None, name: str = "model",
                  predictor: str = "lut", mode: str = "auto", measure_budget_s: float = 10.0, progress: bool = True,
                  options: dict[str, Any] | None = None, bn_images: int = RECALIBRATION_IMAGES,
-                 settings: dict[str, Any] | None = None, finetune_epochs: int = 5) -> PruneResult:
+                 settings: dict[str, Any] | None = None, finetune_epochs: int = 5, pool: Any = None) -> PruneResult:
     """Prune any trained ``model`` (run on ``example_input``) with ``method`` to ``target`` (a ratio of the
     original's latency or FLOPs), fine-tune, measure (interleaved with the original for ``measure_budget_s``),
     and write the run folder ``out``.
@@ -87,6 +88,7 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
     see ``pruners.methods``); unset ones take their defaults. After every surgery the batch norms are
     re-estimated on ``bn_images`` images of ``train_loader`` (0, or no loader: not at all). ``settings``
     identify the search in the run folder (default: method, name, profile, target and the rest given here).
+    ``pool``: a measurement pool (``latbench.fleet.pool.RayPool``) that takes the search's measurements.
     """
     chosen = get_method(method)
     if bn_images < 0:
@@ -109,7 +111,7 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
         prof = profile if isinstance(profile, DeviceProfile) else DeviceProfile.load(profile)
         model = model.eval()
         arch = trace(model, example_input, name)
-        oracle = LatencyOracle(prof, model, arch, example_input, predictor=predictor, mode=mode)
+        oracle = LatencyOracle(prof, model, arch, example_input, predictor=predictor, mode=mode, pool=pool)
         groups = channel_groups(model, arch, example_input)
         problem = Problem(model, arch, groups, example_input, oracle, target, metric, train_loader, val_loader, config,
                           out, progress, bn_images, fine_tune_fn=user_finetune)

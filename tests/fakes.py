@@ -83,3 +83,42 @@ class FakeTimer:
             self.clock.t += value / 1e6
             out.append(value)
         return out
+
+
+class ConstantTimer:
+    """Every call takes ``us`` microseconds, whatever it does."""
+
+    name = "constant"
+
+    def __init__(self, us: float) -> None:
+        self.us = us
+
+    def time(self, fn, n):
+        return [self.us] * n
+
+
+class ParamClockBackend:
+    """A backend whose deployed networks take a made-up, deterministic ``const_us + us_per_kparam * kparams``
+    (no engine runs): measurements that are equal wherever they are made, for testing what carries them.
+
+    ``crash_once``: a file path; the first deploy that finds it missing creates it and kills its own process
+    (a device that dies in the middle of a job)."""
+
+    name = "param-clock"
+
+    def __init__(self, const_us: float = 50.0, us_per_kparam: float = 1.0, crash_once: str | None = None) -> None:
+        self.const_us, self.us_per_kparam, self.crash_once = const_us, us_per_kparam, crash_once
+
+    def latency_us(self, module) -> float:
+        return self.const_us + self.us_per_kparam * sum(p.numel() for p in module.parameters()) / 1e3
+
+    def deploy(self, module, example):
+        import os
+        from pathlib import Path
+
+        from latbench.backends.base import Runnable
+
+        if self.crash_once is not None and not Path(self.crash_once).exists():
+            Path(self.crash_once).touch()
+            os._exit(1)
+        return Runnable(lambda: None, timer=ConstantTimer(self.latency_us(module)))
