@@ -12,6 +12,7 @@ from latbench.errors import UsageError
 from latbench.predictors import layer_sum_kinds
 from pruners.batchnorm import RECALIBRATION_IMAGES
 from pruners.compare import COMPARISON, check_methods, compare_at_latency, comparison_table
+from pruners.distributed import context
 from pruners.method import option_parser, option_type
 from pruners.methods import METHODS
 from pruners.prune import default_out, prune
@@ -24,6 +25,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = args.out or f"runs/{args.model}-{args.dataset}"
     check_writable_folder(out)
     report = train_zoo_model(args.model, args.dataset, out, config, root=args.data_root, progress=not args.quiet)
+    if not context().main:  # under torchrun, rank 0 reports
+        return 0
     print(f"{args.model} on {args.dataset}: test accuracy {report['test_accuracy']:.2f}% after {config.epochs} "
           f"epochs in {report['seconds']:.0f} s; weights {out}/weights.pt")
     return 0

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from pruners.distributed import context, local_device
 from pruners.errors import CheckpointError
 
 CHECKPOINT = "checkpoint.pt"
@@ -61,9 +62,11 @@ def evaluate(model: nn.Module, loader: Iterable, max_batches: int | None = None)
     was_training = model.training
     model.eval()
     correct = total = 0
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     for i, (x, y) in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
+        x, y = x.to(device), y.to(device)
         correct += int((model(x).argmax(1) == y).sum())
         total += int(y.numel())
     model.train(was_training)
@@ -95,9 +98,16 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: Iterable, config
 
     ``train_loader`` must shuffle with its own ``generator`` (as ``pruners.data.loaders`` builds it) for
     a resumed run to see the same batches. ``on_epoch_end(epoch, model)`` callbacks run after each epoch.
+    Under ``torchrun`` the processes train one network data-parallel (``pruners.distributed``); rank 0
+    writes the checkpoints, every process reads them to resume, and only rank 0 shows progress.
     """
     if config.distill > 0 and teacher is None:
         raise CheckpointError("distillation weight > 0 needs a teacher network")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if device.type == "cuda":
+        device = local_device(device)
+        model.to(device)
+    ctx = context(device)
     torch.manual_seed(config.seed)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay, nesterov=config.momentum > 0)
@@ -109,20 +119,24 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: Iterable, config
     else:  # a loader used before starts over: the same call gives the same run
         for gen in _generators(train_loader):
             gen.manual_seed(config.seed)
-    per_epoch = max(len(train_loader), 1)
+    batches = ctx.loader(train_loader, config.seed)
+    net = ctx.wrap(model)
+    per_epoch = max(len(batches), 1)
     total = config.epochs * per_epoch
     if teacher is not None:
         teacher.eval()
-    bar = progress_bar(progress, description, total, start * per_epoch)
+    bar = progress_bar(progress and ctx.main, description, total, start * per_epoch)
     try:
         for epoch in range(start, config.epochs):
             t0 = time.perf_counter()
-            model.train()
+            net.train()
+            ctx.set_epoch(batches, epoch)
             loss_sum = correct = seen = 0.0
-            for i, (x, y) in enumerate(train_loader):
+            for i, (x, y) in enumerate(batches):
+                x, y = x.to(device), y.to(device)
                 for g in opt.param_groups:
                     g["lr"] = _lr_at(config, epoch * per_epoch + i, total, per_epoch)
-                logits = model(x)
+                logits = net(x)
                 with torch.no_grad():
                     t_logits = teacher(x) if teacher is not None and config.distill > 0 else None
                 loss = _loss(logits, y, t_logits, config)
@@ -135,12 +149,14 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: Iterable, config
                 if bar:
                     info = f"epoch {epoch + 1}/{config.epochs} loss {float(loss.detach()):.3f}"
                     bar[0].update(bar[1], advance=1, info=info)
+            loss_sum, correct, seen = ctx.sum([loss_sum, correct, seen])
             val = evaluate(model, val_loader)
             history.epochs.append({"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
                                    "train_loss": loss_sum / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1),
                                    "val_acc": val, "seconds": time.perf_counter() - t0})
-            if ckpt is not None:
+            if ckpt is not None and ctx.main:
                 _save(ckpt, model, opt, train_loader, config, history, epoch + 1)
+            ctx.barrier()
             for callback in on_epoch_end:
                 callback(epoch + 1, model)
     finally:

@@ -7,6 +7,7 @@ A trained model is a folder: ``weights.pt`` (``torch.save(model.state_dict())``)
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from latbench.folder_lock import FolderLock
 from latbench.jsonio import dump_json
 from latbench.models import build_model, get_entry, is_factory, resolve_model
 from pruners.data import Splits, load_dataset, loaders
+from pruners.distributed import context
 from pruners.errors import CheckpointError
 from pruners.train import TrainConfig, evaluate, fit, load_weights, read_weights, save_atomic
 
@@ -36,26 +38,29 @@ def model_for(name: str, splits: Splits) -> nn.Module:
 def train_zoo_model(name: str, dataset: str = "digits", out: str | Path | None = None,
                     config: TrainConfig | None = None, root: str | Path | None = None,
                     progress: bool = True) -> dict[str, Any]:
-    """Train zoo network ``name`` on ``dataset``; write its folder to ``out`` (resuming there if interrupted)."""
+    """Train zoo network ``name`` on ``dataset``; write its folder to ``out`` (resuming there if interrupted).
+    Under ``torchrun`` every process trains its share (``pruners.distributed``) and rank 0 writes the folder."""
     config = config or TrainConfig()
     splits = load_dataset(dataset, root, seed=config.seed)
     torch.manual_seed(config.seed)
     model = model_for(name, splits)
     train, val, test = loaders(splits, config.batch_size, config.seed)
     out = Path(out or f"runs/{name}-{dataset}")
-    with FolderLock(out, f"latbench train {name}"):
+    main = context().main
+    with FolderLock(out, f"latbench train {name}") if main else nullcontext():
         start = time.perf_counter()
         history = fit(model, train, val, config, checkpoint_dir=out / "checkpoint", progress=progress,
                       description=f"training {name} on {dataset}")
         seconds = time.perf_counter() - start
         accuracy = evaluate(model, test)
-        save_atomic(model.state_dict(), out / WEIGHTS)
-        example = torch.zeros(1, *splits.input_shape)
-        trace(model, example, name).to_json(out / "arch.json")
         report = {"model": name, "dataset": dataset, "num_classes": splits.num_classes,
                   "input_shape": list(splits.input_shape), "config": config.to_dict(), "test_accuracy": accuracy,
-                  "val_accuracy": history.last_val, "seconds": seconds, "history": history.epochs}
-        dump_json(report, out / "train.json", indent=1)
+                  "val_accuracy": history.last_val, "seconds": seconds, "history": history.epochs,
+                  "processes": context().world}
+        if main:
+            save_atomic(model.state_dict(), out / WEIGHTS)
+            trace(model.cpu(), torch.zeros(1, *splits.input_shape), name).to_json(out / "arch.json")
+            dump_json(report, out / "train.json", indent=1)
     return report
 
 
