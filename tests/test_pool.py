@@ -180,3 +180,4 @@ def test_prune_on_a_cluster_without_the_profiles_devices_is_one_line(cluster, ca
                        "--profile", str(shipped_profile()), "--latency-target", "0.7", "--out", str(tmp_path / "run"),
                        "--ray", "auto")
     assert_one_line_error(code, err, "latbench-device:amd-epyc-1t-onnxruntime-fp32-bs1")
+

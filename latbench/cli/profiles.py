@@ -28,17 +28,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
         return _adapt(args, families)
     if not families:
         raise UsageError("give --models (e.g. resnet56,vgg16,mobilenetv2), or --from a profile to adapt")
+    if args.ray is not None:
+        return _fleet(args, families)
     if args.out:
         check_writable_folder(args.out)  # before measuring: a profile that cannot be saved is lost time
     if args.extend:
         folder = _extend(args, families)
     else:
-        settings = ProfileSettings(families=families, backend=args.backend, device=args.device, threads=args.threads,
-                                   precision=args.precision or "fp32", batch=1 if args.batch is None else args.batch,
-                                   budget_min=args.budget_min, networks_per_family=args.networks, step=args.step,
-                                   refine=not args.no_refine, refine_target=args.refine_target,
-                                   cuda_graph=args.cuda_graph, input_shape=_input_shape(args))
-        folder = profile_device(settings, out=args.out, progress=not args.quiet)
+        folder = profile_device(_settings(args, families), out=args.out, progress=not args.quiet)
     meta = DeviceProfile.load(folder, check_fingerprint=False).meta
     con = console()
     con.print(f"profile written to {folder} in {meta['timings_s']['total'] / 60:.1f} min "
@@ -62,6 +59,30 @@ def cmd_profile(args: argparse.Namespace) -> int:
                   f"{r['measured']} new points had been interpolated to a median "
                   f"{r['held_out']['median_ape'] * 100:.1f}% (90th pct {r['held_out']['p90_ape'] * 100:.1f}%)")
     return 0
+
+
+def _settings(args: argparse.Namespace, families: list[str]) -> ProfileSettings:
+    return ProfileSettings(families=families, backend=args.backend, device=args.device, threads=args.threads,
+                           precision=args.precision or "fp32", batch=1 if args.batch is None else args.batch,
+                           budget_min=args.budget_min, networks_per_family=args.networks, step=args.step,
+                           refine=not args.no_refine, refine_target=args.refine_target,
+                           cuda_graph=args.cuda_graph, input_shape=_input_shape(args))
+
+
+def _fleet(args: argparse.Namespace, families: list[str]) -> int:
+    """``profile --ray ADDRESS``: the same profile run on every node advertising a device, written back here."""
+    if args.out or args.extend:
+        raise UsageError("--ray writes one profile per node under --root, named by its device; drop --out/--extend")
+    from latbench.fleet.profiling import profile_fleet
+
+    con = console()
+    nodes = [n for n in (args.ray_nodes or "").split(",") if n]
+    outcomes = profile_fleet(_settings(args, families), args.ray, args.root, nodes or None,
+                             on_done=lambda o: con.print(f"  {o.host}: " + (f"profile written to {o.folder}"
+                                                                         if o.folder else f"failed: {o.error}")))
+    failed = [o for o in outcomes if o.folder is None]
+    con.print(f"{len(outcomes) - len(failed)} of {len(outcomes)} nodes profiled")
+    return 1 if failed else 0
 
 
 def _extend(args: argparse.Namespace, families: list[str]) -> Path:
@@ -161,6 +182,12 @@ def register(sub) -> None:
                     help="add the --models families to this profile: measure only what it lacks, keep every sample")
     pr.add_argument("--samples", type=positive_int, default=30,
                     help="with --from: networks to measure here (default 30)")
+    pr.add_argument("--ray", metavar="ADDRESS",
+                    help="profile every node of this Ray cluster that advertises the resource latbench-device "
+                         "('auto': the cluster this machine belongs to); each profile is written under --root")
+    pr.add_argument("--ray-nodes", metavar="IDS", help="comma-separated node ids or host names (prefixes) to profile")
+    pr.add_argument("--root", default="device_profiles",
+                    help="where --ray writes the profiles (default device_profiles)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_profile)
 
