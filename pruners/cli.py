@@ -49,7 +49,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         pool = RayPool.for_profile(profile, args.ray_actors, args.ray)
     shared = dict(dataset=args.dataset, data_root=args.data_root, finetune=finetune, predictor=args.predictor,
                   mode=args.oracle, seed=args.seed, measure_budget_s=args.measure_budget, progress=not args.quiet,
-                  bn_images=args.bn_images, pool=pool)
+                  bn_images=args.bn_images, pool=pool, nproc=args.nproc)
     result = prune(args.method, args.model, args.weights, profile, target, out=args.out, metric=metric,
                    options={name: getattr(args, name) for name in method_option_names()}, **shared)
     print(result.summary())
@@ -132,6 +132,8 @@ def register(sub) -> None:
                          "criterion), and measure all side by side with the original, e.g. --compare uniform global")
     pn.add_argument("--compare-budget", type=positive_float, default=30.0,
                     help="seconds of each of the 3 side-by-side comparisons (default 30)")
+    pn.add_argument("--nproc", type=positive_int, default=1,
+                    help="fine-tune on this many processes (torchrun, DDP: gloo on CPU; default 1)")
     pn.add_argument("--ray", metavar="ADDRESS",
                     help="measure on a Ray cluster's devices of the profile's kind (nodes advertising the resource "
                          "latbench-device:PROFILE; 'auto': the cluster this machine belongs to)")

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from latbench.jsonio import dump_json
 from pruners.batchnorm import RECALIBRATION_IMAGES
 from pruners.data import load_dataset, loaders
 from pruners.errors import PruningError
+from pruners.finetune_job import Recipe, launch
 from pruners.groups import channel_groups
 from pruners.method import Method, Problem
 from pruners.methods import get_method
@@ -50,9 +52,12 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
           metric: str = "latency", finetune: TrainConfig | None = None, predictor: str = "lut", mode: str = "auto",
           seed: int = 0, measure_budget_s: float = 10.0, progress: bool = True,
           options: dict[str, Any] | None = None, bn_images: int = RECALIBRATION_IMAGES,
-          pool: Any = None) -> PruneResult:
+          pool: Any = None, nproc: int = 1) -> PruneResult:
     """Prune the zoo network ``model_name`` (trained ``weights``) on one of the built-in datasets: loads both
-    and calls :func:`prune_module` (see there), with the built-in trainer and top-1 accuracy on the test split."""
+    and calls :func:`prune_module` (see there), with the built-in trainer and top-1 accuracy on the test split.
+    ``nproc`` > 1 fine-tunes on that many ``torchrun`` processes (``pruners.finetune_job``)."""
+    if nproc < 1:
+        raise PruningError(f"nproc must be at least 1, got {nproc}")
     finetune = finetune or TrainConfig(epochs=5, lr=0.01, seed=seed)
     options = {k: v for k, v in (options or {}).items() if v is not None}
     get_method(method).options(options)  # a bad option is refused before any loading
@@ -62,12 +67,14 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
     batch = int(prof.meta["settings"].get("batch", 1))
     example = torch.randn(batch, *splits.input_shape, generator=torch.Generator().manual_seed(seed))
     train_loader, val_loader, test_loader = loaders(splits, finetune.batch_size, seed)
+    recipe = Recipe(model_name, str(weights), dataset, None if data_root is None else str(data_root), seed)
     settings = {"method": method, "model": model_name, "weights": str(weights), "dataset": dataset,
                 "profile": prof.name, "target": target, "metric": metric, "predictor": predictor, "mode": mode,
                 "seed": seed, "finetune": finetune.to_dict(), "options": options}
     return prune_module(model, example, prof, method, target, metric, train_loader, val_loader, finetune,
                         lambda m: evaluate(m, test_loader), out, model_name, predictor, mode, measure_budget_s,
-                        progress, options, bn_images, settings, pool=pool)
+                        progress, options, bn_images, settings, pool=pool,
+                        launch_finetune=None if nproc == 1 else partial(launch, recipe, nproc))
 
 
 def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | Path | DeviceProfile,
@@ -76,7 +83,8 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
                  evaluate_fn: Evaluate | None = None, out: str | Path | None = None, name: str = "model",
                  predictor: str = "lut", mode: str = "auto", measure_budget_s: float = 10.0, progress: bool = True,
                  options: dict[str, Any] | None = None, bn_images: int = RECALIBRATION_IMAGES,
-                 settings: dict[str, Any] | None = None, finetune_epochs: int = 5, pool: Any = None) -> PruneResult:
+                 settings: dict[str, Any] | None = None, finetune_epochs: int = 5, pool: Any = None,
+                 launch_finetune: Callable[..., None] | None = None) -> PruneResult:
     """Prune any trained ``model`` (run on ``example_input``) with ``method`` to ``target`` (a ratio of the
     original's latency or FLOPs), fine-tune, measure (interleaved with the original for ``measure_budget_s``),
     and write the run folder ``out``.
@@ -89,6 +97,8 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
     re-estimated on ``bn_images`` images of ``train_loader`` (0, or no loader: not at all). ``settings``
     identify the search in the run folder (default: method, name, profile, target and the rest given here).
     ``pool``: a measurement pool (``latbench.fleet.pool.RayPool``) that takes the search's measurements.
+    ``launch_finetune(pruned, decision, config, folder, progress)`` fine-tunes elsewhere into the built-in
+    trainer's checkpoint folder (``pruners.finetune_job.launch``: on several processes), read back here.
     """
     chosen = get_method(method)
     if bn_images < 0:
@@ -136,6 +146,8 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
         if user_finetune is not None:
             user_finetune(pruned, finetune_epochs)
         elif config.epochs > 0:
+            if launch_finetune is not None:
+                launch_finetune(pruned, decision, config, out / "finetune", progress)
             history = fit(pruned, train_loader, val_loader, config, checkpoint_dir=out / "finetune", progress=progress,
                           description=f"fine-tuning ({method})")
         acc_finetuned = evaluate_fn(pruned)

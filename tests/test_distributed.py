@@ -46,3 +46,28 @@ def test_an_interrupted_two_process_run_resumes_to_the_same_network(two_processe
     assert [e["val_acc"] for e in resumed["epochs"]] == [e["val_acc"] for e in two_processes["epochs"]]
     assert resumed["weights"] == pytest.approx(two_processes["weights"], rel=1e-9)
     assert resumed["test"] == two_processes["test"]
+
+
+def test_prune_fine_tunes_on_two_processes_and_keeps_what_they_trained(capsys, shipped_profile, tmp_path):
+    import torch
+    from test_cli import run
+
+    from latbench.models import build_model
+    from pruners.train import read_weights
+
+    torch.manual_seed(0)
+    torch.save(build_model("smallconv", num_classes=10).state_dict(), tmp_path / "w.pt")
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "prune", "uniform", "--model", "smallconv", "--weights", str(tmp_path / "w.pt"),
+                       "--profile", str(shipped_profile()), "--latency-target", "0.7", "--oracle", "predict",
+                       "--finetune-epochs", "2", "--measure-budget", "1", "--nproc", "2", "--out", str(out), "--quiet")
+    assert code == 0, err
+    job = json.loads((out / "finetune" / "job.json").read_text())
+    assert job["recipe"]["model"] == "smallconv" and job["config"]["epochs"] == 2
+    checkpoint = torch.load(out / "finetune" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == 2 and len(checkpoint["history"]) == 2
+    report = json.loads((out / "report.json").read_text())
+    assert [e["val_acc"] for e in report["finetune"]] == [e["val_acc"] for e in checkpoint["history"]]
+    # the run's network is the one the two processes trained, not a retrained one
+    final = read_weights(out / "pruned.pt")
+    assert all(torch.equal(final[k], v) for k, v in checkpoint["model"].items())
