@@ -147,13 +147,20 @@ def test_a_job_whose_actor_dies_runs_on_another_and_nothing_is_dropped(cluster, 
         measurements.measure(todo[:2])
 
 
-def test_a_pool_without_devices_of_its_kind_is_refused_in_one_line(cluster):
+def test_a_pool_without_devices_of_its_kind_is_refused_in_one_line(cluster, monkeypatch):
+    from latbench.fleet import pool as pool_module
     from latbench.fleet.pool import RayPool
 
+    monkeypatch.setattr(pool_module, "FREE_WAIT_S", 1.0)
     with pytest.raises(PoolError, match="advertises 'latbench-device:other'"):
         RayPool(ParamClockBackend(), device_resource("other"))
     with pytest.raises(PoolError, match="3 actors asked for, but the cluster has 2"):
         pool(ParamClockBackend(), actors=3)
+    holding = pool(ParamClockBackend(), actors=2)
+    with pytest.raises(PoolError, match=r"only 0 of the cluster's 2 .* are free"):
+        pool(ParamClockBackend(), actors=1)
+    holding.shutdown()
+    pool(ParamClockBackend(), actors=1).shutdown()  # the devices came back
 
 
 def test_nothing_but_the_fleet_imports_ray():

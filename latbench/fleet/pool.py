@@ -9,11 +9,15 @@ An error raised by the measurement itself (a network the engine refuses) is rais
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any
 
 from latbench.fleet import PoolError, device_resource, import_ray
 from latbench.measure.jobs import JobResult, JobRunner, MeasureJob
+
+#: seconds a new pool waits for devices another pool has just released
+FREE_WAIT_S = 10.0
 
 
 class _Worker:
@@ -48,6 +52,12 @@ class RayPool:
         count = available if actors is None else actors
         if not 1 <= count <= available:
             raise PoolError(f"{count} actors asked for, but the cluster has {available} of {resource!r}")
+        free, deadline = 0, time.monotonic() + FREE_WAIT_S  # units a shut-down pool held come back after a moment
+        while (free := int(self.ray.available_resources().get(resource, 0))) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if count > free:
+            raise PoolError(f"{count} actors asked for, but only {free} of the cluster's {available} {resource!r} "
+                            f"are free (another pool holds the others; shut it down first)")
         self.resource, self.retries = resource, retries
         remote = self.ray.remote(num_cpus=0, resources={resource: 1}, max_restarts=0)(_Worker)
         self._actors = [remote.remote(backend, f"{resource}#{i}") for i in range(count)]
