@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -194,11 +194,18 @@ class LatencyOracle:
 
     def _run(self, new: dict[str, tuple[nn.Module, Arch]], seconds_each: float) -> list[JobResult]:
         """Here: one job of every new candidate. In a pool: the candidates dealt round-robin into one job
-        per actor (at most one per candidate), which the actors run in parallel."""
+        per actor (at most one per candidate), run in parallel; each job gets the share of the call's
+        budget its networks (its candidates and its own reference) make of the networks a single job would
+        time, so that every network is timed about as long as here and the call takes less wall time."""
         keys = list(new)
         parts = 1 if self.pool is None else max(1, min(len(self.pool), len(keys)))
-        jobs = [MeasureJob(self.arch.signature(), self.reference, self.example,
-                           {k: new[k][0] for k in keys[i::parts]}, self.settings, seconds_each) for i in range(parts)]
+        jobs = []
+        for i in range(parts):
+            mine = keys[i::parts]
+            share = (len(mine) + 1) / (len(keys) + 1)
+            settings = replace(self.settings, budget_s=self.settings.budget_s * share)
+            jobs.append(MeasureJob(self.arch.signature(), self.reference, self.example, {k: new[k][0] for k in mine},
+                                   settings, seconds_each))
         if self.pool is not None:
             return self.pool.measure(jobs)
         if self._runner is None:

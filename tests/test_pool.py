@@ -188,3 +188,37 @@ def test_prune_on_a_cluster_without_the_profiles_devices_is_one_line(cluster, ca
                        "--ray", "auto")
     assert_one_line_error(code, err, "latbench-device:amd-epyc-1t-onnxruntime-fp32-bs1")
 
+
+
+class RecordingPool:
+    """Runs a pool's jobs here, one after the other, and keeps them."""
+
+    def __init__(self, backend, actors: int) -> None:
+        self.runner, self.actors, self.jobs = JobRunner(backend), actors, []
+
+    def __len__(self) -> int:
+        return self.actors
+
+    def measure(self, jobs):
+        self.jobs.extend(jobs)
+        return [self.runner.run(j) for j in jobs]
+
+    def describe(self):
+        return {"actors": self.actors}
+
+
+def test_a_call_is_dealt_over_the_actors_with_the_budget_shared_by_networks():
+    model, arch, groups = resnet20()
+    backend = ParamClockBackend()
+    scores = score(model, groups, "l1")
+    built = [apply(model, arch, uniform_decision(groups, scores, r), EXAMPLE) for r in (0.3, 0.5, 0.7)]
+    pooled = RecordingPool(backend, actors=2)
+    o = oracle(model, arch, backend, pooled)
+    found = o.measure_many(built)
+    # 3 candidates on 2 actors: jobs of 2 and 1, each with its own reference; budgets 3/4 and 2/4 of one job's
+    assert [len(j.candidates) for j in pooled.jobs] == [2, 1]
+    assert [j.settings.budget_s for j in pooled.jobs] == pytest.approx([SETTINGS.budget_s * 3 / 4,
+                                                                        SETTINGS.budget_s * 2 / 4])
+    expected = [backend.latency_us(m) / backend.latency_us(model) for m, _ in built]
+    assert [e.ratio for e in found] == pytest.approx(expected)
+    assert o.counts.measurements == 3
