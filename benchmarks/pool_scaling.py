@@ -2,11 +2,12 @@
 
 HILP measures each step's prefiltered candidates in one call (``LatencyOracle.measure_many``); here that
 is one interleaved job, in a pool of N actors it is N jobs run in parallel, each interleaved with its own
-copy of the reference and given the share of the call's time budget its networks make. The pool's devices are this machine's two cores, advertised to a local Ray cluster as two
-units of the profile's resource: **they share one host** (memory bandwidth, caches, the other core's
-load), so the 2-actor speed-up here is a floor of what two separate devices give, and the measured
-ratios of parallel jobs carry each other's interference. The pool of 1 against here is the overhead a
-pooled measurement adds (shipping the job, deploying the reference in the actor).
+copy of the reference and given the share of the call's time budget its networks make. The pool's
+devices are this machine's two cores, advertised to a local Ray cluster as two units of the profile's
+resource: **they share one host** (memory bandwidth, caches, the other core's load), so the 2-actor
+speed-up here is a floor of what two separate devices give, and the measured ratios of parallel jobs
+carry each other's interference. The pool of 1 against here is the overhead a pooled measurement adds
+(shipping the job, deploying the reference in the actor).
 
     python benchmarks/pool_scaling.py [--model resnet20] [--target 0.6] [--prefilter 6] [--repeats 2]
 """
