@@ -27,14 +27,37 @@ def test_deployed_network_computes_what_torch_computes(deployed, small_net, exam
 def test_real_measurement_records_its_conditions(deployed):
     name, runnable = deployed
     m = measure(runnable, QUICK, name="small")
-    assert m.median_us > 0 and m.summary.min <= m.median_us <= m.summary.max
-    assert m.summary.ci_low <= m.median_us <= m.summary.ci_high
-    assert m.runs >= QUICK.min_runs
+    samples = np.asarray(m.samples_us)  # what was timed: the summary is of these
+    assert m.runs == samples.size >= QUICK.min_runs and m.median_us == np.median(samples)
+    assert (m.summary.min, m.summary.max) == (samples.min(), samples.max()) and samples.min() > 0
     c = m.conditions
     assert c["backend"] == name and c["device"] == "cpu"
     assert c["threads"] == 1 and c["batch"] == 1 and c["dtype"] == "float32"
     assert c["timer"] == "host-perf_counter" and c["cpu"]
     assert m.stop_reason in ("converged", "time_budget")
+
+
+def test_measuring_a_deployed_network_summarises_the_times_its_timer_gives(deployed, fake):
+    """The deployed network runs, a fake timer says how long each call took: 1000, 1100, 1600 us in turn."""
+    name, runnable = deployed
+    clock, make_timer = fake
+    timer = make_timer(lambda i: (1000.0, 1100.0, 1600.0)[i % 3])
+    settings = MeasureSettings(target_rel_ci=0.02, budget_s=1.0, warmup_min_s=1e-4, block_s=0.003, min_blocks=4,
+                               min_time_s=0.03)
+    m = measure(runnable, settings, timer=timer, clock=clock, name="small")
+    # warm-up: 1 call, then windows of 3 (block_s / first call = 3 calls) with medians 1100, 1100: settled after 7.
+    # Blocks of round(3000 / 1100) = 3 calls, one of each time, 3.7 ms; every block median is 1100 (CI width 0)
+    # and the 4-block minimum is met, but 0.03 s of blocks take 9 of them (8 are 0.0296 s).
+    assert (m.warmup_runs, m.warmup_settled, m.runs, m.stop_reason) == (7, True, 27, "converged")
+    assert timer.calls == 34 and sorted(m.samples_us) == [1000.0] * 9 + [1100.0] * 9 + [1600.0] * 9
+    assert m.block_medians_us == [1100.0] * 9 and m.ci_us == (1100.0, 1100.0) and m.drift == 0.0
+    s = m.summary
+    assert (s.median, s.min, s.max, s.p90, s.iqr) == (1100.0, 1000.0, 1600.0, 1600.0, 600.0)
+    assert s.mean == pytest.approx(3700.0 / 3, rel=1e-12)  # not the median: the slow third pulls it up
+    dev2 = 9 * ((1000 - 3700 / 3) ** 2 + (1100 - 3700 / 3) ** 2 + (1600 - 3700 / 3) ** 2)
+    assert s.std == pytest.approx((dev2 / 26) ** 0.5, rel=1e-12)
+    assert m.wall_time_s == pytest.approx((11 * 3700 + 1000) / 1e6, rel=1e-9)  # 34 calls: 11 cycles and a 1000
+    assert m.conditions["backend"] == name and m.conditions["timer"] == "fake"
 
 
 def test_layer_times_map_back_to_source_modules(deployed, small_net):

@@ -19,6 +19,7 @@ from pruners.importance import (
     keep_top,
     lamp_transform,
     score,
+    writer_importance,
     writer_scores,
 )
 
@@ -229,11 +230,69 @@ def test_block_scores_removable_only_and_zeroed_block_last(resnet):
             assert min(blocks, key=blocks.get) == "layer3.1" and blocks["layer3.1"] == 0
 
 
+class Inverted(nn.Module):
+    """MobileNet-V2's pattern in miniature: a 1x1 expansion (2 -> 3) and a depthwise 1x2 conv write one group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pw = nn.Conv2d(2, 3, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(3)
+        self.dw = nn.Conv2d(3, 3, (1, 2), groups=3, bias=False)
+        self.bn2 = nn.BatchNorm2d(3)
+        self.proj = nn.Conv2d(3, 2, 1)
+        with torch.no_grad():
+            self.pw.weight.copy_(torch.tensor([[3.0, 4.0], [0.0, -1.0], [-1.0, 0.0]]).view(3, 2, 1, 1))
+            self.dw.weight.copy_(torch.tensor([[1.0, -1.0], [2.0, 0.0], [0.0, 0.5]]).view(3, 1, 1, 2))
+            self.bn1.weight.copy_(torch.tensor([0.5, -1.0, 2.0]))
+            self.bn2.weight.copy_(torch.tensor([1.0, 3.0, -0.5]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.relu(self.bn2(self.dw(torch.relu(self.bn1(self.pw(x)))))))
+
+
+def test_depthwise_writer_scores_by_hand():
+    m, _, groups = with_groups(Inverted().eval(), torch.randn(1, 2, 3, 3), "inverted")
+    (g,) = groups
+    assert g.writers == ("pw", "dw") and g.norms == ("bn1", "bn2")  # the depthwise conv writes the group too
+    # filters: pw (3, 4), (0, -1), (-1, 0); dw (its one input channel by 1x2) (1, -1), (2, 0), (0, .5)
+    w = writer_scores(m, groups, "l1")
+    _close(w["pw"], [7, 1, 1])
+    _close(w["dw"], [2, 2, 0.5])
+    _close(score(m, groups, "l1")[g.id], [(7 + 2) / 2, (1 + 2) / 2, (1 + 0.5) / 2])
+    _close(score(m, groups, "l2")[g.id], [(5 + math.sqrt(2)) / 2, (1 + 2) / 2, (1 + 0.5) / 2])
+    # fpgm: pw distances |F0-F1| = |(3, 5)|, |F0-F2| = |(4, 4)|, |F1-F2| = |(1, -1)|;
+    # dw: |(-1, -1)|, |(1, -1.5)|, |(2, -.5)|
+    r34, r32, r2 = math.sqrt(34), math.sqrt(32), math.sqrt(2)
+    d01, d02, d12 = math.sqrt(2), math.sqrt(3.25), math.sqrt(4.25)
+    pw_fpgm, dw_fpgm = [r34 + r32, r34 + r2, r32 + r2], [d01 + d02, d01 + d12, d02 + d12]
+    _close(score(m, groups, "fpgm")[g.id], [(a + b) / 2 for a, b in zip(pw_fpgm, dw_fpgm, strict=True)])
+    # lamp: energies pw (25, 1, 1) + dw (2, 4, .25) = (27, 5, 1.25); ascending 1.25, 5, 27 over tails 33.25, 32, 27
+    _close(score(m, groups, "lamp")[g.id], [1, 5 / 32, 1.25 / 33.25])
+    _close(score(m, groups, "bn_scale")[g.id], [(0.5 + 1) / 2, (1 + 3) / 2, (2 + 0.5) / 2])
+    _close(writer_scores(m, groups, "bn_scale")["dw"], [1, 3, 0.5])  # the depthwise conv's own norm, bn2
+    # per weight: a depthwise filter has 1 * 1 * 2 = 2 weights, as a 1x1 filter over 2 inputs does:
+    # l1 means 9/3 = 3 (pw) and 4.5/3 = 1.5 (dw), per weight 1.5 and .75, over their mean 1.125
+    unit = writer_importance(m, groups, "l1")
+    assert unit["pw"] == pytest.approx(1.5 / 1.125, rel=1e-12) and unit["dw"] == pytest.approx(0.75 / 1.125, rel=1e-12)
+    # fpgm divides by (C - 1) * sqrt(n) = 2 * sqrt(2) for both writers
+    fpgm_unit = {"pw": sum(pw_fpgm) / 3 / (2 * r2), "dw": sum(dw_fpgm) / 3 / (2 * r2)}
+    mean = sum(fpgm_unit.values()) / 2
+    got = writer_importance(m, groups, "fpgm")
+    assert got == pytest.approx({k: v / mean for k, v in fpgm_unit.items()}, rel=1e-12)
+
+
 def test_mobilenet_scores_cover_depthwise_writers(mobilenet):
     m, arch, groups = mobilenet
-    for crit in ("l1", "l2", "fpgm", "bn_scale"):
-        scores = score(m, groups, crit)
-        assert all(scores[g.id].shape == (g.channels,) and torch.isfinite(scores[g.id]).all() for g in groups)
+    mods = dict(m.named_modules())
+    expansion = next(g for g in groups if len(g.writers) == 2 and mods[g.writers[0]].kernel_size == (1, 1)
+                     and mods[g.writers[1]].groups > 1)  # an inverted residual's expansion and depthwise convs
+    pw, dw = (mods[w] for w in expansion.writers)
+    assert dw.groups == dw.in_channels == dw.out_channels == expansion.channels
+    pw_l1 = pw.weight.detach().double().abs().sum((1, 2, 3))  # (C, C_in, 1, 1) filters
+    dw_l1 = dw.weight.detach().double().abs().sum((1, 2, 3))  # (C, 1, 3, 3) filters: 9 weights each
+    _close(score(m, [expansion], "l1")[expansion.id], (pw_l1 + dw_l1) / 2)
+    _close(writer_scores(m, [expansion], "l2")[expansion.writers[1]],
+           dw.weight.detach().double().flatten(1).norm(dim=1))
     blocks = block_scores(m, arch, groups, "l2")
     assert set(blocks) == {b.name for b in arch.blocks if b.removable}
 

@@ -146,11 +146,25 @@ def _vgg_params(cfg: list[int | str], num_classes: int = 10) -> int:
     return total + c * num_classes + num_classes
 
 
+def _mobilenetv1_params(num_classes: int = 1000) -> int:
+    """Stem 3x3 conv (32) + BN, 13 depthwise 3x3 + BN / pointwise 1x1 + BN pairs (Howard et al. 2017, table 1),
+    linear head with bias."""
+    pointwise = [64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024]
+    total, c = 3 * 32 * 9 + 2 * 32, 32
+    for out in pointwise:
+        total += c * 9 + 2 * c + c * out + 2 * out
+        c = out
+    return total + c * num_classes + num_classes
+
+
 def test_parameter_counts():
     assert _params(_model("resnet18")) == 11_689_512
     assert _params(_model("resnet50")) == 25_557_032
     assert _params(_model("mobilenetv2")) == 3_504_872
-    assert abs(_params(_model("mobilenetv1")) - 4_230_000) / 4_230_000 < 0.01
+    assert _mobilenetv1_params() == 4_231_976  # the paper's 4.2M; Keras' MobileNet(alpha=1) trainable count
+    assert _params(_model("mobilenetv1")) == 4_231_976
+    assert _mobilenetv1_params(10) == 3_217_226  # the same body (strides add no parameter), a 10-class head
+    assert _params(_model("mobilenetv1_cifar")) == 3_217_226
     vgg16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
     assert _vgg_params(vgg16) == 14_724_042
     assert _params(_model("vgg16")) == _vgg_params(vgg16)

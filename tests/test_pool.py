@@ -34,6 +34,8 @@ PROFILE = "fake-profile"
 RESOURCE = device_resource(PROFILE)
 SETTINGS = MeasureSettings(target_rel_ci=0.02, budget_s=1.0)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def cluster():
@@ -91,8 +93,8 @@ def test_hilp_decides_the_same_through_a_pool_as_here_and_spreads_each_step(clus
 
     def run(with_pool, out):
         o = oracle(model, arch, backend, with_pool)
-        problem = Problem(model, arch, groups, EXAMPLE, o, 0.9, "latency", loader, loader, TrainConfig(epochs=0),
-                          out=out, bn_images=64)
+        problem = Problem(model, arch, groups, EXAMPLE, o, 0.93, "latency", loader, loader, TrainConfig(epochs=0),
+                          out=out, bn_images=32)
         return hilp(problem, prefilter=3, accuracy_batches=1), o
 
     here, here_oracle = run(None, tmp_path / "here")
@@ -103,8 +105,8 @@ def test_hilp_decides_the_same_through_a_pool_as_here_and_spreads_each_step(clus
     assert [s["chosen"] for s in pooled.history] == [s["chosen"] for s in here.history]
     assert [s["measured_ratio"] for s in pooled.history] == pytest.approx([s["measured_ratio"] for s in here.history])
     assert pooled_oracle.counts.measurements == here_oracle.counts.measurements == 3 * len(here.history)
-    ran = measurements.describe()["jobs_by_actor"]
-    assert len(ran) == 2 and sum(ran.values()) == 2 * len(here.history)  # 3 candidates a step: 2 jobs, 2 actors
+    ran = measurements.describe()["jobs_by_actor"]  # 3 candidates a step: jobs of 2 and 1, one per actor
+    assert ran == {f"{RESOURCE}#0": len(here.history), f"{RESOURCE}#1": len(here.history)}
     measurements.shutdown()
 
 
@@ -156,11 +158,11 @@ def test_a_pool_without_devices_of_its_kind_is_refused_in_one_line(cluster, monk
         RayPool(ParamClockBackend(), device_resource("other"))
     with pytest.raises(PoolError, match="3 actors asked for, but the cluster has 2"):
         pool(ParamClockBackend(), actors=3)
-    holding = pool(ParamClockBackend(), actors=2)
-    with pytest.raises(PoolError, match=r"only 0 of the cluster's 2 .* are free"):
-        pool(ParamClockBackend(), actors=1)
+    holding = pool(ParamClockBackend(), actors=1)
+    with pytest.raises(PoolError, match=r"only 1 of the cluster's 2 .* are free"):
+        pool(ParamClockBackend(), actors=2)
     holding.shutdown()
-    pool(ParamClockBackend(), actors=1).shutdown()  # the devices came back
+    pool(ParamClockBackend(), actors=2).shutdown()  # the device came back
 
 
 def test_nothing_but_the_fleet_imports_ray():

@@ -21,6 +21,7 @@ from latbench.models import build_candidate, build_model
 from latbench.predictors import PREDICTORS, OutOfProfileError
 from latbench.predictors.batch import CandidateBatch
 from latbench.predictors.lut import LutPredictor, _Grid
+from latbench.profile.grid import ONE_D_OPS
 from latbench.profiler.channel_step import FALLBACK_STEP, detect_step
 from latbench.profiler.journal import Journal
 from latbench.profiler.plan import axis_values, layer_grids, layer_samples
@@ -200,10 +201,15 @@ def test_refinement_inserts_grid_values_measures_them_and_resumes(tiny_profile, 
     profile_device(settings, out=folder, progress=False)
     meta = json.loads((folder / "profile.json").read_text())
     rounds, inserted = meta["refine"]["rounds"], meta["refine"]["inserted"]
-    assert len(rounds) == 1 and rounds[0]["held_out"]["median_ape"] <= 1.0  # the target stops it after one
-    assert inserted and all(r["round"] == 1 for r in inserted)
+    assert len(rounds) == 1 and inserted and all(r["round"] == 1 for r in inserted)
     layers = pd.read_csv(folder / "layers.csv")
     new = layers[layers["pass"] == 1001]
+    assert set(layers["pass"]) - {0, 1, 2} == {1001}  # measured in one round
+    # the round's held-out error, recomputed from layers.csv: each new point against the straight line between
+    # its neighbours on the grid as planned
+    errors = [e for rec in inserted for e in _held_out_errors(before["plan"]["grids"][rec["grid"]], rec, layers)]
+    assert rounds[0]["measured"] == len(errors) > 0
+    assert rounds[0]["held_out"]["median_ape"] == pytest.approx(np.median(errors), abs=1e-4)
     assert len(layers) > rows_before and len(new) >= rounds[0]["measured"] > 0
     for rec in inserted:  # every inserted value is on its grid now, and its points were measured
         grid = meta["plan"]["grids"][rec["grid"]]
@@ -213,6 +219,55 @@ def test_refinement_inserts_grid_values_measures_them_and_resumes(tiny_profile, 
     profile_device(settings, out=folder, progress=False)  # resumed: nothing more to do
     assert len(pd.read_csv(folder / "layers.csv")) == len(layers)
     assert json.loads((folder / "profile.json").read_text())["refine"]["inserted"] == inserted
+
+
+def _held_out_errors(grid: dict, rec: dict, layers: pd.DataFrame) -> list[float]:
+    """|interpolated / measured - 1| at the points of the grid value ``rec`` inserted, the interpolation being
+    linear between the neighbouring values of that axis, at every value of the other axis where both were
+    measured (all from ``grid`` as it was before that round, and the medians in ``layers``)."""
+    before = lambda values: sorted(c for c, p in values if p < 1000 + rec["round"])  # noqa: E731
+    axis = before(grid[f"{rec['axis']}_values"])
+    v = rec["value"]
+    a, b = max(c for c in axis if c < v), min(c for c in axis if c > v)
+    rows = layers[layers["shape_key"] == grid["key"]]
+    lat = {(int(r.in_channels), int(r.out_channels)): float(r.median_us) for r in rows.itertuples()}
+    one_d = grid["template"]["op"] in ONE_D_OPS  # in = out channels: one axis
+    others = [None] if one_d else before(grid["out_values" if rec["axis"] == "in" else "in_values"])
+    out = []
+    for o in others:
+        def key(c, o=o):
+            return (c, c) if one_d else (c, o) if rec["axis"] == "in" else (o, c)
+
+        if key(a) in lat and key(b) in lat:  # a point with both neighbours measured (the grid is not a full product)
+            lo, hi = lat[key(a)], lat[key(b)]
+            out.append(abs((lo + (v - a) / (b - a) * (hi - lo)) / lat[key(v)] - 1))
+    return out
+
+
+def test_refinement_stops_at_its_target_and_not_before(tiny_profile, tmp_path, monkeypatch):
+    """One grid value per round (a batch of one sample): a target the first round meets stops refining after it;
+    one no round can meet goes on until no interval is left to split (three here: the step-16 grids' values
+    16, 32, 64 each get 48 once)."""
+    import functools
+
+    from latbench.profiler import run
+    from latbench.profiler.refine import RefineSettings
+
+    monkeypatch.setattr(run, "RefineSettings", functools.partial(RefineSettings, batch=1))
+    passes = {}
+    for name, target in (("met", 10.0), ("never", -1.0)):
+        folder = _copy(tiny_profile, tmp_path / name)
+        settings = ProfileSettings(**{**TINY, "refine": True, "refine_target": target, "budget_min": 30})
+        profile_device(settings, out=folder, progress=False)
+        meta, layers = json.loads((folder / "profile.json").read_text()), pd.read_csv(folder / "layers.csv")
+        passes[name] = sorted(set(layers["pass"]) - {0, 1, 2})
+        inserted, rounds = meta["refine"]["inserted"], meta["refine"]["rounds"]
+        assert [1000 + r["round"] for r in inserted] == passes[name] and len(rounds) == len(passes[name])
+        for rec, record in zip(inserted, rounds, strict=True):  # each round's error, recomputed from the table
+            errors = _held_out_errors(meta["plan"]["grids"][rec["grid"]], rec, layers)
+            assert record["measured"] == len(errors) > 0
+            assert record["held_out"]["median_ape"] == pytest.approx(np.median(errors), abs=1e-4)
+    assert passes == {"met": [1001], "never": [1001, 1002, 1003]}
 
 
 def test_profile_records_plan_timings_and_validation(tiny_profile):

@@ -141,18 +141,45 @@ def test_measured_sensitivity_sees_a_big_cut_on_the_backend():
     assert table.attrs["full_us"] > 0
 
 
-def test_report_files_hold_the_same_data_as_the_api(shipped, resnet56, tmp_path):
-    report = write_report(resnet56, shipped, tmp_path, staircase_layers=2, log=lambda _: None)
-    for name, frame in report.frames.items():
-        on_disk = pd.read_csv(tmp_path / f"{name}.csv", keep_default_na=False)
-        assert len(on_disk) == len(frame) and list(on_disk.columns) == list(frame.columns)
-    pd.testing.assert_series_equal(pd.read_csv(tmp_path / "sensitivity.csv")["saved_us"],
-                                   report.frames["sensitivity"]["saved_us"], check_exact=False)
+def test_report_files_hold_values_computed_from_the_predictor_directly(shipped, resnet56, tmp_path):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    write_report(resnet56, shipped, tmp_path, staircase_layers=2, log=lambda _: None)
+    lut = shipped.predictor("lut")
+    full_us = lut.predict(resnet56).latency_us
+    table = pd.read_csv(tmp_path / "sensitivity.csv")
+    groups = {g.id: g for g in resnet56.prunable_groups}
+    assert set(table["group"]) == set(groups) and len(table) == 9 * len(groups)  # every group at 0.9, ..., 0.1
+    mine = {}  # group -> (kept, saved us, sensitivity) at ratio 0.5
+    for row in table.itertuples():  # each row: one group alone cut to round(ratio * C), priced one at a time
+        g = groups[row.group]
+        kept = max(1, round(row.ratio * g.channels))
+        saved = full_us - lut.predict(resnet56.with_widths({g.id: kept})).latency_us
+        sens = saved / full_us / (1 - kept / g.channels)
+        assert (row.group_name, row.layers, row.channels, row.kept) == (g.name, len(g.layers), g.channels, kept)
+        assert row.saved_us == pytest.approx(saved, rel=1e-6, abs=1e-6)
+        assert row.sensitivity == pytest.approx(sens, rel=1e-6, abs=1e-9)
+        if row.ratio == 0.5:
+            mine[g.id] = (kept, saved, sens)
+    ranking = pd.read_csv(tmp_path / "ranking.csv")  # most sensitive first; equal layers of a stage tie
+    assert ranking["sensitivity"].tolist() == pytest.approx(sorted((v[2] for v in mine.values()), reverse=True))
+    assert ranking["sensitivity"].tolist() == pytest.approx([mine[g][2] for g in ranking["group"]])
+    assert ranking["group"].head(3).tolist() == [22, 12, 1]  # stages 3, 2, 1 (10 layers each), no ties among them
+    assert [groups[g].name for g in (22, 12, 1)] == ["layer3.0.conv2", "layer2.0.conv2", "conv1"]
+    summary = (tmp_path / "summary.md").read_text()
+    for gid in ranking["group"].head(5):  # the summary's table of the five most sensitive groups
+        g, (kept, saved, sens) = groups[gid], mine[gid]
+        assert (f"| {g.name} | {len(g.layers)} | {g.channels} | {kept} | {saved:.1f} | "
+                f"{100 * saved / full_us:.1f}% | {sens:.3f} |") in summary
+    with FlopCounterMode(display=False) as counter:  # FLOPs as torch counts them; parameters of ResNet-56 by hand
+        build_model("resnet56").eval()(torch.zeros(1, 3, 32, 32))
+    assert f"**{full_us:,.1f} µs**" in summary
+    assert f"{counter.get_total_flops() / 1e6:,.1f} MFLOPs, 855,770 parameters" in summary
+    prop = pd.read_csv(tmp_path / "proportion.csv").set_index("name")
+    assert prop.loc["conv1", "flops_share"] == pytest.approx(2 * 32 * 32 * 27 * 16 / counter.get_total_flops())
+    assert prop.loc["fc", "flops_share"] == pytest.approx(2 * 64 * 10 / counter.get_total_flops())
     for png in ("proportion", "sensitivity", "staircase", "candidates"):
         assert (tmp_path / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
-    summary = (tmp_path / "summary.md").read_text()
-    top = report.frames["ranking"].iloc[0]
-    assert f"| {top['group_name']} | {top['layers']} | {top['channels']} | {top['kept']} |" in summary
     assert "Predicted against measured" not in summary  # nothing was measured
 
 

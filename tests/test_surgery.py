@@ -8,7 +8,7 @@ import random
 
 import pytest
 import torch
-from nets import randomized
+from nets import cifar_resnet_reference, randomized
 from torch import nn
 
 from latbench.arch import trace
@@ -62,12 +62,11 @@ def test_random_decisions_match_their_arch(name, n_decisions):
     for _ in range(n_decisions):
         decision = random_decision(arch, rng)
         pruned, target = apply(model, arch, decision, EXAMPLE)
-        assert target == decision.arch(arch)
         with torch.no_grad():
             out = pruned(BATCH)
         assert out.shape == (2, 10)
         assert torch.isfinite(out).all()
-        got = trace(copy.deepcopy(pruned), EXAMPLE, name)
+        got = trace(copy.deepcopy(pruned), EXAMPLE, name)  # the module's own structure, traced afresh
         assert got.effective() == target.effective()
         # the widths the decision asked for are the widths the module has
         for gid, kept in decision.resolved(arch).items():
@@ -79,6 +78,27 @@ def test_random_decisions_match_their_arch(name, n_decisions):
         assert_same_state(model, before)
         assert trace(copy.deepcopy(model), EXAMPLE, name).effective() == arch.effective()
         assert all(type(a) is type(b) for a, b in zip(model.modules(), original.modules(), strict=True))
+
+
+def test_random_resnet20_decisions_compute_what_the_original_weights_sliced_by_hand_compute():
+    model, arch = traced("resnet20")
+    rng = random.Random("resnet20-reference")
+    writers = {"conv1": 16, "layer2.0.conv2": 32, "layer3.0.conv2": 64}
+    writers |= {f"layer{s}.{b}.conv1": 16 * 2 ** (s - 1) for s in (1, 2, 3) for b in range(3)}
+    removable = ["layer1.0", "layer1.1", "layer1.2", "layer2.1", "layer2.2", "layer3.1", "layer3.2"]
+    assert removable == [b.name for b in arch.blocks if b.removable]
+    for _ in range(3):
+        keep = {w: sorted(rng.sample(range(n), rng.randint(1, n))) for w, n in writers.items()}
+        removed = set(rng.sample(removable, rng.randint(0, 3)))
+        pruned, _ = apply(model, arch, Decision(keep, tuple(sorted(removed))), EXAMPLE)
+        with torch.no_grad():
+            want, got, full = cifar_resnet_reference(model, keep, removed, BATCH), pruned(BATCH), model(BATCH)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(got, full, atol=1e-3)  # the reference is of the pruned network, not the original
+    # the reference with every channel kept and no block removed is the original network
+    with torch.no_grad():
+        torch.testing.assert_close(cifar_resnet_reference(model, {w: list(range(n)) for w, n in writers.items()},
+                                                           set(), BATCH), model(BATCH), rtol=1e-4, atol=1e-5)
 
 
 def test_pruning_nothing_is_bit_identical():
