@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,23 +14,24 @@ import pytest
 JOB = str(Path(__file__).parent / "ddp_job.py")
 
 
-def train(out: Path, epochs: int, processes: int, stop_after: int | None = None) -> dict | None:
+def train(out: Path, epochs: int, processes: int, keep_at: int | None = None) -> dict:
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] \
         if processes > 1 else [sys.executable]
-    args = [*launch, JOB, str(out), str(epochs), *([str(stop_after)] if stop_after else [])]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [*launch, JOB, str(out), str(epochs), *([str(keep_at)] if keep_at else [])]
+    env = {**os.environ, "OMP_NUM_THREADS": str(2 // processes or 1)}  # the two cores, however many processes
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-    return json.loads(lines[-1]) if lines else None
+    return json.loads([ln for ln in done.stdout.splitlines() if ln.startswith("{")][-1])
 
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
-    return train(tmp_path_factory.mktemp("ddp") / "run", 12, 2)
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    return out, train(out, 12, 2, keep_at=5)
 
 
 def test_two_processes_reach_the_accuracy_of_one(two_processes, tmp_path):
+    _, two_processes = two_processes
     one = train(tmp_path / "one", 12, 1)
     # the global batch and schedule are the same, the batches differ: equal within a few test images of 360
     assert one["test"] > 88 and two_processes["test"] > 88
@@ -39,13 +41,17 @@ def test_two_processes_reach_the_accuracy_of_one(two_processes, tmp_path):
 
 
 def test_an_interrupted_two_process_run_resumes_to_the_same_network(two_processes, tmp_path):
+    """A run stopped after epoch 5 leaves the checkpoint of epoch 5 (kept aside by the full run as it passed);
+    two processes resume from it and end as the run that was never stopped."""
+    full_out, full = two_processes
     out = tmp_path / "run"
-    assert train(out, 12, 2, stop_after=5) is None and (out / "checkpoint.pt").exists()
+    out.mkdir()
+    shutil.copy(full_out / "checkpoint-5.pt", out / "checkpoint.pt")
     resumed = train(out, 12, 2)
     # the first five epochs come from the checkpoint; the rest are trained as the uninterrupted run trained them
-    assert [e["val_acc"] for e in resumed["epochs"]] == [e["val_acc"] for e in two_processes["epochs"]]
-    assert resumed["weights"] == pytest.approx(two_processes["weights"], rel=1e-9)
-    assert resumed["test"] == two_processes["test"]
+    assert [e["val_acc"] for e in resumed["epochs"]] == [e["val_acc"] for e in full["epochs"]]
+    assert resumed["weights"] == pytest.approx(full["weights"], rel=1e-9)
+    assert resumed["test"] == full["test"]
 
 
 def test_prune_fine_tunes_on_two_processes_and_keeps_what_they_trained(capsys, shipped_profile, tmp_path):
