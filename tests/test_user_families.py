@@ -216,3 +216,14 @@ def test_state_agreement_warns_when_layers_and_networks_drift_apart():
     even = state_agreement(rows, {"layer_rows_at_start": start, "state_factors": [2.3, 2.0, 2.2]})
     assert even == {"layer_state": pytest.approx(2.1125, abs=1e-4)}  # 2.2 / 2.1125 is within 1.25
     assert state_agreement(rows, {"layer_rows_at_start": len(rows), "state_factors": [2.0]}) == {}  # no new reference
+
+
+def test_network_variants_are_distinct_where_a_draw_repeats_an_earlier_one():
+    """The variants' random draws are seeded by the family's name; for this name (the factory's path in another
+    clone) one draw of this small network rounds back to an earlier variant, which is drawn again."""
+    from latbench.profiler.plan import network_variants
+
+    base = trace(two_stage(), torch.randn(1, 3, 32, 32), "two_stage")
+    variants = network_variants("/tmp/fresh/tests/test_user_families.py:two_stage", base, 8, align=16)
+    assert len(variants) == 8 and len({(v.widths, v.removed) for v in variants}) == 8
+    assert variants[0].widths == base.width_tuple  # the full network first, as before

@@ -134,11 +134,16 @@ def network_variants(family: str, base: Arch, count: int, seed: int = 0, valid_e
                      low: float = 0.3, align: int = 1) -> list[NetworkVariant]:
     """The full network, then random-width variants (keep ratio ~ U(low, 1) per group), about a
     third of them with 1-3 removable blocks dropped. Every third variant has its widths rounded
-    to multiples of ``align`` (as group-wise pruners produce); every ``valid_every``-th is held out."""
+    to multiples of ``align`` (as group-wise pruners produce); every ``valid_every``-th is held out.
+    A draw equal to an earlier variant (a small network rounded back to full width) is drawn again, so
+    ``count`` distinct networks come out where the network has that many."""
     rng = random.Random(f"{family}-{seed}")
     removable = [b.name for b in base.blocks if b.removable]
     out = [NetworkVariant(family, base.width_tuple, (), "calib")]
-    while len(out) < count:
+    seen = {(base.width_tuple, ())}
+    draws = 0
+    while len(out) < count and draws < 100 * count:
+        draws += 1
         widths = list(base.width_tuple)
         aligned = align > 1 and len(out) % 3 == 2
         for g in base.prunable_groups:
@@ -147,6 +152,9 @@ def network_variants(family: str, base: Arch, count: int, seed: int = 0, valid_e
         removed: tuple[str, ...] = ()
         if removable and rng.random() < 0.35:
             removed = tuple(sorted(rng.sample(removable, min(len(removable), rng.randint(1, 3)))))
+        if (tuple(widths), removed) in seen:
+            continue
+        seen.add((tuple(widths), removed))
         split = "valid" if len(out) % valid_every == 0 else "calib"
         out.append(NetworkVariant(family, tuple(widths), removed, split))
     return out
