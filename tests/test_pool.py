@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -162,7 +163,10 @@ def test_a_pool_without_devices_of_its_kind_is_refused_in_one_line(cluster, monk
     with pytest.raises(PoolError, match=r"only 1 of the cluster's 2 .* are free"):
         pool(ParamClockBackend(), actors=2)
     holding.shutdown()
-    pool(ParamClockBackend(), actors=2).shutdown()  # the device came back
+    deadline = time.monotonic() + 10  # the device comes back to the cluster
+    while ray.available_resources().get(RESOURCE, 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get(RESOURCE, 0) == 2
 
 
 def test_nothing_but_the_fleet_imports_ray():
