@@ -14,6 +14,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from pruners.distributed import module_device
+
 #: images recalibration runs by default
 RECALIBRATION_IMAGES = 512
 
@@ -27,7 +29,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, images: int = REC
         return 0
     modes = {m: m.training for m in model.modules()}
     momenta = {m: m.momentum for m in norms}
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = module_device(model)
     seen = 0
     try:
         model.eval()

@@ -57,7 +57,7 @@ class Context:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
-        device = next(model.parameters()).device
+        device = module_device(model)
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def sum(self, values: list[float]) -> list[float]:
@@ -83,6 +83,11 @@ def context(device: torch.device | None = None) -> Context:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device is not None and device.type == "cuda" else "gloo")
     return Context(dist.get_rank(), dist.get_world_size())
+
+
+def module_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters are (the CPU for a module without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def local_device(device: torch.device) -> torch.device:

@@ -71,8 +71,9 @@ def _run(folder: Path) -> None:
                    check_arch=False)[0]
     load_weights(pruned, read_weights(folder / START), str(folder / START))
     train, val, _ = loaders(splits, config.batch_size, recipe.seed)
-    fit(pruned, train, val, config, checkpoint_dir=folder, progress=bool(job["progress"]) and context().main,
-        description=f"fine-tuning on {context().world} processes")
+    ctx = context()
+    fit(pruned, train, val, config, checkpoint_dir=folder, progress=bool(job["progress"]) and ctx.main,
+        description=f"fine-tuning on {ctx.world} processes")
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from pruners.distributed import context, local_device
+from pruners.distributed import context, local_device, module_device
 from pruners.errors import CheckpointError
 
 CHECKPOINT = "checkpoint.pt"
@@ -62,7 +62,7 @@ def evaluate(model: nn.Module, loader: Iterable, max_batches: int | None = None)
     was_training = model.training
     model.eval()
     correct = total = 0
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = module_device(model)
     for i, (x, y) in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
@@ -103,7 +103,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: Iterable, config
     """
     if config.distill > 0 and teacher is None:
         raise CheckpointError("distillation weight > 0 needs a teacher network")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = module_device(model)
     if device.type == "cuda":
         device = local_device(device)
         model.to(device)

@@ -46,8 +46,8 @@ def train_zoo_model(name: str, dataset: str = "digits", out: str | Path | None =
     model = model_for(name, splits)
     train, val, test = loaders(splits, config.batch_size, config.seed)
     out = Path(out or f"runs/{name}-{dataset}")
-    main = context().main
-    with FolderLock(out, f"latbench train {name}") if main else nullcontext():
+    ctx = context()
+    with FolderLock(out, f"latbench train {name}") if ctx.main else nullcontext():
         start = time.perf_counter()
         history = fit(model, train, val, config, checkpoint_dir=out / "checkpoint", progress=progress,
                       description=f"training {name} on {dataset}")
@@ -56,8 +56,8 @@ def train_zoo_model(name: str, dataset: str = "digits", out: str | Path | None =
         report = {"model": name, "dataset": dataset, "num_classes": splits.num_classes,
                   "input_shape": list(splits.input_shape), "config": config.to_dict(), "test_accuracy": accuracy,
                   "val_accuracy": history.last_val, "seconds": seconds, "history": history.epochs,
-                  "processes": context().world}
-        if main:
+                  "processes": ctx.world}
+        if ctx.main:
             save_atomic(model.state_dict(), out / WEIGHTS)
             trace(model.cpu(), torch.zeros(1, *splits.input_shape), name).to_json(out / "arch.json")
             dump_json(report, out / "train.json", indent=1)

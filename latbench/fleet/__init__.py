@@ -29,8 +29,13 @@ def device_resource(profile_name: str) -> str:
     return f"{RESOURCE_PREFIX}{profile_name}"
 
 
-def import_ray() -> Any:
+def connect(address: str | None = None) -> Any:
+    """The ``ray`` module, joined to the cluster at ``address`` unless this process already is (``"auto"``:
+    the cluster this machine belongs to; ``None``: a new local one)."""
     try:
-        return import_module("ray")
+        ray = import_module("ray")
     except ImportError:
         raise PoolError("Ray is not installed: pip install 'latbench[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False)
+    return ray

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from typing import Any
 
-from latbench.fleet import PoolError, device_resource, import_ray
+from latbench.fleet import PoolError, connect, device_resource
 from latbench.measure.jobs import JobResult, JobRunner, MeasureJob
 
 #: seconds a new pool waits for devices another pool has just released
@@ -42,9 +42,7 @@ class RayPool:
 
     def __init__(self, backend: Any, resource: str, actors: int | None = None, address: str | None = None,
                  retries: int = 2) -> None:
-        self.ray = import_ray()
-        if not self.ray.is_initialized():
-            self.ray.init(address=address, log_to_driver=False)
+        self.ray = connect(address)
         available = int(self.ray.cluster_resources().get(resource, 0))
         if available < 1:
             raise PoolError(f"no node of the Ray cluster advertises {resource!r}; start one device's node with "
@@ -52,7 +50,7 @@ class RayPool:
         count = available if actors is None else actors
         if not 1 <= count <= available:
             raise PoolError(f"{count} actors asked for, but the cluster has {available} of {resource!r}")
-        free, deadline = 0, time.monotonic() + FREE_WAIT_S  # units a shut-down pool held come back after a moment
+        deadline = time.monotonic() + FREE_WAIT_S  # units a shut-down pool held come back after a moment
         while (free := int(self.ray.available_resources().get(resource, 0))) < count and time.monotonic() < deadline:
             time.sleep(0.2)
         if count > free:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from latbench.fleet import FLEET_RESOURCE, PoolError, import_ray
+from latbench.fleet import FLEET_RESOURCE, PoolError, connect
 from latbench.profiler.run import ProfileSettings, profile_device
 
 
@@ -74,9 +74,7 @@ def profile_fleet(settings: ProfileSettings, address: str | None = None, root: s
                   only: list[str] | None = None,
                   on_done: Callable[[NodeProfile], None] | None = None) -> list[NodeProfile]:
     """Profile every fleet node's device with ``settings``; each profile is written under ``root``."""
-    ray = import_ray()
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False)
+    ray = connect(address)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     task = ray.remote(num_cpus=0, resources={FLEET_RESOURCE: 1}, max_retries=0)(profile_here)
