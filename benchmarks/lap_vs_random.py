@@ -9,7 +9,7 @@ accuracy and predicted latency, the best reward found after 25, 50, 100, ... epi
 accuracy, the measured latency ratio and the wall time; and per policy the means over seeds.
 
     python benchmarks/lap_vs_random.py [--model resnet56] [--target 0.5] [--episodes 300] [--warmup 100]
-        [--agent-seeds 0 1 2]
+        [--agent-seeds 0 1 2] [--reward-steps 0]
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=300)
     p.add_argument("--warmup", type=int, default=100, help="the agent's random episodes (random search: all)")
     p.add_argument("--agent-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--reward-steps", type=int, default=0, help="LAP's reward_steps for both policies (default 0)")
     p.add_argument("--finetune-epochs", type=int, default=5)
     p.add_argument("--joint-budget", type=float, default=30.0)
     p.add_argument("--repeats", type=int, default=3)
@@ -68,7 +69,8 @@ def main() -> None:
             out = Path(args.runs) / f"{args.model}-{args.target:g}-{policy}-{seed}"
             result = prune("lap", args.model, weights, args.profile, args.target, out=out, finetune=finetune,
                            seed=0, measure_budget_s=20.0, progress=False,
-                           options={"episodes": args.episodes, "warmup": warmup, "agent_seed": seed})
+                           options={"episodes": args.episodes, "warmup": warmup, "agent_seed": seed,
+                                    "reward_steps": args.reward_steps})
             log = json.loads((out / LOG).read_text())
             report = result.to_dict()
             lap = next(e["lap"] for e in report["search"] if "lap" in e)
@@ -100,7 +102,8 @@ def main() -> None:
         print(f"{policy:6s}: " + "  ".join(f"{k} {v['mean']:.3f} ± {v['stdev']:.3f}" for k, v in summary[policy].items()
                                            if isinstance(v, dict)), flush=True)
     dump_json({"benchmark": "lap_vs_random", "model": args.model, "profile": args.profile, "target": args.target,
-               "episodes": args.episodes, "warmup": args.warmup, "finetune": finetune.to_dict(),
+               "episodes": args.episodes, "warmup": args.warmup, "reward_steps": args.reward_steps,
+               "finetune": finetune.to_dict(),
                "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
                "wall_s": time.perf_counter() - start, "summary": summary, "rows": rows}, args.out)
     print(f"wrote {args.out}")

@@ -29,6 +29,7 @@ from torch import nn
 from pruners.errors import PruningError
 from pruners.groups import ChannelGroup
 from pruners.importance import FilterDynamics, Scores
+from pruners.train import sgd_steps
 
 #: a dropped channel's gate: not 0, where a following ReLU's derivative is 0, but just above it, so that its
 #: gradient is the one-sided derivative of restoring the channel; the forward pass differs from the pruned
@@ -50,14 +51,12 @@ def dynamic_scores(model: nn.Module, groups: Sequence[ChannelGroup], loader: Ite
     """Group id -> per-channel dynamic score after a ``batches``-step SGD window on a copy of ``model``."""
     if batches < 1:
         raise PruningError(f"the dynamics window needs at least 1 batch, got {batches}")
+    if loader is None:
+        raise PruningError("dynamic filter selection needs training data (a train_loader)")
     work = copy.deepcopy(model).train()
     dynamics = FilterDynamics()
     dynamics.record(work)
-    opt = torch.optim.SGD(work.parameters(), lr=lr, momentum=momentum)
-    for x, y in _batches(loader, batches):
-        opt.zero_grad()
-        nn.functional.cross_entropy(work(x), y).backward()
-        opt.step()
+    sgd_steps(work, loader, batches, lr, momentum)
     dynamics.record(work)
     return dynamics.scores(groups)
 

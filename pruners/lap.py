@@ -17,11 +17,13 @@ the chosen network is measured.
   profile's channel-step multiples, then ``ceil(low * C)``) for which the network with every later
   group at ``low`` is predicted within the target: every episode ends within the budget. A target
   that even all groups at ``low`` miss (after the aim below) is refused with that floor.
-- **Aim.** Before the search, a uniform network on the profile's channel step predicted near the
-  target is measured once and the wall's target scaled by predicted / measured (bounded to
-  [2/3, 1.5]), so the episodes aim at the measured target.
+- **Aim.** Before the search, ``aim_networks`` networks predicted near the target (a uniform one on the
+  profile's channel step and random episodes through the wall) are measured in one interleaved run and
+  the wall's target scaled by the median of their predicted / measured ratios (bounded to [2/3, 1.5]),
+  so the episodes aim at the measured target.
 - **Reward** ``R = -E + latency_weight * S`` with ``E = 1 - accuracy`` on the quick check (batch norms
-  recalibrated on ``check_images`` training images, two validation batches, no fine-tuning) and
+  recalibrated on ``check_images`` training images, then ``reward_steps`` SGD steps at the fine-tuning
+  learning rate, 0 by default (AMC: no fine-tuning), then two validation batches) and
   ``S = sum_g s_g(r_g) * (1 - r_g)``, the share of latency the sensitivity analysis credits to the
   episode's cuts (``r_g`` the group's keep ratio, ``s_g`` its sensitivity at that ratio,
   interpolated): a cut where latency is insensitive earns nothing. ``latency_weight`` 0 is AMC's
@@ -208,24 +210,41 @@ def calibration_widths(env: Environment, aim: float) -> dict[int, int]:
     return options[max(within, key=lambda i: ratios[i]) if within else int(np.argmin(ratios))]
 
 
-def _calibrate(problem: Problem, env: Environment) -> dict[str, float]:
-    """Move the wall's target so that the search aims at the *measured* target: a uniform network on the
-    profile's channel step predicted near the target (:func:`calibration_widths`) is measured once, and
-    the target scaled by predicted / measured (kept within ``AIM_BOUNDS``, at most 1). A profile off for
-    pruned networks would otherwise send every episode to the wrong latency."""
+def calibration_networks(env: Environment, aim: float, count: int, seed: int) -> list[dict[int, int]]:
+    """The networks the aim is measured on: the uniform one of :func:`calibration_widths` and ``count - 1``
+    random episodes through the wall at ``aim`` (the warm-up's kind of network, unevenly cut), so that the
+    correction is not one network's."""
+    rng = np.random.default_rng(seed)
+    kept, env.target = env.target, aim
+    try:
+        episodes = [run_episode(env, lambda _s: rng.uniform(0.0, 1.0)).widths for _ in range(count - 1)]
+    finally:
+        env.target = kept
+    return [calibration_widths(env, aim), *episodes]
+
+
+def _calibrate(problem: Problem, env: Environment, count: int, seed: int) -> dict[str, Any]:
+    """Move the wall's target so that the search aims at the *measured* target: ``count`` networks predicted
+    near the target (:func:`calibration_networks`) are measured in one interleaved run, and the target
+    scaled by the median of their predicted / measured ratios (kept within ``AIM_BOUNDS``, at most 1). A
+    profile off for pruned networks would otherwise send every episode to the wrong latency."""
     target = problem.target
     if problem.oracle.mode == "predict":
         return {"search_target": target}
     aim = max(target, env.floor())  # under the floor, what the floor measures decides whether it is out of reach
-    widths = calibration_widths(env, aim)
-    arch = problem.arch.with_widths(widths)
-    decision = Decision(keep_first({g: w for g, w in widths.items() if w < problem.arch.width_tuple[g]}))
-    predicted = problem.oracle.predict(arch).ratio
-    measured = problem.oracle.measure(problem.build(decision), arch).ratio
-    correction = min(max(predicted / measured, AIM_BOUNDS[0]), AIM_BOUNDS[1])
+    networks = calibration_networks(env, aim, count, seed)
+    archs = [problem.arch.with_widths(w) for w in networks]
+    decisions = [Decision(keep_first({g: v for g, v in w.items() if v < problem.arch.width_tuple[g]}))
+                 for w in networks]
+    predicted = [problem.oracle.predict(a).ratio for a in archs]
+    measured = [e.ratio for e in problem.oracle.measure_many([(problem.build(d), a)
+                                                               for d, a in zip(decisions, archs, strict=True)])]
+    correction = float(np.median([p / m for p, m in zip(predicted, measured, strict=True)]))
+    correction = min(max(correction, AIM_BOUNDS[0]), AIM_BOUNDS[1])
     env.target = min(1.0, target * correction)
-    return {"search_target": env.target, "calibration_predicted": predicted, "calibration_measured": measured,
-            "calibration_keep": {str(g): w for g, w in widths.items()}}
+    return {"search_target": env.target, "calibration_correction": correction,
+            "calibration_predicted": predicted, "calibration_measured": measured,
+            "calibration_keep": [{str(g): v for g, v in w.items()} for w in networks]}
 
 
 def _selection_scores(problem: Problem, selection: str, batches: int) -> dict[int, torch.Tensor]:
@@ -249,7 +268,8 @@ def _save(problem: Problem, payload: dict[str, Any], log: list[dict[str, Any]]) 
 def lap(problem: Problem, episodes: int = 300, warmup: int = 100, low: float = 0.2, high: float = 1.0,
         latency_weight: float = 0.1, selection: str = "dynamic", dynamics_batches: int = 20,
         regrow_fraction: float = 0.1, regrow_batches: int = 8, accuracy_batches: int = 2, check_images: int = 128,
-        seed: int = 0, agent_settings: DDPGSettings | None = None) -> Search:
+        reward_steps: int = 0, aim_networks: int = 4, seed: int = 0,
+        agent_settings: DDPGSettings | None = None) -> Search:
     """Search keep ratios with the agent against the predictor, then select filters and fit the target
     by measurement (module doc)."""
     oracle, target = problem.oracle, problem.target
@@ -263,6 +283,9 @@ def lap(problem: Problem, episodes: int = 300, warmup: int = 100, low: float = 0
         raise PruningError(f"episodes must be 1 or more and warmup 0 or more, got {episodes} and {warmup}")
     if problem.val_loader is None:
         raise PruningError("lap's reward is a quick accuracy check: give a val_loader")
+    if reward_steps < 0 or aim_networks < 1:
+        raise PruningError(f"reward_steps must be 0 or more and aim_networks 1 or more, got {reward_steps} and "
+                           f"{aim_networks}")
     start = time.perf_counter()
     env = Environment(problem.arch, [g.id for g in problem.groups], oracle, target, low, high,
                       profile_group_size(oracle.profile))
@@ -285,7 +308,7 @@ def lap(problem: Problem, episodes: int = 300, warmup: int = 100, low: float = 0
         env.target = calibration["search_target"]  # the aim of the interrupted run, not a new measurement
         log = json.loads((problem.out / LOG).read_text()) if (problem.out / LOG).exists() else []
     else:
-        calibration = _calibrate(problem, env)
+        calibration = _calibrate(problem, env, aim_networks, seed)
         if floor > env.target:
             aim = "" if env.target == target else f" (the measured target is {env.target:.3f} in predicted terms)"
             raise PruningError(f"latency target {target:g} is below what lap can reach: every group at the lowest keep "
@@ -297,7 +320,7 @@ def lap(problem: Problem, episodes: int = 300, warmup: int = 100, low: float = 0
             decision = _decision(ep.widths, scores, problem.arch)
             module = problem.build(decision)
             acc = problem.quick_accuracy(module, f"lap:{decision.arch(problem.arch).signature()}", accuracy_batches,
-                                         check_images)
+                                         check_images, reward_steps)
             credit = env.latency_credit(ep.widths)
             reward = -(1.0 - acc / 100.0) + latency_weight * credit
             record = {"episode": agent.episode, "reward": reward, "accuracy": acc, "predicted": ep.predicted,
@@ -360,13 +383,17 @@ class Options:
     regrow_fraction: float = option(0.1, "at most this share of a group's kept filters swapped by regrowth",
                                     low=0.0, high=1.0)
     check_images: int = option(128, "training images the quick check recalibrates batch norms on (per episode)", low=1)
+    reward_steps: int = option(0, "SGD steps each episode's network trains for before its quick check (0: none; a "
+                                  "few steps rank aggressively cut networks by how they recover)", low=0)
+    aim_networks: int = option(4, "networks measured before the search to aim the wall at the measured target",
+                               low=1)
     agent_seed: int = option(0, "seed of the agent's initial weights and exploration noise", low=0)
 
 
 def search(problem: Problem, options: Options) -> Search:
     return lap(problem, options.episodes, options.warmup, options.min_keep, latency_weight=options.latency_weight,
                selection=options.selection, regrow_fraction=options.regrow_fraction, check_images=options.check_images,
-               seed=options.agent_seed)
+               reward_steps=options.reward_steps, aim_networks=options.aim_networks, seed=options.agent_seed)
 
 
 METHOD = Method("lap", "LAP: a DDPG agent picks each group's keep ratio against the predicted latency; dynamic "

@@ -28,7 +28,7 @@ from pruners.errors import PruningError
 from pruners.groups import ChannelGroup
 from pruners.oracle import LatencyOracle
 from pruners.surgery import Decision, apply
-from pruners.train import TrainConfig, evaluate, fit
+from pruners.train import TrainConfig, evaluate, fit, sgd_steps
 
 
 @dataclass
@@ -60,12 +60,18 @@ class Problem:
             return 0
         return recalibrate_batchnorm(module, self.train_loader, self.bn_images if images is None else images)
 
-    def quick_accuracy(self, module: nn.Module, key: str, batches: int = 4, images: int | None = None) -> float:
+    def quick_accuracy(self, module: nn.Module, key: str, batches: int = 4, images: int | None = None,
+                       steps: int = 0) -> float:
         """Top-1 accuracy (%) of a freshly cut ``module`` on the first ``batches`` validation batches,
-        after batch-norm recalibration (on ``images`` training images, default ``bn_images``); cached by
-        ``key`` (e.g. the candidate's signature) and counted."""
+        after batch-norm recalibration (on ``images`` training images, default ``bn_images``) and, with
+        ``steps``, that many SGD steps at the fine-tuning learning rate (``module`` is trained in place);
+        cached by ``key`` (e.g. the candidate's signature) and counted."""
         if key not in self._accuracy:
             self.recalibrate(module, images)
+            if steps:
+                if self.train_loader is None:
+                    raise PruningError("a quick check with training steps needs training data (a train_loader)")
+                sgd_steps(module, self.train_loader, steps, self.finetune.lr)
             self._accuracy[key] = evaluate(module, self.val_loader, max_batches=batches)
             self.accuracy_checks += 1
         return self._accuracy[key]

@@ -73,6 +73,24 @@ def evaluate(model: nn.Module, loader: Iterable, max_batches: int | None = None)
     return 100.0 * correct / max(total, 1)
 
 
+def sgd_steps(model: nn.Module, loader: Iterable, steps: int, lr: float, momentum: float = 0.9) -> int:
+    """Train ``model`` in place for up to ``steps`` plain SGD steps (constant ``lr``, cross-entropy) on the
+    first batches of one pass of ``loader``; the number of steps taken. A short window, not a schedule: for
+    scoring filters by how they move, or ranking pruned networks by how they recover."""
+    model.train()
+    device = module_device(model)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    done = 0
+    for x, y in loader:
+        if done >= steps:
+            break
+        opt.zero_grad()
+        F.cross_entropy(model(x.to(device)), y.to(device)).backward()
+        opt.step()
+        done += 1
+    return done
+
+
 def _lr_at(config: TrainConfig, step: int, total: int, per_epoch: int) -> float:
     warm = config.warmup_epochs * per_epoch
     if step < warm:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
 
 import numpy as np
 import pytest
@@ -16,10 +17,10 @@ from pruners.ddpg import DDPG, DDPGSettings
 from pruners.dynamic_selection import DROPPED_GATE, gate_gradients, regrow
 from pruners.errors import PruningError
 from pruners.groups import ChannelGroup
-from pruners.lap import AIM_BOUNDS, LOG, Environment, calibration_widths, lap, run_episode
+from pruners.lap import AIM_BOUNDS, LOG, Environment, calibration_networks, calibration_widths, lap, run_episode
 from pruners.method import Problem
 from pruners.oracle import LatencyOracle
-from pruners.train import TrainConfig
+from pruners.train import TrainConfig, sgd_steps
 
 EXAMPLE = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
 
@@ -115,6 +116,34 @@ def test_the_aim_is_measured_on_a_uniform_network_on_the_channel_step(profile_an
     assert predicted == pytest.approx(max(within) if within else min(others))  # nearest from below, else smallest
 
 
+def test_the_aim_networks_are_the_uniform_one_and_distinct_random_episodes_within_the_wall(profile_and_data):
+    problem = _problem(profile_and_data, 0.6)
+    env = Environment(problem.arch, [g.id for g in problem.groups], problem.oracle, 0.9, step=16)
+    networks = calibration_networks(env, 0.6, 4, seed=0)
+    assert len(networks) == 4 and networks[0] == calibration_widths(env, 0.6)
+    assert env.target == 0.9  # the wall was moved to the aim for the draws only
+    randoms = [tuple(sorted(w.items())) for w in networks[1:]]
+    assert len(set(randoms)) == 3 and all(dict(r) != networks[0] for r in randoms)
+    for widths in networks[1:]:
+        assert problem.oracle.predict(problem.arch.with_widths(widths)).ratio <= 0.6
+
+
+def test_sgd_steps_take_plain_sgd_steps_on_the_first_batches_and_stop_at_the_end_of_the_loader():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    batches = [(torch.randn(4, 3), torch.randint(0, 2, (4,))) for _ in range(3)]
+    w, b = model.weight.detach().clone(), model.bias.detach().clone()
+    x, y = batches[0]
+    logits = x @ w.T + b  # the first step by hand: momentum's buffer starts at the gradient, so w - lr * grad
+    p = torch.softmax(logits, 1)
+    p[torch.arange(4), y] -= 1.0
+    grad_w, grad_b = p.T @ x / 4, p.sum(0) / 4
+    assert sgd_steps(model, batches, 1, lr=0.5) == 1
+    assert torch.allclose(model.weight, w - 0.5 * grad_w, atol=1e-6)
+    assert torch.allclose(model.bias, b - 0.5 * grad_b, atol=1e-6)
+    assert sgd_steps(nn.Linear(3, 2), batches, 10, lr=0.5) == 3  # one pass, no more
+
+
 def test_a_target_under_the_floor_is_refused_with_it(profile_and_data):
     with pytest.raises(PruningError, match=r"every group at the lowest keep ratio 0.2 is predicted at 0\.\d{3}"):
         lap(_problem(profile_and_data, 0.05), episodes=1, warmup=1)
@@ -175,8 +204,10 @@ def test_a_resumed_search_continues_from_its_checkpoint(profile_and_data, tmp_pa
     assert summary["episodes"] == 5 and first.history[-1]["lap"]["episodes"] == 3
     # the aim measured before the search is kept, not measured again: the resumed episodes aim where the first did
     assert summary["search_target"] == first.history[-1]["lap"]["search_target"]
-    m, p = summary["calibration_measured"], summary["calibration_predicted"]
-    correction = min(max(p / m, AIM_BOUNDS[0]), AIM_BOUNDS[1])
+    measured, predicted = summary["calibration_measured"], summary["calibration_predicted"]
+    assert len(measured) == len(predicted) == 4  # the default aim_networks
+    median = statistics.median(p / m for p, m in zip(predicted, measured, strict=True))
+    correction = min(max(median, AIM_BOUNDS[0]), AIM_BOUNDS[1])
     assert summary["search_target"] == pytest.approx(min(1.0, 0.6 * correction), rel=1e-9)
     assert summary["best_reward"] == max(r["reward"] for r in again)
     assert set(summary["selection_accuracy"]) == {"l1", "dynamic", "dynamic+regrowth"}
@@ -189,11 +220,14 @@ def test_latbench_prune_lap_end_to_end(capsys, shipped_profile, tmp_path):
     torch.save(seeded("resnet20").state_dict(), weights)
     code, out, err = run(capsys, "prune", "lap", "--model", "resnet20", "--weights", str(weights), "--profile",
                          str(shipped_profile()), "--latency-target", "0.7", "--episodes", "3", "--warmup", "2",
-                         "--selection", "l2", "--finetune-epochs", "0", "--bn-images", "32", "--measure-budget", "2",
+                         "--selection", "l2", "--reward-steps", "1", "--aim-networks", "2", "--finetune-epochs", "0",
+                         "--bn-images", "32", "--measure-budget", "2",
                          "--quiet", "--out", str(tmp_path / "run"))
     assert code == 0, err
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert report["settings"]["options"] == {"episodes": 3, "warmup": 2, "selection": "l2"}
+    assert report["settings"]["options"] == {"episodes": 3, "warmup": 2, "selection": "l2", "reward_steps": 1,
+                                             "aim_networks": 2}
     summary = next(e["lap"] for e in report["search"] if "lap" in e)
     assert summary["episodes"] == 3 and report["latency"]["measured_ratio"] < 1.0
+    assert len(summary["calibration_measured"]) == 2
     assert "LAP: 3 episodes in " in out and "quick check: l1 " in out and "l2+regrowth" in out
