@@ -25,7 +25,8 @@ def cells(r: dict[str, Any]) -> list[str]:
            else f"{r['accuracy']:.2f} (seed 0)")
     return [f"{r['target']:g}", r["method"], f"{r['measured_ratio']:.3f} ({lo:.3f}–{hi:.3f})", side,
             f"{r['predicted_ratio']:.3f}", acc, f"{r['mflops']:.1f}", f"{r['params_k']:.0f} k",
-            f"{r['removed_blocks']} / {r.get('removed_layers', 0)}", str(r["measurements"]), f"{r['wall_s']:.0f} s"]
+            f"{r.get('removed_blocks', 0)} / {r.get('removed_layers', 0)}", str(r["measurements"]),
+            f"{r['wall_s']:.0f} s"]
 
 
 def table(paths: list[Path]) -> str:

@@ -1,0 +1,170 @@
+"""The README's result tables, rendered from the committed result files they report.
+
+Each table in the README sits between ``<!-- table: NAME -->`` and ``<!-- /table -->``; ``NAME`` is a key of
+``TABLES`` and its function renders the table from its files. After a benchmark is rerun, ``--write``
+copies the new numbers into the README; without it the README is checked and every table that disagrees
+with its files is named (exit 1). ``tests/test_readme_tables.py`` runs the check.
+
+    PYTHONPATH=benchmarks python benchmarks/readme_tables.py [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pareto_table import table as pareto
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+BLOCK = re.compile(r"<!-- table: (?P<name>[\w.-]+) -->\n(?P<body>.*?)\n?<!-- /table -->", re.S)
+
+
+def _load(name: str) -> dict[str, Any]:
+    return json.loads((RESULTS / name).read_text())
+
+
+def _rows(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _pareto(*names: str) -> Callable[[], str]:
+    return lambda: pareto([RESULTS / n for n in names])
+
+
+NAMES = {"uniform": "uniform", "global": "global", "splamp": "SP-LAMP", "hilp": "HILP", "layerprune": "LayerPrune",
+         "lap": "LAP"}
+NETWORKS = {"resnet56": "ResNet-56", "mobilenetv2_cifar": "MobileNet-V2", "vgg16": "VGG-16"}
+
+
+def lap_summary() -> str:
+    """LAP against uniform at every target of every Pareto file that has a LAP row."""
+    files = ["pruning_pareto_hybrid.json", "pruning_pareto_hybrid_0.5.json", "pruning_pareto_hybrid_0.35.json",
+             "pruning_pareto_mobilenetv2_cifar_0.7.json", "pruning_pareto_mobilenetv2_cifar_0.5.json",
+             "pruning_pareto_mobilenetv2_cifar_0.35.json"]
+    out = []
+    for name in files:
+        data = _load(name)
+        rows = {r["method"]: r for r in data["rows"] if "error" not in r}
+        if "lap" not in rows:
+            continue
+        lap, uni = rows["lap"], rows["uniform"]
+        out.append([NETWORKS[data["model"]], f"{lap['target']:g}", _acc(lap), _acc(uni),
+                    f"{lap['side_by_side']['median']:.3f}", f"{uni['side_by_side']['median']:.3f}",
+                    f"{lap['mflops']:.1f}", f"{uni['mflops']:.1f}", f"{lap['wall_s']:.0f} s"])
+    return _rows(["network", "target", "LAP accuracy", "uniform accuracy", "LAP side by side", "uniform side by side",
+                  "LAP MFLOPs", "uniform MFLOPs", "LAP wall time"], out)
+
+
+def _acc(r: dict[str, Any]) -> str:
+    return f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}" if "accuracy_mean" in r else f"{r['accuracy']:.2f}"
+
+
+def gpu_transfer() -> str:
+    """CPU-pruned networks measured on the GPU (graph replay), the rows the README discusses."""
+    picks = {"resnet56": [("uniform", 0.5), ("global", 0.5), ("splamp", 0.5), ("hilp", 0.5), ("layerprune", 0.5),
+                          ("lap", 0.5), ("uniform", 0.35), ("hilp", 0.35), ("layerprune", 0.35), ("lap", 0.35)],
+             "mobilenetv2_cifar": [("uniform", 0.35), ("global", 0.35), ("hilp", 0.35), ("layerprune", 0.35),
+                                   ("lap", 0.35)]}
+    out = []
+    for model, rows in picks.items():
+        data = _load(f"gpu_transfer_{model}.json")
+        graph = {r["batch"]: r["ratios"] for r in data["runs"] if r["engine"] == "graph"}
+        for method, target in rows:
+            key = f"{method}@{target:g}"
+            cpu = data["cpu"][key]
+            out.append([f"{NETWORKS[model]} {NAMES[method]} {target:g}", f"{cpu['cpu_side_by_side']:.3f}",
+                        f"{cpu['flops_ratio']:.3f}", f"{cpu['accuracy_mean']:.2f}",
+                        *[f"{graph[b][key]['median']:.3f}" for b in (1, 32, 256)]])
+    return _rows(["network (CPU target)", "CPU side by side", "FLOPs ratio", "accuracy", "H200 bs 1, graph",
+                  "bs 32, graph", "bs 256, graph"], out)
+
+
+def layer_vs_filter() -> str:
+    out = []
+    for comparison in _load("layer_vs_filter.json")["comparisons"]:
+        for r in comparison["rows"]:
+            s = r["side_by_side"]
+            out.append([f"{comparison['target']:g}", r["method"], str(r["removed_blocks"]),
+                        f"{s['median']:.3f} ({s['low']:.3f}–{s['high']:.3f})", f"{r['flops_ratio']:.3f}",
+                        f"{r['accuracy']:.2f}%"])
+    return _rows(["target", "method", "removed blocks", "measured side by side (range)", "FLOPs ratio",
+                  "test accuracy"], out)
+
+
+def pool_scaling() -> str:
+    rows = _load("pool_scaling.json")["rows"]
+    labels = {0: "this process", 1: "a pool of 1 actor", 2: "a pool of 2 actors"}
+    out = []
+    for actors, label in labels.items():
+        mine = sorted((r for r in rows if r["actors"] == actors), key=lambda r: r["repeat"])
+        out.append([label, ", ".join(f"{r['wall_s']:.1f} s" for r in mine),
+                    ", ".join(f"{r['measure_s']:.1f} s" for r in mine)])
+    return _rows(["measured by", "HILP wall time (two runs)", "of which measuring"], out)
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "pareto-resnet56": _pareto("pruning_pareto.json"),
+    "pareto-resnet56-0.7": _pareto("pruning_pareto_hybrid.json"),
+    "pareto-resnet56-0.5": _pareto("pruning_pareto_hybrid_0.5.json"),
+    "pareto-resnet56-0.35": _pareto("pruning_pareto_hybrid_0.35.json"),
+    "pareto-mobilenetv2": _pareto(*(f"pruning_pareto_mobilenetv2_cifar_{t}.json" for t in ("0.7", "0.5", "0.35"))),
+    "pareto-vgg16": _pareto("pruning_pareto_vgg16_0.7.json", "pruning_pareto_vgg16_0.5.json",
+                            "pruning_pareto_vgg16_0.35.json"),
+    "lap-summary": lap_summary,
+    "gpu-transfer": gpu_transfer,
+    "layer-vs-filter": layer_vs_filter,
+    "pool-scaling": pool_scaling,
+}
+
+
+def blocks(text: str) -> list[tuple[str, str]]:
+    """(name, table as written) of every marked table, in order."""
+    return [(m["name"], m["body"].strip()) for m in BLOCK.finditer(text)]
+
+
+def stale(text: str) -> list[str]:
+    """Problems of ``text``'s marked tables: unknown names, tables missing or repeated, tables whose cells
+    disagree with their files (named with the first differing line)."""
+    found = blocks(text)
+    names = [n for n, _ in found]
+    problems = [f"{n}: no such table" for n in names if n not in TABLES]
+    problems += [f"{n}: not in the README" for n in TABLES if n not in names]
+    problems += [f"{n}: marked {names.count(n)} times" for n in TABLES if names.count(n) > 1]
+    for name, body in found:
+        if name in TABLES and body != (want := TABLES[name]()):
+            line = next((f"README '{a}' / file '{b}'" for a, b in zip(body.splitlines(), want.splitlines(),
+                                                                       strict=False) if a != b), "row count differs")
+            problems.append(f"{name}: {line}")
+    return problems
+
+
+def render(text: str) -> str:
+    """``text`` with every marked table rendered again from its files."""
+    return BLOCK.sub(lambda m: (f"<!-- table: {m['name']} -->\n{TABLES[m['name']]()}\n<!-- /table -->"
+                                if m["name"] in TABLES else m[0]), text)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--write", action="store_true", help="copy every table's numbers from its files into the README")
+    args = p.parse_args()
+    text = README.read_text()
+    if args.write:
+        README.write_text(render(text))
+        text = README.read_text()
+    problems = stale(text)
+    for line in problems:
+        print(line)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
