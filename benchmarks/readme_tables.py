@@ -110,7 +110,31 @@ def pool_scaling() -> str:
     return _rows(["measured by", "HILP wall time (two runs)", "of which measuring"], out)
 
 
+def shipped_profiles() -> str:
+    """This machine's two shipped ONNX Runtime profiles, from their own files."""
+    import pandas as pd
+
+    out = []
+    for name in ("amd-epyc-1t-onnxruntime-fp32-bs1", "amd-epyc-2t-onnxruntime-fp32-bs1"):
+        folder = ROOT / "device_profiles" / name
+        meta = json.loads((folder / "profile.json").read_text())
+        layers, models = pd.read_csv(folder / "layers.csv"), pd.read_csv(folder / "models.csv")
+        sampled = layers[layers["pass"] > 0]  # pass 0: the reference layer's repeats
+        refined = int((sampled["pass"] >= 1000).sum())
+        threads = meta["settings"].get("threads")
+        v = meta["validation"]["lut"]
+        out.append([f"`{name}`", str(threads) if threads else "2 (engine default)",
+                    f"{meta['timings_s']['total'] / 60:.1f} min",
+                    f"{len(sampled):,}" + (f" ({refined} by refinement)" if refined else ""),
+                    f"{len(models)} ({(models['split'] == 'calib').sum()} calibration, {v['n']} held out)",
+                    str(meta["plan"]["step"]),
+                    f"{v['within_10pct']:.0%} / {v['rmspe']:.1%} / {v['spearman']:.3f}"])
+    return _rows(["profile", "threads", "profiling time", "layer samples", "networks", "step",
+                  "its own held-out networks: LUT within ±10% / RMSPE / Spearman"], out)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "shipped-profiles": shipped_profiles,
     "pareto-resnet56": _pareto("pruning_pareto.json"),
     "pareto-resnet56-0.7": _pareto("pruning_pareto_hybrid.json"),
     "pareto-resnet56-0.5": _pareto("pruning_pareto_hybrid_0.5.json"),
