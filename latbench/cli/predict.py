@@ -117,7 +117,9 @@ def register(sub) -> None:
     pd_.add_argument("--widths", metavar="FILE", help="JSON {group id, group name or layer name: channels}")
     pd_.add_argument("--keep", type=ratio, help="keep this share of every prunable group's channels")
     pd_.add_argument("--remove-blocks", metavar="A,B", help="residual blocks to replace by identity")
-    pd_.add_argument("--predictor", default="all", choices=["all", *PREDICTORS])
+    pd_.add_argument("--predictor", default="all", choices=["all", *PREDICTORS],
+                     help="which of the profile's predictors answer: lut (per-layer table), xgb or rf (learned), "
+                          "flops (a FLOPs-proportional baseline), or all side by side (default)")
     pd_.add_argument("--measure", action="store_true", help="also measure the network now and print the error")
     add_profile_checks(pd_, "; on by default with --measure")
     pd_.add_argument("--no-reanchor", action="store_true", help="with --measure: compare the profile as it is")
@@ -128,7 +130,8 @@ def register(sub) -> None:
     an.add_argument("--input-shape", help=INPUT_SHAPE_HELP)
     an.add_argument("--profile", required=True, help="device profile folder or name")
     an.add_argument("--out", help="report folder (default report-MODEL)")
-    an.add_argument("--predictor", default="lut", choices=layer_sum_kinds())
+    an.add_argument("--predictor", default="lut", choices=layer_sum_kinds(),
+                    help="the predictor whose per-layer latencies are analysed (default lut)")
     an.add_argument("--measure", action="store_true",
                     help="also measure on the profile's backend: per-layer times in context, sensitivity at "
                          "keep 0.5, staircase curves")

@@ -192,7 +192,7 @@ def register(sub) -> None:
     pr.set_defaults(func=cmd_profile)
 
     dv = sub.add_parser("devices", help="list device profiles, with their accuracy and last known anchor factor")
-    dv.add_argument("--root", default="device_profiles")
+    dv.add_argument("--root", default="device_profiles", help="folder holding the profiles (default device_profiles)")
     dv.add_argument("--check", action="store_true", help="compare each profile's fingerprint with this machine")
     add_reanchor(dv, " (with --check: each profile that can run here)")
     dv.add_argument("--json", action="store_true", help="machine-readable output")
