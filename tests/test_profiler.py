@@ -295,17 +295,23 @@ def test_predictions_are_positive_ordered_and_batched_consistently(tiny_profile)
         assert (sig > 0).all()
 
 
-def test_lut_prediction_is_close_to_a_measurement_in_the_same_machine_state(tiny_profile):
+def test_lut_predicts_a_pruned_networks_latency_ratio_measured_in_the_same_run(tiny_profile):
+    """The LUT's predicted ratio of a pruned network to the full one against the ratio measured now, both
+    networks interleaved with the profile's anchors in one run: a ratio does not move with the machine's
+    speed, an absolute latency does (by more than the target, on this VM)."""
     profile = DeviceProfile.load(tiny_profile)
     base = trace(build_model("smallconv"), torch.zeros(1, 3, 32, 32), "smallconv")
-    cand = base.with_widths({g.id: max(1, int(g.channels * 0.6)) for g in base.prunable_groups})
-    runnable = profile.backend().deploy(build_candidate("smallconv", cand), torch.randn(1, 3, 32, 32))
-    # the machine's speed moves between the profile run and now: measure the candidate interleaved with
-    # the profile's anchors, and predict at the state they were measured in
-    anchoring = profile.reanchor(3.0, extra={"candidate": runnable}, save=False)
-    measured = anchoring.extra_us["candidate"]
-    predicted = profile.predictor("lut").predict(cand).latency_us
-    assert abs(predicted / measured - 1) < 0.4, (predicted, measured, anchoring.factor)  # not the benchmark
+    cand = base.with_widths({g.id: max(1, int(g.channels * 0.4)) for g in base.prunable_groups})
+    x = torch.randn(1, 3, 32, 32)
+    backend = profile.backend()
+    extra = {"full": backend.deploy(build_candidate("smallconv", base), x),
+             "candidate": backend.deploy(build_candidate("smallconv", cand), x)}
+    runs = [profile.reanchor(2.0, extra=extra, save=False).extra_us for _ in range(3)]
+    measured = float(np.median([r["candidate"] / r["full"] for r in runs]))  # one run alone swung 0.38-0.60
+    lut = profile.predictor("lut")
+    predicted = lut.predict(cand).latency_us / lut.predict(base).latency_us
+    assert measured < 0.7  # a cut this deep is measurably faster: a predictor answering 1 is off by 1.4x or more
+    assert abs(predicted / measured - 1) < 0.35, (predicted, measured)
 
 
 def test_rescaled_predictor_follows_a_reference_measured_now(tiny_profile):
