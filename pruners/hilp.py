@@ -35,6 +35,7 @@ run folder: a rerun resumes after the last finished step.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass, field
@@ -206,14 +207,16 @@ def hilp(problem: Problem, prefilter: int | None = DEFAULT_PREFILTER, step_epoch
         if step_epochs > 0 and (problem.out / CHECKPOINT_WEIGHTS).exists():
             load_weights(current, read_weights(problem.out / CHECKPOINT_WEIGHTS), str(problem.out / CHECKPOINT_WEIGHTS))
     if state.accuracy is None:
-        state.accuracy = problem.quick_accuracy(current, "original", accuracy_batches)
+        # on a copy: the check re-estimates batch norms, and the original's are the trained ones
+        state.accuracy = problem.quick_accuracy(copy.deepcopy(current), "original", accuracy_batches)
     while state.ratio > target and len(state.history) < max_steps:
         n = len(state.history) + 1
         arch = trace(current, example, problem.arch.name)
         groups = channel_groups(current, arch, example)
         t0 = time.perf_counter()
-        per_writer = per_weight_scores(current, groups, criterion)
-        moves, lost = rate_search(arch, groups, score(current, groups, criterion), per_writer, oracle, step)
+        per_writer = per_weight_scores(current, groups, criterion, problem.train_loader)
+        moves, lost = rate_search(arch, groups, score(current, groups, criterion, problem.train_loader), per_writer,
+                                  oracle, step)
         rate_s = time.perf_counter() - t0
         blocks, block_lost = block_moves(arch, per_writer)
         layers, layer_lost = layer_moves(current, arch, example, per_writer)

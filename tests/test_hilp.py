@@ -15,6 +15,7 @@ from nets import seeded, with_groups
 from latbench.measure import MeasureSettings
 from pruners.errors import PruningError
 from pruners.hilp import CHECKPOINT, best_width, dropped_importance, hilp, plateau_widths
+from pruners.importance import keep_top, score
 from pruners.method import Problem
 from pruners.oracle import LatencyOracle
 from pruners.train import TrainConfig
@@ -219,3 +220,21 @@ def test_a_missed_target_names_the_ratios_the_steps_measured_not_their_candidate
     why = _missed("latency", 0.5, 0.45, steps)
     assert "measured 0.48, 0.62:" in why and "8.0" not in why
     assert _missed("latency", 0.5, 0.49, steps) is None
+
+
+def test_a_data_criterion_scores_the_moves_on_training_batches(profile_and_data, tmp_path):
+    """``--criterion taylor`` needs batches: HILP passes its training data, and a width move keeps the
+    channels taylor ranks highest on it (scored here, on the same batches, independently of the search)."""
+    problem = _problem(profile_and_data, 0.9, tmp_path)
+    problem.train_loader = list(problem.train_loader)  # the same batches for the search and for this check
+    expected = score(problem.model, problem.groups, "taylor", problem.train_loader)
+    before = {k: v.clone() for k, v in problem.model.state_dict().items()}
+    found = hilp(problem, prefilter=3, accuracy_batches=1, criterion="taylor", max_steps=1)
+    # the search never touches the trained network (its quick check of the original runs on a copy)
+    assert all(torch.equal(v, before[k]) for k, v in problem.model.state_dict().items())
+    step = found.history[0]
+    assert step["chosen"] and any(c["move"].startswith("width") or "->" in c["move"] for c in step["candidates"])
+    ids = {g.name: g.id for g in problem.groups}
+    assert found.decision.keep  # the step cut a width
+    for name, kept in found.decision.keep.items():
+        assert tuple(kept) == tuple(keep_top(expected[ids.get(name, name)], len(kept)))
