@@ -29,6 +29,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestRegressor
 
 from latbench.errors import ProfileError, first_line
+from latbench.jsonio import dump_json
 from latbench.predictors.batch import CandidateBatch
 from latbench.predictors.layer_features import FEATURE_NAMES, spec_features, table_features
 from latbench.predictors.layer_sum import LayerLookup, LayerSumPredictor, OutOfProfileError, profile_layout_block
@@ -88,7 +89,9 @@ class _Member:
         return np.asarray(self.model.predict(x), dtype=np.float64)
 
     def save(self, path: Path) -> None:
-        self.model.get_booster().save_model(str(path))
+        tmp = path.with_name(path.name + ".tmp.ubj")  # XGBoost picks the format by the suffix
+        self.model.get_booster().save_model(str(tmp))
+        tmp.replace(path)  # atomically: a run killed while saving leaves the previous file
 
     def load(self, path: Path) -> _Member:
         import xgboost as xgb
@@ -155,7 +158,7 @@ class LearnedPredictor(LayerSumPredictor):
                 "seeds": [m.seed for m in self.members], "rows_digest": self.digest,
                 "library": library, "library_version": importlib.import_module(module).__version__, "files": files}
         path = out / f"{self.kind}.json"
-        path.write_text(json.dumps(meta, indent=2) + "\n")
+        dump_json(meta, path)
         return path
 
     def _load(self, folder: Path, digest: str) -> bool:
