@@ -6,9 +6,10 @@
   group, ranked across the whole network) at one pruning ratio.
 
 Each has one knob. :func:`search_knob` sets it for a target: a FLOPs ratio (exact, from the ``Arch``)
-or a latency ratio, where bisection runs on the oracle's *predictions* and is then corrected by
-*measurements*: after measuring candidate ``x``, the remaining bias ``measured / predicted`` is
-assumed to hold nearby, the predicted target is rescaled by it and bisection runs again, until the
+or a latency ratio, where the knob is scanned on a grid of the oracle's *predictions* (latency is not
+monotone in width) and the choice corrected by *measurements*: after measuring candidate ``x``, the
+remaining bias ``measured / predicted`` is assumed to hold nearby, the predictions are rescaled by it and
+the grid is scanned again, until the
 measured ratio is within ``tolerance / 2`` of the target (at most ``max_measurements``).
 """
 

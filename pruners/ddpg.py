@@ -101,7 +101,8 @@ class ReplayBuffer:
 
 class DDPG:
     """The agent: ``act`` (with exploration), ``observe`` a transition, ``update`` once from the buffer,
-    ``end_episode`` (noise decay), and ``state_dict``/``load_state_dict`` for checkpoints."""
+    ``learn_episode`` (store an episode, learn, decay the noise), and ``state_dict``/``load_state_dict``
+    for checkpoints."""
 
     def __init__(self, states: int, settings: DDPGSettings | None = None, seed: int = 0) -> None:
         self.settings = settings or DDPGSettings()

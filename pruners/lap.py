@@ -13,10 +13,11 @@ the chosen network is measured.
   the latency the remaining groups can still remove (``L(a_<t, full_>=t) - L(a_<t, low_>=t)``), both
   shares of the original's predicted latency, and the previous action. Static features are min-max
   normalised over the groups.
-- **Wall.** The keep width is the largest of ``round(a * C)`` and the lower plateau edges under it (the
-  profile's channel-step multiples, then ``ceil(low * C)``) for which the network with every later
-  group at ``low`` is predicted within the target: every episode ends within the budget. A target
-  that even all groups at ``low`` miss (after the aim below) is refused with that floor.
+- **Wall.** The keep width is the largest of ``round(keep * C)`` (``keep`` the action's keep ratio) and
+  the lower plateau edges under it (the profile's channel-step multiples, then ``ceil(low * C)``) for
+  which the network with every later group at ``low`` is predicted within the target: every episode
+  ends within the budget. A target that even all groups at ``low`` miss (after the aim below) is
+  refused with that floor.
 - **Aim.** Before the search, ``aim_networks`` networks predicted near the target (a uniform one on the
   profile's channel step and random episodes through the wall) are measured in one interleaved run and
   the wall's target scaled by the median of their predicted / measured ratios (bounded to [2/3, 1.5]),

@@ -134,7 +134,8 @@ def layerprune(problem: Problem, criterion: str = "l1", aggregate: str = "mean",
 class Options:
     criterion: str = option("l1", "per-filter criterion: l1, l2, bn_scale, taylor, fpgm")
     aggregate: str = option("mean", "a block's importance from its layers': mean, max or min")
-    per_latency: bool = option(False, "remove by importance per predicted latency saved, not importance alone")
+    per_latency: bool = option(False, "remove by importance per predicted latency saved (FLOPs saved, for a FLOPs "
+                                      "target), not importance alone")
 
 
 def search(problem: Problem, options: Options) -> Search:

@@ -40,7 +40,8 @@ class Measurement:
     """One latency measurement. All times are microseconds.
 
     ``stop_reason`` is ``"converged"`` (the median's CI reached the target width),
-    ``"time_budget"``, ``"max_runs"`` or ``"fixed"`` (the naive method). The CI of the median is
+    ``"time_budget"``, ``"max_runs"``, ``"fixed"`` (the naive method) or ``"interrupted"`` (Ctrl-C; what was
+    measured is kept). The CI of the median is
     taken over ``block_medians_us`` when the measurement was made in blocks (see
     ``latbench.measure.adaptive``), else over the samples. ``drift`` is the relative change of the
     median from the first to the second half of the kept blocks; ``discarded_runs`` counts samples

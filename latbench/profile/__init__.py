@@ -8,7 +8,9 @@
 - ``grid``: the lookup grids of the sampling plan;
 - ``state``: the machine state the samples were measured in (reference layer, family anchors),
   and how rows measured at different times are brought to one state;
-- ``families``: the profiled families' full-width architectures.
+- ``integrity``: the digests that tie a profile's files together.
+
+(The families themselves, zoo names, factories or ONNX files, are ``latbench.models.family``.)
 
 The profiler writes this format, ``DeviceProfile`` and the predictors read it; none of them is
 needed to read or write it.

@@ -5,7 +5,7 @@ full-width network of every family and random-width variants, interleaved in one
 adapted profile keeps the prior's layer table (layer latencies there) and its stored learned
 model, and recalibrates how layer sums become network latencies *here*: every calibration term
 is fitted on the ``N`` networks, held toward the prior's calibration
-(``latbench.predictors.base.fit_toward``). The prior knows how layers of these families fuse and
+(``latbench.predictors.calibration.fit_toward``). The prior knows how layers of these families fuse and
 combine on this kind of device; the few networks say how much faster or slower this one is, and
 for which kind of layer. Its uncertainty is the calibration's leave-one-out error.
 
