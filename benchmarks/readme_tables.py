@@ -133,7 +133,16 @@ def shipped_profiles() -> str:
                   "its own held-out networks: LUT within ±10% / RMSPE / Spearman"], out)
 
 
+def lap_reward_signal() -> str:
+    data = _load("lap_reward_signal_resnet56_0.462.json")
+    out = [[str(k), f"{v['spearman']:+.2f}", f"{v['picked_finetuned']:.2f}", f"{v['reward_s']:.1f} s"]
+           for k, v in data["summary"].items()]
+    return _rows(["SGD steps before the check", "Spearman with fine-tuned accuracy",
+                  "fine-tuned accuracy of its first pick", "seconds per reward"], out)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "lap-reward-signal": lap_reward_signal,
     "shipped-profiles": shipped_profiles,
     "pareto-resnet56": _pareto("pruning_pareto.json"),
     "pareto-resnet56-0.7": _pareto("pruning_pareto_hybrid.json"),
