@@ -136,7 +136,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="resnet56")
     p.add_argument("--weights", help="trained weights (default runs/MODEL-digits; trained there if missing)")
@@ -157,7 +157,11 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=0,
                    help="with N > 0: only fine-tune every run's decision again with seeds 0..N-1 and add the accuracy "
                         "mean and spread to the existing JSON")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.seeds:
         add_seeds(args)
         return

@@ -95,10 +95,11 @@ def register(sub) -> None:
     tr.add_argument("model", help="built-in network name, e.g. resnet20")
     tr.add_argument("--dataset", default="digits", help="digits (ships with scikit-learn), cifar10 or imagefolder")
     tr.add_argument("--data-root", help="dataset folder (cifar10, imagefolder); nothing is downloaded")
-    tr.add_argument("--epochs", type=positive_int, default=30)
+    tr.add_argument("--epochs", type=positive_int, default=30, help="training epochs (default 30)")
     tr.add_argument("--lr", type=positive_float, default=0.05, help="peak learning rate of the cosine schedule")
-    tr.add_argument("--batch-size", type=batch_size, default=64)
-    tr.add_argument("--seed", type=non_negative_int, default=0)
+    tr.add_argument("--batch-size", type=batch_size, default=64, help="images per training batch (default 64)")
+    tr.add_argument("--seed", type=non_negative_int, default=0,
+                    help="seed of the initial weights, the data split and its order (default 0)")
     tr.add_argument("--out", help="run folder (default runs/MODEL-DATASET); an interrupted run resumes there")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_train)
@@ -111,18 +112,22 @@ def register(sub) -> None:
     pn.add_argument("--profile", required=True, help="device profile folder or name (its backend is measured)")
     pn.add_argument("--latency-target", type=ratio, help="target latency as a ratio of the original's, e.g. 0.5")
     pn.add_argument("--flops-target", type=ratio, help="target FLOPs as a ratio of the original's")
-    pn.add_argument("--dataset", default="digits")
+    pn.add_argument("--dataset", default="digits",
+                    help="the data the network was trained on: digits (default), cifar10 or imagefolder")
     pn.add_argument("--data-root", help="dataset folder (cifar10, imagefolder)")
-    pn.add_argument("--finetune-epochs", type=non_negative_int, default=5)
+    pn.add_argument("--finetune-epochs", type=non_negative_int, default=5,
+                    help="fine-tuning epochs after pruning (default 5; 0: none)")
     pn.add_argument("--lr", type=positive_float, default=0.01, help="peak fine-tuning learning rate")
-    pn.add_argument("--batch-size", type=batch_size, default=64)
+    pn.add_argument("--batch-size", type=batch_size, default=64, help="images per fine-tuning batch (default 64)")
     pn.add_argument("--distill", type=share, default=0.0, help="weight of distillation from the unpruned network")
-    pn.add_argument("--predictor", default="lut", choices=layer_sum_kinds())
+    pn.add_argument("--predictor", default="lut", choices=layer_sum_kinds(),
+                    help="the profile's predictor the search prices candidates with (default lut)")
     pn.add_argument("--oracle", default="auto", choices=["predict", "measure", "auto"],
                     help="how the search checks latency: predictions only, measurements, or both (default)")
     pn.add_argument("--measure-budget", type=positive_float, default=10.0,
                     help="seconds for the final measurement against the original (default 10)")
-    pn.add_argument("--seed", type=non_negative_int, default=0)
+    pn.add_argument("--seed", type=non_negative_int, default=0,
+                    help="seed of the data split, its order and the example input (default 0)")
     pn.add_argument("--bn-images", type=non_negative_int, default=RECALIBRATION_IMAGES,
                     help=f"training images batch norms are re-estimated on after surgery (default "
                          f"{RECALIBRATION_IMAGES}; 0: keep the cut network's statistics)")
