@@ -141,7 +141,19 @@ def lap_reward_signal() -> str:
                   "fine-tuned accuracy of its first pick", "seconds per reward"], out)
 
 
+def pipeline_demo() -> str:
+    out = []
+    for r in _load("pipeline_demo.json")["rows"]:
+        rng = f" ({r['range'][0]:.3f}–{r['range'][1]:.3f})" if r.get("range") else ""
+        out.append([r["method"], f"{r['latency_us']:.1f}", f"{r['speedup']:.2f}x", f"{r['ratio']:.3f}{rng}",
+                    f"{r['accuracy']:.2f}", f"{r['mflops']:.2f}", f"{r['params'] / 1000:.1f}",
+                    "–" if r["measurements"] is None else str(r["measurements"]), f"{r['wall_s']:.0f}"])
+    return _rows(["method", "latency (µs)", "speed-up", "latency ratio (range)", "accuracy (%)", "MFLOPs",
+                  "params (k)", "measurements", "wall (s)"], out)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "pipeline-demo": pipeline_demo,
     "lap-reward-signal": lap_reward_signal,
     "shipped-profiles": shipped_profiles,
     "pareto-resnet56": _pareto("pruning_pareto.json"),
