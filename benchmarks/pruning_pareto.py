@@ -26,16 +26,17 @@ from typing import Any
 
 import torch
 
-from latbench.arch import Arch, trace
+from latbench.arch import trace
 from latbench.device_profile import DeviceProfile
 from latbench.jsonio import dump_json
-from latbench.models import build_candidate
 from pruners.compare import side_by_side as compare_side_by_side
 from pruners.data import load_dataset, loaders
 from pruners.errors import PruningError
+from pruners.method import options_given
 from pruners.prune import prune
+from pruners.result import load_pruned, search_cost
 from pruners.surgery import Decision, apply
-from pruners.train import TrainConfig, evaluate, fit, load_weights, read_weights
+from pruners.train import TrainConfig, evaluate, fit
 from pruners.trained import load_trained, train_zoo_model
 
 RESULTS = Path(__file__).parent / "results"
@@ -54,33 +55,6 @@ def row(report: dict[str, Any], target: float) -> dict[str, Any]:
             "widths": report["widths"], "removed_blocks": len(report["removed_blocks"]),
             "removed_layers": len(report.get("removed_layers", [])),
             "options": report["settings"].get("options", {})}
-
-
-def search_cost(report: dict[str, Any]) -> dict[str, Any]:
-    """Measurements and wall time of the run that searched (a resumed run reuses its decision: what it spent
-    then, from the search record, not what the resumed call spent)."""
-    cost = report["oracle"].get("search_cost") or {}
-    measurements = cost.get("measurements", report["oracle"]["counts"]["measurements"])
-    if "wall_s" in cost:
-        return {"measurements": measurements, "wall_s": cost["wall_s"]}
-    wall = cost.get("search_s", 0.0) + report["wall_time_s"] if cost.get("resumed") else report["wall_time_s"]
-    return {"measurements": measurements, "wall_s": wall}
-
-
-def load_pruned(model: str, folder: Path, original: torch.nn.Module | None = None) -> torch.nn.Module:
-    """The fine-tuned network of a run folder: its widths from ``arch.json`` (or, with single-path layers
-    removed, which an ``Arch`` does not describe, ``decision.json`` applied to ``original``), weights from
-    ``pruned.pt``."""
-    decision = Decision.from_dict(json.loads((folder / "decision.json").read_text()))
-    if decision.remove_layers:
-        if original is None:
-            raise ValueError(f"{folder} removed layers: give the original network to rebuild it")
-        x = torch.zeros(1, 3, 32, 32)
-        net = apply(original, trace(original, x, model), decision, x)[0]
-    else:
-        net = build_candidate(model, Arch.from_json(folder / "arch.json"), num_classes=10)
-    load_weights(net, read_weights(folder / "pruned.pt"), str(folder / "pruned.pt"))
-    return net.eval()
 
 
 def side_by_side(model: str, original: torch.nn.Module, folders: dict[str, Path], profile: str, budget_s: float,
@@ -179,7 +153,7 @@ def main() -> None:
             try:
                 result = prune(method, args.model, weights, args.profile, target, out=out, finetune=finetune,
                                seed=args.seed, measure_budget_s=args.measure_budget, progress=False,
-                               options=method_options(args.option, method))
+                               options=options_given(args.option, method))
             except PruningError as exc:
                 rows.append({"method": method, "target": target, "error": str(exc)})
                 print(f"{method:8s} target {target:g}: {exc}")
@@ -209,20 +183,6 @@ def main() -> None:
     dump_json(report, args.out)
     plot(rows, Path(args.out).with_suffix(".png"), f"{args.model} on digits, {Path(args.profile).name}")
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}")
-
-
-def method_options(given: list[str], method: str) -> dict[str, Any]:
-    """``METHOD.NAME=VALUE`` flags of ``method``, values read as JSON where they parse (numbers, booleans)."""
-    out: dict[str, Any] = {}
-    for item in given:
-        key, _, value = item.partition("=")
-        owner, _, name = key.partition(".")
-        if owner == method:
-            try:
-                out[name] = json.loads(value)
-            except json.JSONDecodeError:
-                out[name] = value
-    return out
 
 
 def add_seeds(args: argparse.Namespace) -> None:

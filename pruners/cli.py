@@ -1,5 +1,5 @@
-"""``latbench train`` and ``latbench prune``: the pruning commands, added to ``latbench`` through the
-``latbench.commands`` entry point (``latbench`` itself never imports ``pruners``)."""
+"""``latbench train``, ``latbench prune`` and ``latbench pipeline``: the pruning commands, added to ``latbench``
+through the ``latbench.commands`` entry point (``latbench`` itself never imports ``pruners``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from latbench.cli.console import check_writable_folder
 from latbench.cli.values import batch_size, non_negative_int, positive_float, positive_int, ratio, share
 from latbench.errors import UsageError
 from latbench.predictors import layer_sum_kinds
+from pruners import pipeline
 from pruners.batchnorm import RECALIBRATION_IMAGES
 from pruners.compare import COMPARISON, check_methods, compare_at_latency, comparison_table
 from pruners.distributed import context
@@ -90,7 +91,7 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
-    """Add ``train`` and ``prune`` to the ``latbench`` command's subparsers."""
+    """Add ``train``, ``prune`` and ``pipeline`` to the ``latbench`` command's subparsers."""
     tr = sub.add_parser("train", help="train a built-in network from scratch on a dataset (weights for pruning)")
     tr.add_argument("model", help="built-in network name, e.g. resnet20")
     tr.add_argument("--dataset", default="digits", help="digits (ships with scikit-learn), cifar10 or imagefolder")
@@ -147,3 +148,5 @@ def register(sub) -> None:
     add_profile_checks(pn)
     pn.add_argument("--quiet", action="store_true", help="no progress bar")
     pn.set_defaults(func=cmd_prune)
+
+    pipeline.add_parser(sub)

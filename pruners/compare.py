@@ -11,6 +11,8 @@ drift. Written to ``<run>/comparison.json``; the other runs keep their folders u
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,13 @@ COMPARISON = "comparison.json"
 
 
 def side_by_side(profile: DeviceProfile, original: nn.Module, networks: dict[str, nn.Module],
-                 example: torch.Tensor, budget_s: float = 30.0, repeats: int = 3) -> dict[str, dict[str, Any]]:
+                 example: torch.Tensor, budget_s: float = 30.0, repeats: int = 3,
+                 progress: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
     """Every network of ``networks`` measured in one interleaved comparison with ``original`` on the profile's
-    backend, ``repeats`` times: per network the median latency ratio over repeats, its range and every value."""
+    backend, ``repeats`` times: per network the median latency ratio over repeats, its range and every value
+    (``median``, ``low``, ``high``, ``all``), and the medians over repeats of its own and the original's median
+    latency in microseconds (``median_us``, ``original_us``). ``progress(repeat, info)`` follows each comparison
+    (``latbench.measure.compare``'s progress: rounds, elapsed_s, budget_s)."""
     if not networks:
         raise PruningError("side_by_side needs at least one network besides the original")
     if "original" in networks:
@@ -44,11 +50,17 @@ def side_by_side(profile: DeviceProfile, original: nn.Module, networks: dict[str
     runnables = {"original": backend.deploy(original.eval(), example)}
     runnables |= {name: backend.deploy(net.eval(), example) for name, net in networks.items()}
     ratios: dict[str, list[float]] = {name: [] for name in networks}
-    for _ in range(repeats):
-        result = compare(runnables, MeasureSettings(target_rel_ci=0.005, budget_s=budget_s))
+    us: dict[str, list[float]] = {name: [] for name in runnables}
+    for repeat in range(repeats):
+        result = compare(runnables, MeasureSettings(target_rel_ci=0.005, budget_s=budget_s),
+                         progress=None if progress is None else partial(progress, repeat))
         for name in networks:
             ratios[name].append(result.ratios[name].ratio)
-    return {name: {"median": statistics.median(r), "low": min(r), "high": max(r), "all": r}
+        for name in runnables:
+            us[name].append(result.measurements[name].median_us)
+    original_us = statistics.median(us["original"])
+    return {name: {"median": statistics.median(r), "low": min(r), "high": max(r), "all": r,
+                   "median_us": statistics.median(us[name]), "original_us": original_us}
             for name, r in ratios.items()}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -161,3 +162,18 @@ def option_parser(options_type: type, f: dataclasses.Field):
     if kind in (int, float):
         return bounded(kind, f.metadata.get("low"), f.metadata.get("high"), f.metadata.get("low_open", False))
     return kind
+
+
+def options_given(flags: list[str], method: str) -> dict[str, Any]:
+    """The ``METHOD.NAME=VALUE`` flags (``--option``) addressed to ``method``, values read as JSON where they
+    parse (numbers, booleans), else kept as strings."""
+    out: dict[str, Any] = {}
+    for item in flags:
+        key, _, value = item.partition("=")
+        owner, _, name = key.partition(".")
+        if owner == method:
+            try:
+                out[name] = json.loads(value)
+            except json.JSONDecodeError:
+                out[name] = value
+    return out

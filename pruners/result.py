@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,11 +10,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from latbench.arch import Arch
+from latbench.arch import Arch, trace
 from latbench.jsonio import dump_json
-from pruners.surgery import Decision
+from latbench.models import build_candidate
+from pruners.errors import CheckpointError
+from pruners.surgery import Decision, apply
+from pruners.train import load_weights, read_weights
 
 REPORT = "report.json"
+PRUNED_WEIGHTS = "pruned.pt"
 
 
 @dataclass
@@ -101,7 +106,7 @@ class PruneResult:
         """``pruned.pt`` (state dict), ``arch.json``, ``decision.json``, ``report.json`` and ``summary.md``."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        torch.save(self.model.state_dict(), out / "pruned.pt")
+        torch.save(self.model.state_dict(), out / PRUNED_WEIGHTS)
         self.arch.to_json(out / "arch.json")
         dump_json(self.decision.to_dict(), out / "decision.json")
         dump_json(self.to_dict(), out / REPORT, indent=1)
@@ -109,6 +114,39 @@ class PruneResult:
         if moves(self.search):
             plot_steps(moves(self.search), self.target.get("ratio"), out / "steps.png")
         return out
+
+
+def load_pruned(model: str, folder: str | Path, original: nn.Module | None = None,
+                num_classes: int = 10) -> nn.Module:
+    """The fine-tuned network of a run folder written by :meth:`PruneResult.write` for the built-in network
+    ``model``: its widths from ``arch.json`` (or, with single-path layers removed, which an ``Arch`` does not
+    describe, ``decision.json`` applied to ``original``), its weights from ``pruned.pt``; in eval mode."""
+    folder = Path(folder)
+    try:
+        decision = Decision.from_dict(json.loads((folder / "decision.json").read_text()))
+        arch = Arch.from_json(folder / "arch.json")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{folder} holds no readable pruning run ({exc})") from None
+    if decision.remove_layers:
+        if original is None:
+            raise CheckpointError(f"{folder} removed layers: give the original network to rebuild it")
+        x = torch.zeros(1, *arch.base.input_shape[1:])
+        net = apply(original, trace(original, x, model), decision, x)[0]
+    else:
+        net = build_candidate(model, arch, num_classes=num_classes)
+    load_weights(net, read_weights(folder / PRUNED_WEIGHTS), str(folder / PRUNED_WEIGHTS))
+    return net.eval()
+
+
+def search_cost(report: dict[str, Any]) -> dict[str, Any]:
+    """Measurements and wall time of the run that searched, from its ``report.json`` (a resumed run reuses its
+    decision: what it spent then, from the search record, not what the resumed call spent)."""
+    cost = report["oracle"].get("search_cost") or {}
+    measurements = cost.get("measurements", report["oracle"]["counts"]["measurements"])
+    if "wall_s" in cost:
+        return {"measurements": measurements, "wall_s": cost["wall_s"]}
+    wall = cost.get("search_s", 0.0) + report["wall_time_s"] if cost.get("resumed") else report["wall_time_s"]
+    return {"measurements": measurements, "wall_s": wall}
 
 
 def moves(history: list[dict[str, Any]]) -> list[dict[str, Any]]:

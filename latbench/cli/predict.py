@@ -97,16 +97,24 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     con = console()
     report = write_report(arch, profile, out, build, args.measure, kind=args.predictor,
                           staircase_layers=args.staircase_layers, log=lambda msg: con.print(msg))
-    ranking = report.frames["ranking"]
-    con.print(f"most latency-sensitive groups at keep {ranking['ratio'].iloc[0]:.1f} ({args.predictor}):")
-    for _, r in ranking.head(TOP).iterrows():
-        con.print(f"  {r['group_name']:28s} saves {r['saved_us']:8.1f} µs ({100 * r['saved_share']:.1f}%)")
-    if report.agreement:
-        a = report.agreement
-        con.print(f"measured vs predicted sensitivity: Spearman {a['spearman_all']:.3f} over {a['groups']} groups, "
-                  f"{a[f'spearman_top{TOP}']:.3f} over the top {TOP}")
+    for line in analysis_lines(report, args.predictor):
+        con.print(line)
     con.print(f"report written to {out}/ ({len(report.files)} files, summary.md)")
     return 0
+
+
+def analysis_lines(report, predictor: str) -> list[str]:
+    """What ``write_report`` found, in a few lines: the most latency-sensitive groups and, when measured,
+    how the measured sensitivity agrees with the predicted one."""
+    ranking = report.frames["ranking"]
+    lines = [f"most latency-sensitive groups at keep {ranking['ratio'].iloc[0]:.1f} ({predictor}):"]
+    for _, r in ranking.head(TOP).iterrows():
+        lines.append(f"  {r['group_name']:28s} saves {r['saved_us']:8.1f} µs ({100 * r['saved_share']:.1f}%)")
+    if report.agreement:
+        a = report.agreement
+        lines.append(f"measured vs predicted sensitivity: Spearman {a['spearman_all']:.3f} over {a['groups']} "
+                     f"groups, {a[f'spearman_top{TOP}']:.3f} over the top {TOP}")
+    return lines
 
 
 def register(sub) -> None:

@@ -47,18 +47,27 @@ def cmd_profile(args: argparse.Namespace) -> int:
                   + (f"; the old families' anchors ran at {factors[0]:.2f}x their recorded latency" if factors else ""))
         if "warning" in ext:
             con.print(f"  [yellow]warning:[/] {ext['warning']}")
-    for kind, v in meta.get("validation", {}).items():
-        if "skipped" in v:
-            con.print(f"  {kind:5s} skipped: {v['skipped']}")
-            continue
-        con.print(f"  {kind:5s} on {v['n']} held-out networks: {v['within_10pct'] * 100:.0f}% within ±10%, "
-                  f"{v['within_5pct'] * 100:.0f}% within ±5%, RMSPE {v['rmspe'] * 100:.1f}%, "
-                  f"Spearman {v['spearman']:.3f}")
+    for line in validation_lines(meta.get("validation", {})):
+        con.print(f"  {line}")
     for r in meta.get("refine", {}).get("rounds", []):
         con.print(f"  refine round {r['round']} at {r['minutes']:.1f} min: {r['layer_samples']} layer samples; "
                   f"{r['measured']} new points had been interpolated to a median "
                   f"{r['held_out']['median_ape'] * 100:.1f}% (90th pct {r['held_out']['p90_ape'] * 100:.1f}%)")
     return 0
+
+
+def validation_lines(validation: dict[str, dict]) -> list[str]:
+    """One line per predictor of a profile's held-out validation (``meta["validation"]``): the share of
+    held-out networks predicted within ±10% and ±5%, RMSPE and Spearman rank correlation."""
+    lines = []
+    for kind, v in validation.items():
+        if "skipped" in v:
+            lines.append(f"{kind:5s} skipped: {v['skipped']}")
+            continue
+        lines.append(f"{kind:5s} on {v['n']} held-out networks: {v['within_10pct'] * 100:.0f}% within ±10%, "
+                     f"{v['within_5pct'] * 100:.0f}% within ±5%, RMSPE {v['rmspe'] * 100:.1f}%, "
+                     f"Spearman {v['spearman']:.3f}")
+    return lines
 
 
 def _settings(args: argparse.Namespace, families: list[str]) -> ProfileSettings:

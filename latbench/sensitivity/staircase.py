@@ -26,13 +26,15 @@ SWEEPABLE = ("conv", "linear")
 
 
 def key_layers(arch, predictor, n: int = 4) -> list[str]:
-    """The ``n`` slowest conv/linear layers by predicted latency, one per distinct shape."""
+    """The ``n`` slowest conv/linear layers by predicted latency, one per distinct shape, among those whose
+    output channels can be pruned (not the network's output)."""
     by_name = {layer.name: layer for layer in arch.active_layers()}
     shares = sorted(predictor.predict(arch).breakdown, key=lambda b: -b["latency_us"])
     chosen, seen = [], set()
     for b in shares:
         layer = by_name.get(b["layer"])
-        if layer is None or layer.spec.op not in SWEEPABLE:
+        if layer is None or layer.spec.op not in SWEEPABLE or len(layer.out_groups) != 1 \
+                or arch.base.groups[layer.out_groups[0]].fixed:
             continue
         key = spec_key(arch.spec(layer))
         if key not in seen:
