@@ -39,12 +39,11 @@ from latbench.jsonio import dump_json
 from pruners.data import digits, loaders
 from pruners.dynamic_selection import dynamic_scores
 from pruners.groups import channel_groups
-from pruners.importance import keep_top
-from pruners.lap import Environment, run_episode
+from pruners.lap import Environment, keep_decision, run_episode
 from pruners.method import Problem
 from pruners.oracle import LatencyOracle
 from pruners.splamp import profile_group_size
-from pruners.surgery import Decision, apply
+from pruners.surgery import apply
 from pruners.train import TrainConfig, evaluate, fit
 from pruners.trained import load_trained
 
@@ -80,8 +79,7 @@ def main() -> None:
     start = time.perf_counter()
     for i in range(args.policies):
         episode = run_episode(env, lambda _s: rng.uniform(0.0, 1.0))
-        decision = Decision({g: tuple(keep_top(scores[g], w)) for g, w in episode.widths.items()
-                             if w < arch.width_tuple[g]})
+        decision = keep_decision(episode.widths, scores, arch)
         row: dict[str, Any] = {"predicted": episode.predicted, "keep": {str(g): w for g, w in episode.widths.items()},
                                "proxy": {}, "proxy_s": {}}
         for k in args.steps:

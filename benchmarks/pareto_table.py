@@ -14,6 +14,13 @@ COLUMNS = ("target", "method", "run measured (95% CI)", "side by side", "predict
            "params", "removed blocks / layers", "measurements", "wall time")
 
 
+def accuracy_cell(r: dict[str, Any]) -> str:
+    """A row's accuracy: mean ± standard deviation over the fine-tuning seeds, or the run's own (seed 0)."""
+    if "accuracy_mean" in r:
+        return f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}"
+    return f"{r['accuracy']:.2f} (seed 0)"
+
+
 def cells(r: dict[str, Any]) -> list[str]:
     """One row's cells (an error row: the method's one-line refusal)."""
     if "error" in r:
@@ -21,8 +28,7 @@ def cells(r: dict[str, Any]) -> list[str]:
     lo, hi = r["measured_ci"]
     j = r.get("side_by_side")
     side = f"{j['median']:.3f} ({j['low']:.3f}–{j['high']:.3f})" if j else "–"
-    acc = (f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}" if "accuracy_mean" in r
-           else f"{r['accuracy']:.2f} (seed 0)")
+    acc = accuracy_cell(r)
     return [f"{r['target']:g}", r["method"], f"{r['measured_ratio']:.3f} ({lo:.3f}–{hi:.3f})", side,
             f"{r['predicted_ratio']:.3f}", acc, f"{r['mflops']:.1f}", f"{r['params_k']:.0f} k",
             f"{r.get('removed_blocks', 0)} / {r.get('removed_layers', 0)}", str(r["measurements"]),

@@ -18,7 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pareto_table import accuracy_cell
 from pareto_table import table as pareto
+
+from pruners.pipeline import markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -56,15 +59,11 @@ def lap_summary() -> str:
         if "lap" not in rows:
             continue
         lap, uni = rows["lap"], rows["uniform"]
-        out.append([NETWORKS[data["model"]], f"{lap['target']:g}", _acc(lap), _acc(uni),
+        out.append([NETWORKS[data["model"]], f"{lap['target']:g}", accuracy_cell(lap), accuracy_cell(uni),
                     f"{lap['side_by_side']['median']:.3f}", f"{uni['side_by_side']['median']:.3f}",
                     f"{lap['mflops']:.1f}", f"{uni['mflops']:.1f}", f"{lap['wall_s']:.0f} s"])
     return _rows(["network", "target", "LAP accuracy", "uniform accuracy", "LAP side by side", "uniform side by side",
                   "LAP MFLOPs", "uniform MFLOPs", "LAP wall time"], out)
-
-
-def _acc(r: dict[str, Any]) -> str:
-    return f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}" if "accuracy_mean" in r else f"{r['accuracy']:.2f}"
 
 
 def gpu_transfer() -> str:
@@ -142,14 +141,8 @@ def lap_reward_signal() -> str:
 
 
 def pipeline_demo() -> str:
-    out = []
-    for r in _load("pipeline_demo.json")["rows"]:
-        rng = f" ({r['range'][0]:.3f}–{r['range'][1]:.3f})" if r.get("range") else ""
-        out.append([r["method"], f"{r['latency_us']:.1f}", f"{r['speedup']:.2f}x", f"{r['ratio']:.3f}{rng}",
-                    f"{r['accuracy']:.2f}", f"{r['mflops']:.2f}", f"{r['params'] / 1000:.1f}",
-                    "–" if r["measurements"] is None else str(r["measurements"]), f"{r['wall_s']:.0f}"])
-    return _rows(["method", "latency (µs)", "speed-up", "latency ratio (range)", "accuracy (%)", "MFLOPs",
-                  "params (k)", "measurements", "wall (s)"], out)
+    """The final table of ``latbench pipeline``, as the pipeline itself prints it."""
+    return markdown_table(_load("pipeline_demo.json")["rows"])
 
 
 TABLES: dict[str, Callable[[], str]] = {

@@ -51,12 +51,10 @@ def dynamic_scores(model: nn.Module, groups: Sequence[ChannelGroup], loader: Ite
     """Group id -> per-channel dynamic score after a ``batches``-step SGD window on a copy of ``model``."""
     if batches < 1:
         raise PruningError(f"the dynamics window needs at least 1 batch, got {batches}")
-    if loader is None:
-        raise PruningError("dynamic filter selection needs training data (a train_loader)")
     work = copy.deepcopy(model).train()
     dynamics = FilterDynamics()
     dynamics.record(work)
-    sgd_steps(work, loader, batches, lr, momentum)
+    sgd_steps(work, _batches(loader, batches), batches, lr, momentum)  # _batches refuses a missing loader
     dynamics.record(work)
     return dynamics.scores(groups)
 

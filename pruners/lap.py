@@ -254,7 +254,8 @@ def _selection_scores(problem: Problem, selection: str, batches: int) -> dict[in
     return score(problem.model, problem.groups, selection, problem.train_loader)
 
 
-def _decision(widths: dict[int, int], scores: dict[int, torch.Tensor], arch: Arch) -> Decision:
+def keep_decision(widths: dict[int, int], scores: dict[int, torch.Tensor], arch: Arch) -> Decision:
+    """The decision keeping, in every group cut below its width, the ``widths[g]`` best-scored channels."""
     return Decision({gid: tuple(keep_top(scores[gid], w)) for gid, w in widths.items()
                      if w < arch.width_tuple[gid]})
 
@@ -318,7 +319,7 @@ def lap(problem: Problem, episodes: int = 300, warmup: int = 100, low: float = 0
     try:
         while agent.episode < episodes:
             ep = run_episode(env, agent.act)
-            decision = _decision(ep.widths, scores, problem.arch)
+            decision = keep_decision(ep.widths, scores, problem.arch)
             module = problem.build(decision)
             acc = problem.quick_accuracy(module, f"lap:{decision.arch(problem.arch).signature()}", accuracy_batches,
                                          check_images, reward_steps)
@@ -354,7 +355,7 @@ def _finish(problem: Problem, env: Environment, best: dict[str, Any], scores, se
     def widths_at(k: float) -> dict[int, int]:
         return {g: max(1, round(min(1.0, r * k) * arch.width_tuple[g])) for g, r in ratios.items()}
 
-    found = search_knob(lambda k: _decision(widths_at(k), scores, arch), arch, problem.oracle, problem.target,
+    found = search_knob(lambda k: keep_decision(widths_at(k), scores, arch), arch, problem.oracle, problem.target,
                         "latency", problem.build, knob_range=(0.25, max(2.0, 1.0 / min(ratios.values()))), grid=121)
     widths = widths_at(found.knob)
     keep = {g: tuple(keep_top(scores[g], w)) for g, w in widths.items()}
@@ -363,7 +364,8 @@ def _finish(problem: Problem, env: Environment, best: dict[str, Any], scores, se
     final = Decision({g: idx for g, idx in regrown.items() if len(idx) < arch.width_tuple[g]})
     compared = {}
     l1 = score(problem.model, problem.groups, "l1")
-    for name, d in (("l1", _decision(widths, l1, arch)), (selection, found.decision), (f"{selection}+regrowth", final)):
+    for name, d in (("l1", keep_decision(widths, l1, arch)), (selection, found.decision),
+                    (f"{selection}+regrowth", final)):
         compared[name] = problem.quick_accuracy(problem.build(d), f"lap-final:{name}", accuracy_batches,
                                                 check_images)
     summary = {"episodes": len(log), "search_s": round(search_s, 1), "best_episode": best["episode"],

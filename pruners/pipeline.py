@@ -34,7 +34,7 @@ import torch
 from latbench.anchoring import DEFAULT_SECONDS, Reanchoring
 from latbench.backends import DEFAULT_BACKEND, backend_names, require_backend
 from latbench.cli.console import check_writable_folder, progress_bar
-from latbench.cli.options import profile_path, traced_model
+from latbench.cli.options import load_profile, profile_path, reanchor_profile, traced_model
 from latbench.cli.predict import analysis_lines
 from latbench.cli.profiles import validation_lines
 from latbench.cli.values import batch_size, non_negative_float, non_negative_int, positive_float, positive_int, ratio
@@ -230,16 +230,6 @@ def find_profile(backend, batch: int, networks: list[str],
     return None, passed
 
 
-def reanchor(profile: DeviceProfile, seconds: float, progress: bool) -> Reanchoring:
-    """``profile.reanchor`` for ``seconds``, with a progress bar unless ``progress`` is false."""
-    if not progress:
-        return profile.reanchor(seconds)
-    with progress_bar() as bar:
-        task = bar.add_task(f"re-anchoring {profile.name}", total=seconds, info="deploying")
-        return profile.reanchor(seconds, progress=lambda p: bar.update(
-            task, completed=min(p["elapsed_s"], seconds), info=f"{p['rounds']} rounds"))
-
-
 # --- the stages ------------------------------------------------------------------------------------------------------
 @dataclass
 class Run:
@@ -274,11 +264,9 @@ def stage_profile(run: Run) -> dict[str, Any]:
     passed: list[str] = []
     found = None
     if c.profile is not None:
-        folder, source = profile_path(c.profile), "given"
-        changes = DeviceProfile.load(folder, check_fingerprint=False).fingerprint_changes()
-        if changes:
-            print(f"latbench: warning: profile {folder.name} differs from this machine: "
-                  f"{'; '.join(map(str, changes))}", file=sys.stderr)
+        # warns, as every command does, where the profile differs from this machine
+        found = load_profile(c.profile, strict=False, will_reanchor=c.reanchor_seconds > 0)
+        folder, source = found.path, "given"
         log(f"  using the profile given, {folder}")
     else:
         backend = require_backend(c.backend, device=c.device, threads=c.threads, precision=c.precision)
@@ -296,11 +284,11 @@ def stage_profile(run: Run) -> dict[str, Any]:
             settings = ProfileSettings(families=c.families, backend=c.backend, device=c.device, threads=c.threads,
                                        precision=c.precision, batch=c.batch, budget_min=c.profile_minutes)
             folder = profile_device(settings, out=folder, progress=run.progress)
-    profile = found if source == "shipped" else DeviceProfile.load(folder, check_fingerprint=False)
+    profile = DeviceProfile.load(folder, check_fingerprint=False) if source == "profiled" else found
     anchoring = None
     if source != "profiled" and c.reanchor_seconds > 0:
-        anchoring = reanchor(profile, c.reanchor_seconds, run.progress)
-        log(f"  anchor factor {anchoring.factor:.2f}x: {anchoring.describe(profile.meta.get('created', ''))}")
+        anchoring = reanchor_profile(profile, c.reanchor_seconds, progress=run.progress)  # prints what it found
+        log(f"  anchor factor {anchoring.factor:.2f}x")
     elif source == "profiled":
         log(f"  profiled in {profile.meta['timings_s']['total'] / 60:.1f} min (no re-anchoring needed: measured now)")
     run._profile = profile
@@ -646,7 +634,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     """Add ``pipeline`` to the ``latbench`` command's subparsers."""
     p = sub.add_parser("pipeline", help="profile, predict, analyse, train, prune with every method and measure "
-                                        "side by side, resumable (make demo; about 6 min on 2 idle cores)",
+                                        "side by side, resumable (make demo)",
                        description="From a fresh clone to pruned networks that are measurably faster: (1) a "
                                    "profile of this device (a shipped one that matches, re-anchored, else a short "
                                    "profiling run), (2) its held-out accuracy, (3) where a network's time goes, "

@@ -90,15 +90,18 @@ def load_profile(name: str, strict: bool, reanchor: float | None = None, will_re
     return profile
 
 
-def reanchor_profile(profile, seconds: float, extra: dict[str, Any] | None = None):
-    """Re-anchor ``profile`` with a progress bar (``extra`` runnables measured in the same run) and
-    print the factor, prominently past the threshold."""
+def reanchor_profile(profile, seconds: float, extra: dict[str, Any] | None = None, progress: bool = True):
+    """Re-anchor ``profile`` with a progress bar unless ``progress`` is false (``extra`` runnables measured in
+    the same run) and print the factor, prominently past the threshold."""
     if not seconds > 0:
         raise UsageError(f"--reanchor takes a positive number of seconds, got {seconds:g}")
-    with progress_bar() as bar:
-        task = bar.add_task(f"re-anchoring {profile.name}", total=seconds, info="deploying")
-        anchoring = profile.reanchor(seconds, extra=extra, progress=lambda p: bar.update(
-            task, completed=min(p["elapsed_s"], seconds), info=f"{p['rounds']} rounds"))
+    if not progress:
+        anchoring = profile.reanchor(seconds, extra=extra)
+    else:
+        with progress_bar() as bar:
+            task = bar.add_task(f"re-anchoring {profile.name}", total=seconds, info="deploying")
+            anchoring = profile.reanchor(seconds, extra=extra, progress=lambda p: bar.update(
+                task, completed=min(p["elapsed_s"], seconds), info=f"{p['rounds']} rounds"))
     line = anchoring.describe(profile.meta.get("created", ""))
     console(stderr=True).print(f"[bold yellow]note: {line}[/]" if anchoring.notable else line, soft_wrap=True)
     return anchoring
