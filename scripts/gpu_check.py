@@ -30,16 +30,19 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-#: defaults per device: the CUDA run fits about 8 minutes on one H100; the CPU run about a minute
+#: defaults per device (step 0: measure the staircase): the CUDA run fits about 8 minutes on one H100; the CPU run
+#: about a minute
 PRESETS: dict[str, dict[str, Any]] = {
     "cuda": {"minutes": 8.0, "profile_minutes": 3.0, "families": "resnet50,mobilenetv2", "profile_batches": "32",
              "precision": "fp16", "networks": 24, "stability_model": "resnet50", "stability_batches": "1,32",
              "stability_precisions": "fp32,fp16", "repeats": 5, "seconds_each": 0.4, "compile_model": "resnet50",
-             "compile_batches": "32,1", "pytest": "-m,cuda or tensorrt,tests"},
+             "compile_batches": "32,1", "pytest": "-m,cuda or tensorrt,tests", "network_seconds": 40.0,
+             "step": 0},
     "cpu": {"minutes": 4.0, "profile_minutes": 0.3, "families": "smallconv", "profile_batches": "1",
             "precision": "fp32", "networks": 6, "stability_model": "smallconv", "stability_batches": "1,2",
             "stability_precisions": "fp32", "repeats": 3, "seconds_each": 0.1, "compile_model": "smallconv",
-            "compile_batches": "1", "pytest": "-m,cuda or tensorrt,tests/test_cuda.py"},
+            "compile_batches": "1", "pytest": "-m,cuda or tensorrt,tests/test_cuda.py", "network_seconds": 6.0,
+            "step": 8},
 }
 #: packages the suite needs that GPU images often lack, by import name -> wheel name prefix
 WHEEL_PACKAGES = {"xgboost": "xgboost", "torch_pruning": "torch_pruning"}
@@ -247,9 +250,10 @@ def compiled(run: Run, device: str, model_name: str, batches: list[int], precisi
 
 
 def profile(run: Run, device: str, families: list[str], batches: list[int], precision: str, minutes: float,
-            networks: int, reserve_s: float) -> dict[str, Any]:
+            networks: int, reserve_s: float, network_seconds: float | None = None, step: int = 0) -> dict[str, Any]:
     """Profile at each batch size into ``profiles/``; a folder already there (an earlier run's,
-    carried back) is resumed, ``minutes`` then counting its earlier time too."""
+    carried back) is resumed, ``minutes`` then counting its earlier time too. ``step`` 0 measures the
+    staircase; ``network_seconds`` bounds each interleaved run of whole networks."""
     from latbench.device_profile import DeviceProfile
     from latbench.profile import read_meta
     from latbench.profiler.run import ProfileSettings, default_name, profile_device
@@ -258,7 +262,8 @@ def profile(run: Run, device: str, families: list[str], batches: list[int], prec
     for i, batch in enumerate(batches):
         settings = ProfileSettings(families=families, backend="torch", device=device, precision=precision,
                                    batch=batch, cuda_graph=device == "cuda", networks_per_family=networks,
-                                   min_networks_per_family=min(12, networks))
+                                   min_networks_per_family=min(12, networks), network_seconds=network_seconds,
+                                   step=step or None)
         folder = run.out / "profiles" / default_name(settings.make_backend().fingerprint(), settings)
         resumed = (folder / "profile.json").exists()
         earlier = read_meta(folder, require=()).get("timings_s", {}).get("total", 0.0) / 60 if resumed else 0.0
@@ -325,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                                       words(cfg["stability_precisions"]), cfg["repeats"], cfg["seconds_each"]), 30),
             ("profile", profile, (args.device, words(cfg["families"]), ints(cfg["profile_batches"]),
                                   cfg["precision"], cfg["profile_minutes"], cfg["networks"],
-                                  20 if "compiled" in skip else 120), 60),
+                                  20 if "compiled" in skip else 120, cfg["network_seconds"], cfg["step"]), 60),
             ("compiled", compiled, (args.device, cfg["compile_model"], ints(cfg["compile_batches"]),
                                     cfg["precision"]), 45)]
     if args.device == "cuda" and not __import__("torch").cuda.is_available():

@@ -17,7 +17,7 @@ ray = pytest.importorskip("ray")
 
 def test_fleet_profiling_writes_each_nodes_profile_back_and_refuses_a_cluster_without_devices(capsys, tmp_path):
     settings = ProfileSettings(families=["smallconv"], threads=1, budget_min=0.2, networks_per_family=4,
-                               min_networks_per_family=4, passes=1, step=16, refine=False)
+                               min_networks_per_family=4, passes=1, step=16, refine=False, network_seconds=4)
     ray.init(num_cpus=2, resources={FLEET_RESOURCE: 1}, include_dashboard=False, log_to_driver=False)
     try:
         [outcome] = profile_fleet(settings, root=tmp_path / "profiles")

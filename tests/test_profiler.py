@@ -28,7 +28,7 @@ from latbench.profiler.plan import axis_values, layer_grids, layer_samples
 from latbench.profiler.run import ProfileSettings, profile_device
 
 TINY = dict(families=["smallconv"], threads=1, budget_min=5, networks_per_family=8, min_networks_per_family=8,
-            passes=2, step=16, refine=False)
+            passes=2, step=16, refine=False, network_seconds=6)
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,8 @@ def _settings(args: argparse.Namespace, families: list[str]) -> ProfileSettings:
                            precision=args.precision or "fp32", batch=1 if args.batch is None else args.batch,
                            budget_min=args.budget_min, networks_per_family=args.networks, step=args.step,
                            refine=not args.no_refine, refine_target=args.refine_target,
-                           cuda_graph=args.cuda_graph, input_shape=_input_shape(args))
+                           cuda_graph=args.cuda_graph, input_shape=_input_shape(args),
+                           network_seconds=args.network_seconds)
 
 
 def _fleet(args: argparse.Namespace, families: list[str]) -> int:
@@ -110,7 +111,7 @@ def _extend(args: argparse.Namespace, families: list[str]) -> Path:
                              f"its own")
     settings = extension_settings(meta, families, _input_shape(args), budget_min=args.budget_min,
                                   networks_per_family=args.networks, refine=not args.no_refine,
-                                  refine_target=args.refine_target)
+                                  refine_target=args.refine_target, network_seconds=args.network_seconds)
     return profile_device(settings, out=folder, progress=not args.quiet, extend=True)
 
 
@@ -180,6 +181,9 @@ def register(sub) -> None:
     pr.add_argument("--budget-min", type=positive_float, default=15.0, help="minutes the run may take (default 15)")
     pr.add_argument("--networks", type=positive_int, default=32, help="whole-network samples per family (default 32)")
     pr.add_argument("--step", type=positive_int, help="channel step of the grids (default: measured)")
+    pr.add_argument("--network-seconds", type=positive_float,
+                    help="seconds of each interleaved run of whole networks (default: 40, or 1.5 per network if "
+                         "more; less is quicker and noisier)")
     pr.add_argument("--no-refine", action="store_true",
                     help="do not spend budget left after the networks on refining the grids")
     pr.add_argument("--refine-target", type=positive_float, default=0.05,

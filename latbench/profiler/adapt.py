@@ -41,7 +41,7 @@ from latbench.predictors.calibration import PRIOR_STRENGTH
 from latbench.profile import MODEL_COLUMNS, new_meta, write_meta
 from latbench.profile.integrity import MANIFEST, manifest
 from latbench.profiler.plan import network_variants
-from latbench.profiler.run import NETWORK_SECONDS_EACH, NETWORK_SETTINGS, default_name, interleave, measurement_row
+from latbench.profiler.run import NETWORK_SETTINGS, default_name, interleave, measurement_row, network_budget_s
 
 
 def device_type(settings: dict[str, Any]) -> str:
@@ -141,7 +141,7 @@ def measure_networks(backend, prior, families: list[str], n: int, seed: int, pro
     if progress:
         print(f"measuring {len(runnables)} networks interleaved ...", flush=True)
     if len(runnables) > 1:
-        budget = max(NETWORK_SETTINGS.budget_s, NETWORK_SECONDS_EACH * len(runnables))
+        budget = network_budget_s(len(runnables))
         results = compare(runnables, replace(NETWORK_SETTINGS, budget_s=budget), min_rounds=8).measurements
     else:
         results = {k: measure(r, NETWORK_SETTINGS) for k, r in runnables.items()}

@@ -98,6 +98,7 @@ class ProfileSettings:
     refine: bool = True  # spend budget left after the networks on refining the grids
     refine_target: float = 0.05  # ... until new points are interpolated to this median error
     input_shape: tuple[int, int, int] | None = None  # C, H, W of the families that are not built-in networks
+    network_seconds: float | None = None  # per interleaved network run; None: network_budget_s(networks)
 
 
     def make_backend(self):
@@ -109,7 +110,7 @@ class ProfileSettings:
         """What must match for a folder to be resumed."""
         d = asdict(self)
         for k in ("budget_min", "networks_per_family", "min_networks_per_family", "layer_share", "chunk", "refine",
-                  "refine_target"):
+                  "refine_target", "network_seconds"):
             d.pop(k)
         if not d["cuda_graph"]:
             d.pop("cuda_graph")  # as profiles written before the option
@@ -290,7 +291,7 @@ def _profile_device(settings: ProfileSettings, backend, folder: Path, progress: 
         recorded_anchors = anchor_latencies(pd.DataFrame(models.rows)) if models.rows else {}
         for start in range(0, len(pending), size):
             chunk = pending[start:start + size]
-            now = _measure_chunk(backend, families, archs, chunk, anchors, models)
+            now = _measure_chunk(backend, families, archs, chunk, anchors, models, settings.network_seconds)
             timings["total"] = elapsed()
             if extension:
                 _record_state(meta, extension, chunk, now, recorded_anchors)
@@ -447,8 +448,14 @@ def interleave(lists: list[list[NetworkVariant]]) -> list[NetworkVariant]:
     return out
 
 
+def network_budget_s(networks: int) -> float:
+    """Seconds for one interleaved run of ``networks`` networks: enough for the ratios' CIs to close."""
+    return max(NETWORK_SETTINGS.budget_s, NETWORK_SECONDS_EACH * networks)
+
+
 def _measure_chunk(backend, families: dict[str, Family], archs: dict[str, Arch], chunk: list[NetworkVariant],
-                   anchors: dict[str, NetworkVariant], journal: Journal) -> dict[str, float]:
+                   anchors: dict[str, NetworkVariant], journal: Journal,
+                   seconds: float | None = None) -> dict[str, float]:
     """Measure ``chunk`` interleaved with the full-width network of every family (the anchors).
 
     Each row records its family anchor's latency in the same interleaved run, so rows measured
@@ -459,7 +466,7 @@ def _measure_chunk(backend, families: dict[str, Family], archs: dict[str, Arch],
     runnables = {name: backend.deploy(families[members[name].family].build(arch),
                                       torch.randn(*arch.base.input_shape))
                  for name, arch in candidates.items()}
-    budget = max(NETWORK_SETTINGS.budget_s, NETWORK_SECONDS_EACH * len(runnables))
+    budget = seconds or network_budget_s(len(runnables))
     result = compare(runnables, replace(NETWORK_SETTINGS, budget_s=budget), min_rounds=8)
     for v in chunk:
         arch = candidates[v.key]
