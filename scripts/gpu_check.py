@@ -42,7 +42,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "precision": "fp32", "networks": 6, "stability_model": "smallconv", "stability_batches": "1,2",
             "stability_precisions": "fp32", "repeats": 3, "seconds_each": 0.1, "compile_model": "smallconv",
             "compile_batches": "1", "pytest": "-m,cuda or tensorrt,tests/test_cuda.py", "network_seconds": 6.0,
-            "step": 8},
+            "step": 16},
 }
 #: packages the suite needs that GPU images often lack, by import name -> wheel name prefix
 WHEEL_PACKAGES = {"xgboost": "xgboost", "torch_pruning": "torch_pruning"}

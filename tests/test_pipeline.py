@@ -258,3 +258,29 @@ def test_with_no_profile_that_fits_the_device_is_profiled_into_the_run_folder(sh
     assert record["source"] == "profiled" and record["anchoring"] is None  # measured now: nothing to re-anchor
     assert record["passed_over"] == [next(ln for ln in lines if "elsewhere" in ln).strip()[len("passed over "):]]
     assert "cpu: profile 'Some Other CPU'" in record["passed_over"][0]
+
+
+def test_a_profile_given_is_used_as_it_is_warned_about_and_re_anchored(shipped_profile, tmp_path, monkeypatch,
+                                                                        capsys):
+    given = shipped_profile(cpu="Some Other CPU")  # would be passed over if searched for
+    reanchored = []
+
+    def fake_reanchor(profile, seconds, progress):
+        reanchored.append((profile.path, seconds, progress))
+        return SimpleNamespace(factor=1.7, to_dict=lambda: {"factor": 1.7})
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("a given profile is not searched for")
+
+    monkeypatch.setattr(pipeline, "reanchor_profile", fake_reanchor)
+    monkeypatch.setattr(pipeline, "find_profile", no_search)
+    monkeypatch.setattr(pipeline, "profile_device", no_search)
+    config = pipeline.check(pipeline.PipelineConfig(out=str(tmp_path / "run"), profile=str(given),
+                                                    reanchor_seconds=3.0, quiet=True))
+    lines = []
+    record = pipeline.stage_profile(pipeline.Run(config, lines.append, {}))
+    assert (record["source"], Path(record["profile"]), record["passed_over"]) == ("given", given, [])
+    assert reanchored == [(given, 3.0, False)] and record["anchor_factor"] == 1.7
+    assert any("anchor factor 1.70x" in ln for ln in lines)
+    err = capsys.readouterr().err
+    assert err.count("latbench: warning:") == 1 and "Some Other CPU" in err  # warned once, naming the mismatch

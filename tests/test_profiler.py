@@ -436,7 +436,7 @@ def test_few_calibration_networks_fit_few_terms(tiny_profile):
 def test_adapting_a_profile_recalibrates_the_prior_on_networks_measured_here(tiny_profile, tmp_path):
     from latbench.profiler.adapt import adapt_profile
 
-    folder = adapt_profile(tiny_profile, ProfileSettings(families=[], threads=1), samples=6,
+    folder = adapt_profile(tiny_profile, ProfileSettings(families=[], threads=1, network_seconds=6), samples=6,
                            out=tmp_path / "adapted", progress=False)
     profile, prior = DeviceProfile.load(folder), DeviceProfile.load(tiny_profile)
     a = profile.meta["adapted_from"]

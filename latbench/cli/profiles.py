@@ -127,7 +127,7 @@ def _input_shape(args: argparse.Namespace) -> tuple[int, int, int] | None:
 def _adapt(args: argparse.Namespace, families: list[str]) -> int:
     settings = ProfileSettings(families=families, backend=args.backend, device=args.device, threads=args.threads,
                                precision=args.precision or "fp32", batch=1 if args.batch is None else args.batch,
-                               input_shape=_input_shape(args))
+                               input_shape=_input_shape(args), network_seconds=args.network_seconds)
     folder = adapt_profile(profile_path(args.prior), settings, samples=args.samples, out=args.out,
                            progress=not args.quiet)
     meta = DeviceProfile.load(folder, check_fingerprint=False).meta

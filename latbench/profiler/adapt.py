@@ -102,7 +102,8 @@ def adapt_profile(prior_path: str | Path, settings, samples: int = 30, out: str 
             raise ProfileError(f"{folder} exists; give another --out or remove it")
         calibration_prior = prior_calibrations(prior)
 
-        models = measure_networks(backend, prior, settings.families, samples, settings.seed + 500, progress)
+        models = measure_networks(backend, prior, settings.families, samples, settings.seed + 500, progress,
+                                  settings.network_seconds)
 
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(prior.path / "layers.csv", folder / "layers.csv")
@@ -127,10 +128,11 @@ def adapt_profile(prior_path: str | Path, settings, samples: int = 30, out: str 
     return folder
 
 
-def measure_networks(backend, prior, families: list[str], n: int, seed: int, progress: bool):
+def measure_networks(backend, prior, families: list[str], n: int, seed: int, progress: bool,
+                     seconds: float | None = None):
     """``models.csv`` rows of ``n`` networks (the full-width one of every family first, then
     random-width variants) measured interleaved in one run; the full-width network of a family is
-    the anchor of its rows."""
+    the anchor of its rows; ``seconds`` bounds the run (default ``network_budget_s``)."""
     step = int(prior.meta["plan"]["step"])
     per_family = [network_variants(f, prior.family_archs[f], n // len(families) + 2, seed=seed, align=step)
                   for f in families]
@@ -141,7 +143,7 @@ def measure_networks(backend, prior, families: list[str], n: int, seed: int, pro
     if progress:
         print(f"measuring {len(runnables)} networks interleaved ...", flush=True)
     if len(runnables) > 1:
-        budget = network_budget_s(len(runnables))
+        budget = seconds or network_budget_s(len(runnables))
         results = compare(runnables, replace(NETWORK_SETTINGS, budget_s=budget), min_rounds=8).measurements
     else:
         results = {k: measure(r, NETWORK_SETTINGS) for k, r in runnables.items()}
