@@ -50,8 +50,8 @@ NETWORKS = {"resnet56": "ResNet-56", "mobilenetv2_cifar": "MobileNet-V2", "vgg16
 def lap_summary() -> str:
     """LAP against uniform at every target of every Pareto file that has a LAP row."""
     files = ["pruning_pareto_hybrid.json", "pruning_pareto_hybrid_0.5.json", "pruning_pareto_hybrid_0.35.json",
-             "pruning_pareto_mobilenetv2_cifar_0.7.json", "pruning_pareto_mobilenetv2_cifar_0.5.json",
-             "pruning_pareto_mobilenetv2_cifar_0.35.json"]
+             "pruning_pareto_hybrid_0.35_lap_steps5.json", "pruning_pareto_mobilenetv2_cifar_0.7.json",
+             "pruning_pareto_mobilenetv2_cifar_0.5.json", "pruning_pareto_mobilenetv2_cifar_0.35.json"]
     out = []
     for name in files:
         data = _load(name)
@@ -59,10 +59,12 @@ def lap_summary() -> str:
         if "lap" not in rows:
             continue
         lap, uni = rows["lap"], rows["uniform"]
-        out.append([NETWORKS[data["model"]], f"{lap['target']:g}", accuracy_cell(lap), accuracy_cell(uni),
+        out.append([NETWORKS[data["model"]], f"{lap['target']:g}", str(lap.get("options", {}).get("reward_steps", 0)),
+                    accuracy_cell(lap), accuracy_cell(uni),
                     f"{lap['side_by_side']['median']:.3f}", f"{uni['side_by_side']['median']:.3f}",
                     f"{lap['mflops']:.1f}", f"{uni['mflops']:.1f}", f"{lap['wall_s']:.0f} s"])
-    return _rows(["network", "target", "LAP accuracy", "uniform accuracy", "LAP side by side", "uniform side by side",
+    return _rows(["network", "target", "reward steps", "LAP accuracy", "uniform accuracy", "LAP side by side",
+                  "uniform side by side",
                   "LAP MFLOPs", "uniform MFLOPs", "LAP wall time"], out)
 
 
