@@ -34,8 +34,8 @@ lock:
 
 # The pipeline (latbench pipeline --help): the shipped profile of this machine re-anchored (or a short profile),
 # its held-out accuracy, where ResNet-56's time goes, ResNet-20 trained on digits and pruned by every method to
-# half its latency, all measured side by side (22 min on this 2-vCPU VM while other work shared it:
-# benchmarks/results/pipeline_demo.json); resumed where it stopped by running it again.
+# half its latency, all measured side by side (295 s on this idle 2-vCPU VM, 22 min while other work shared it:
+# benchmarks/results/pipeline_demo.json, pipeline_demo_loaded.json); resumed where it stopped by running it again.
 PIPELINE_OUT ?= runs/pipeline
 
 demo: $(STAMP)
