@@ -30,7 +30,7 @@ def variants(n: int, seed: int):
     base = fam.trace(1)
     rng = np.random.default_rng(seed)
     for _ in range(n):
-        arch = base.with_widths({g.id: max(1, int(round(g.channels * rng.uniform(0.3, 1.0))))
+        arch = base.with_widths({g.id: max(1, round(g.channels * rng.uniform(0.3, 1.0)))
                                  for g in base.prunable_groups})
         yield fam.build(arch), fam.example()
 
