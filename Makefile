@@ -43,7 +43,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check latbench pruners tests benchmarks analysis examples scripts
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not timing"
+	$(PY) -m pytest -q -m timing
 
 bench: $(STAMP)
 	$(PY) benchmarks/measurement_stability.py

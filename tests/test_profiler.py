@@ -295,6 +295,7 @@ def test_predictions_are_positive_ordered_and_batched_consistently(tiny_profile)
         assert (sig > 0).all()
 
 
+@pytest.mark.timing
 def test_lut_predicts_a_pruned_networks_latency_ratio_measured_in_the_same_run(tiny_profile):
     """The LUT's predicted ratio of a pruned network to the full one against the ratio measured now, both
     networks interleaved with the profile's anchors in one run: a ratio does not move with the machine's
@@ -451,8 +452,6 @@ def _twice_as_slow(folder: Path, out: Path) -> Path:
 def test_adapting_a_prior_from_a_twice_slower_device_lands_on_this_machine(tiny_profile, tmp_path):
     """A prior from a device twice as slow, adapted here: the networks measured here set the level, the
     prior keeps the structure (its layers and stored models, its calibration as the prior of the new one)."""
-    from scipy.stats import spearmanr
-
     from latbench.profiler.adapt import adapt_profile
 
     prior_folder = _twice_as_slow(tiny_profile, tmp_path / "slow")
@@ -476,7 +475,13 @@ def test_adapting_a_prior_from_a_twice_slower_device_lands_on_this_machine(tiny_
     for kind in ("lut", "xgb"):
         predicted = profile.predictor(kind).predict_many(archs)[0]
         assert 0.85 < np.median(predicted / measured) < 1.18, (kind, predicted / measured)
-        assert spearmanr(predicted, prior.predictor(kind).predict_many(archs)[0]).statistic > 0.8, kind
+    # the LUT keeps the prior's structure, not a constant at the right level: one scale across networks
+    # whose prior predictions span far more than that scale's spread
+    everything = archs + prior.network_samples("valid")[0]
+    lut, lut_prior = (p.predictor("lut").predict_many(everything)[0] for p in (profile, prior))
+    assert lut_prior.max() / lut_prior.min() > 1.35
+    scale = lut / lut_prior
+    assert scale.max() / scale.min() < 1.2, scale
 
 
 def test_incompatible_priors_are_refused_with_a_reason(tiny_profile, tmp_path):
