@@ -188,6 +188,14 @@ def test_killed_and_resumed_run_has_the_same_rows(tiny_profile, tmp_path):
     assert meta["timings_s"]["total"] >= killed_s + 0.5 * resumed_s  # both runs' time counts (less the validation)
 
 
+def test_network_seconds_bounds_each_interleaved_run_of_networks(tiny_profile):
+    from latbench.profiler.run import NETWORK_SETTINGS, network_budget_s
+
+    rows = pd.read_csv(tiny_profile / "models.csv")
+    assert len(rows) == 8 and (rows["wall_s"] <= 1.25 * TINY["network_seconds"]).all()  # default: 40 s or more
+    assert network_budget_s(9) == NETWORK_SETTINGS.budget_s == 40.0 and network_budget_s(40) == 60.0
+
+
 def test_resuming_with_other_settings_is_refused(tiny_profile):
     with pytest.raises(ProfileError, match="other settings"):
         profile_device(ProfileSettings(**{**TINY, "passes": 3}), out=tiny_profile, progress=False)
