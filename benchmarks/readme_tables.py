@@ -49,7 +49,8 @@ NETWORKS = {"resnet56": "ResNet-56", "mobilenetv2_cifar": "MobileNet-V2", "vgg16
 
 def lap_summary() -> str:
     """LAP against uniform at every target of every Pareto file that has a LAP row."""
-    files = ["pruning_pareto_hybrid.json", "pruning_pareto_hybrid_0.5.json", "pruning_pareto_hybrid_0.35.json",
+    files = ["pruning_pareto_hybrid.json", "pruning_pareto_hybrid_0.7_lap_steps5.json",
+             "pruning_pareto_hybrid_0.5.json", "pruning_pareto_hybrid_0.35.json",
              "pruning_pareto_hybrid_0.35_lap_steps5.json", "pruning_pareto_mobilenetv2_cifar_0.7.json",
              "pruning_pareto_mobilenetv2_cifar_0.5.json", "pruning_pareto_mobilenetv2_cifar_0.35.json"]
     out = []
