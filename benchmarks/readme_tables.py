@@ -52,7 +52,8 @@ def lap_summary() -> str:
     files = ["pruning_pareto_hybrid.json", "pruning_pareto_hybrid_0.7_lap_steps5.json",
              "pruning_pareto_hybrid_0.5.json", "pruning_pareto_hybrid_0.35.json",
              "pruning_pareto_hybrid_0.35_lap_steps5.json", "pruning_pareto_mobilenetv2_cifar_0.7.json",
-             "pruning_pareto_mobilenetv2_cifar_0.5.json", "pruning_pareto_mobilenetv2_cifar_0.35.json"]
+             "pruning_pareto_mobilenetv2_cifar_0.5.json", "pruning_pareto_mobilenetv2_cifar_0.5_lap_steps5.json",
+             "pruning_pareto_mobilenetv2_cifar_0.35.json"]
     out = []
     for name in files:
         data = _load(name)
