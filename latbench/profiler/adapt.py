@@ -143,7 +143,7 @@ def measure_networks(backend, prior, families: list[str], n: int, seed: int, pro
     if progress:
         print(f"measuring {len(runnables)} networks interleaved ...", flush=True)
     if len(runnables) > 1:
-        budget = seconds or network_budget_s(len(runnables))
+        budget = network_budget_s(len(runnables), seconds)
         results = compare(runnables, replace(NETWORK_SETTINGS, budget_s=budget), min_rounds=8).measurements
     else:
         results = {k: measure(r, NETWORK_SETTINGS) for k, r in runnables.items()}

@@ -448,9 +448,10 @@ def interleave(lists: list[list[NetworkVariant]]) -> list[NetworkVariant]:
     return out
 
 
-def network_budget_s(networks: int) -> float:
-    """Seconds for one interleaved run of ``networks`` networks: enough for the ratios' CIs to close."""
-    return max(NETWORK_SETTINGS.budget_s, NETWORK_SECONDS_EACH * networks)
+def network_budget_s(networks: int, seconds: float | None = None) -> float:
+    """Seconds for one interleaved run of ``networks`` networks: ``seconds`` when given (a profile's
+    ``network_seconds``), else enough for the ratios' CIs to close."""
+    return seconds or max(NETWORK_SETTINGS.budget_s, NETWORK_SECONDS_EACH * networks)
 
 
 def _measure_chunk(backend, families: dict[str, Family], archs: dict[str, Arch], chunk: list[NetworkVariant],
@@ -466,7 +467,7 @@ def _measure_chunk(backend, families: dict[str, Family], archs: dict[str, Arch],
     runnables = {name: backend.deploy(families[members[name].family].build(arch),
                                       torch.randn(*arch.base.input_shape))
                  for name, arch in candidates.items()}
-    budget = seconds or network_budget_s(len(runnables))
+    budget = network_budget_s(len(runnables), seconds)
     result = compare(runnables, replace(NETWORK_SETTINGS, budget_s=budget), min_rounds=8)
     for v in chunk:
         arch = candidates[v.key]
