@@ -13,14 +13,19 @@ the chosen network is measured.
   the latency the remaining groups can still remove (``L(a_<t, full_>=t) - L(a_<t, low_>=t)``), both
   shares of the original's predicted latency, and the previous action. Static features are min-max
   normalised over the groups.
-- **Wall.** The keep width is the largest of ``round(keep * C)`` (``keep`` the action's keep ratio) and
-  the lower plateau edges under it (the profile's channel-step multiples, then ``ceil(low * C)``) for
-  which the network with every later group at ``low`` is predicted within the target: every episode
-  ends within the budget. A target that even all groups at ``low`` miss (after the aim below) is
-  refused with that floor.
+- **Widths.** A group of ``C`` channels keeps one of SP-LAMP's chunk widths
+  (``pruners.splamp.chunk_widths``: multiples of the profile's channel step, or of ``C // 4`` for
+  narrow groups, then ``C``) from ``ceil(low * C)`` up: a width between two steps costs the next
+  step's latency on a blocked engine, so the search never pays for channels it cannot use, and the
+  knob that fits the target later moves every group along the same menu, keeping the latency
+  monotone in it.
+- **Wall.** The keep width is the widest menu width at most the one nearest ``keep * C`` (``keep``
+  the action's keep ratio) for which the network with every later group at its smallest width is
+  predicted within the target: every episode ends within the budget. A target that even all groups
+  at their smallest miss (after the aim below) is refused with that floor.
 - **Aim.** Before the search, ``aim_networks`` networks predicted near the target (a uniform one on the
   profile's channel step and random episodes through the wall) are measured in one interleaved run and
-  the wall's target scaled by the median of their predicted / measured ratios (bounded to [2/3, 1.5]),
+  the wall's target scaled by the median of their predicted / measured ratios (bounded to [1/2, 2]),
   so the episodes aim at the measured target.
 - **Reward** ``R = -E + latency_weight * S`` with ``E = 1 - accuracy`` on the quick check (batch norms
   recalibrated on ``check_images`` training images, then ``reward_steps`` SGD steps at the fine-tuning
@@ -34,8 +39,9 @@ the chosen network is measured.
   static criterion (``l1``, ...); after the search the chosen widths' selection is refined by
   regrowth. The report compares the quick-check accuracy of L1, dynamic and dynamic+regrowth
   selection at the final widths.
-- **Targeting**: the best episode's keep ratios are scaled together (``min(1, r_g * k)``) and the knob
-  ``k`` is fitted to the measured target by the shared measure-and-correct loop.
+- **Targeting**: the best episode's keep ratios are scaled together (group ``g`` at the menu width
+  nearest ``min(1, r_g * k) * C_g``) and the knob ``k`` is fitted to the measured target by the
+  shared measure-and-correct loop.
 - **Resumable**: agent, buffer, baseline and best policy go to ``lap.pt`` after every episode (loaded
   weights-only), the episode log to ``lap.json``.
 """
@@ -60,7 +66,7 @@ from pruners.dynamic_selection import dynamic_scores, gate_gradients, regrow
 from pruners.errors import PruningError
 from pruners.importance import keep_top, score
 from pruners.method import Method, Problem, Search, option
-from pruners.splamp import profile_group_size
+from pruners.splamp import chunk_widths, profile_group_size
 from pruners.surgery import Decision, keep_first
 from pruners.train import progress_bar, save_atomic
 
@@ -98,8 +104,14 @@ class Environment:
     step: int = 8
     static: np.ndarray = field(init=False)
     sens: dict[int, tuple[np.ndarray, np.ndarray]] = field(init=False)  # gid -> (ratios ascending, sensitivity)
+    menus: dict[int, tuple[int, ...]] = field(init=False)  # gid -> the widths it may keep, ascending
 
     def __post_init__(self) -> None:
+        self.menus = {}
+        for gid in self.group_ids:
+            channels = self.arch.width_tuple[gid]
+            least = math.ceil(self.low * channels)
+            self.menus[gid] = tuple(w for w in chunk_widths(channels, self.step) if w >= least)
         table = sensitivity(self.arch, _RatioPredictor(self.oracle), groups=self.group_ids)
         self.sens = {}
         for gid, rows in table.groupby("group"):
@@ -130,10 +142,14 @@ class Environment:
         return float(np.interp(ratio, r, s))
 
     def min_width(self, gid: int) -> int:
-        return max(1, math.ceil(self.low * self.arch.width_tuple[gid]))
+        return self.menus[gid][0]
+
+    def snap(self, gid: int, width: float) -> int:
+        """The menu width nearest ``width`` (the wider of two as near)."""
+        return min(self.menus[gid], key=lambda w: (abs(w - width), -w))
 
     def floor(self) -> float:
-        """The predicted ratio with every group at ``low``: the least this search can reach."""
+        """The predicted ratio with every group at its smallest width: the least this search can reach."""
         return float(self.oracle.predict_ratios([self.arch.with_widths({g: self.min_width(g)
                                                                          for g in self.group_ids})])[0])
 
@@ -145,12 +161,11 @@ class Environment:
         return np.concatenate([self.static[t], [1.0 - now, max(now - least, 0.0), prev]]).astype(np.float32), now
 
     def wall(self, t: int, widths: dict[int, int], keep: float) -> int:
-        """The widest width at most ``round(keep * C)`` whose network, later groups at ``low``, meets the target."""
+        """The widest menu width at most the one nearest ``keep * C`` whose network, later groups at their
+        smallest, meets the target."""
         gid = self.group_ids[t]
-        channels = self.arch.width_tuple[gid]
-        wanted = min(channels, max(self.min_width(gid), round(keep * channels)))
-        options = sorted({wanted, self.min_width(gid), *[w for w in range(self.step, wanted, self.step)
-                                                           if w >= self.min_width(gid)]}, reverse=True)
+        wanted = self.snap(gid, keep * self.arch.width_tuple[gid])
+        options = [w for w in reversed(self.menus[gid]) if w <= wanted]
         later = {g: self.min_width(g) for g in self.group_ids[t + 1:]}
         ratios = self.oracle.predict_ratios([self.arch.with_widths({**widths, gid: w, **later}) for w in options])
         for w, r in zip(options, ratios, strict=True):
@@ -193,17 +208,16 @@ def run_episode(env: Environment, act) -> Episode:
 
 
 #: the aim's correction, predicted / measured, is kept within these bounds
-AIM_BOUNDS = (2 / 3, 1.5)
+AIM_BOUNDS = (0.5, 2.0)
 
 
 def calibration_widths(env: Environment, aim: float) -> dict[int, int]:
-    """The uniform network on the profile's channel step (every profile samples step multiples, so its
-    predictions are trustworthy there, unlike at a few misaligned channels) predicted nearest ``aim``
-    from below: each group at ``round(r * C / step) * step`` channels (at least one step, at most ``C``),
-    ``r`` from 0.05 to 1 in steps of 0.05; the smallest if none is within ``aim``."""
+    """The uniform network on the groups' menus (channel-step multiples: every profile samples them, so
+    its predictions are trustworthy there, unlike at a few misaligned channels) predicted nearest ``aim``
+    from below: each group at the menu width nearest ``r * C``, ``r`` from 0.05 to 1 in steps of 0.05;
+    the smallest if none is within ``aim``."""
     def widths(r: float) -> dict[int, int]:
-        return {g: min(c, max(min(env.step, c), env.step * round(r * c / env.step)))
-                for g, c in ((g, env.arch.width_tuple[g]) for g in env.group_ids)}
+        return {g: env.snap(g, r * env.arch.width_tuple[g]) for g in env.group_ids}
 
     options = [widths(k / 20) for k in range(1, 21)]
     ratios = env.oracle.predict_ratios([env.arch.with_widths(w) for w in options])
@@ -345,6 +359,12 @@ def lap(problem: Problem, episodes: int = 300, warmup: int = 100, low: float = 0
                    check_images, log, elapsed(), calibration)
 
 
+def scaled_widths(env: Environment, ratios: dict[int, float], knob: float) -> dict[int, int]:
+    """The targeting knob's network: group ``g`` at the menu width nearest ``min(1, ratios[g] * knob) * C_g``
+    (non-decreasing in ``knob`` group by group)."""
+    return {g: env.snap(g, min(1.0, r * knob) * env.arch.width_tuple[g]) for g, r in ratios.items()}
+
+
 def _finish(problem: Problem, env: Environment, best: dict[str, Any], scores, selection: str,
             regrow_fraction: float, regrow_batches: int, accuracy_batches: int, check_images: int,
             log: list[dict[str, Any]], search_s: float, calibration: dict[str, float]) -> Search:
@@ -353,7 +373,7 @@ def _finish(problem: Problem, env: Environment, best: dict[str, Any], scores, se
     ratios = {int(g): w / arch.width_tuple[int(g)] for g, w in best["keep"].items()}
 
     def widths_at(k: float) -> dict[int, int]:
-        return {g: max(1, round(min(1.0, r * k) * arch.width_tuple[g])) for g, r in ratios.items()}
+        return scaled_widths(env, ratios, k)
 
     found = search_knob(lambda k: keep_decision(widths_at(k), scores, arch), arch, problem.oracle, problem.target,
                         "latency", problem.build, knob_range=(0.25, max(2.0, 1.0 / min(ratios.values()))), grid=121)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import statistics
 
@@ -17,7 +18,16 @@ from pruners.ddpg import DDPG, DDPGSettings
 from pruners.dynamic_selection import DROPPED_GATE, gate_gradients, regrow
 from pruners.errors import PruningError
 from pruners.groups import ChannelGroup
-from pruners.lap import AIM_BOUNDS, LOG, Environment, calibration_networks, calibration_widths, lap, run_episode
+from pruners.lap import (
+    AIM_BOUNDS,
+    LOG,
+    Environment,
+    calibration_networks,
+    calibration_widths,
+    lap,
+    run_episode,
+    scaled_widths,
+)
 from pruners.method import Problem
 from pruners.oracle import LatencyOracle
 from pruners.train import TrainConfig, sgd_steps
@@ -86,6 +96,35 @@ def _problem(profile_and_data, target, out=None):
                    out=out, bn_images=32)
 
 
+#: ResNet-20's group widths and, by hand, the widths LAP may keep on a 16-channel step with keep ratios from 0.2:
+#: multiples of min(16, C / 4), then C, from ceil(0.2 C) up
+MENUS = {16: (4, 8, 12, 16), 32: (8, 16, 24, 32), 64: (16, 32, 48, 64)}
+
+
+def test_every_group_keeps_a_width_of_its_menu_and_snaps_to_the_nearest(profile_and_data):
+    problem = _problem(profile_and_data, 0.5)
+    env = Environment(problem.arch, [g.id for g in problem.groups], problem.oracle, 0.5, step=16)
+    assert {env.menus[g] for g in env.group_ids} == set(MENUS.values())
+    wide = next(g for g in env.group_ids if problem.arch.width_tuple[g] == 64)
+    assert [env.snap(wide, w) for w in (1, 23, 24, 25, 40, 57, 64)] == [16, 16, 32, 32, 48, 64, 64]
+
+
+def test_the_targeting_knob_moves_every_group_along_its_menu_and_never_narrows_one(profile_and_data):
+    problem = _problem(profile_and_data, 0.5)
+    env = Environment(problem.arch, [g.id for g in problem.groups], problem.oracle, 0.5, step=16)
+    ratios = {g: 0.3 + 0.6 * (i % 3) / 2 for i, g in enumerate(env.group_ids)}  # 0.3, 0.6 and 0.9
+    knobs = np.linspace(0.25, 3.0, 56)
+    scans = [scaled_widths(env, ratios, k) for k in knobs]
+    for widths in scans:
+        assert all(w in MENUS[problem.arch.width_tuple[g]] for g, w in widths.items())
+    for before, after in itertools.pairwise(scans):
+        assert all(after[g] >= before[g] for g in env.group_ids)
+    channels = problem.arch.width_tuple
+    assert scans[-1] == {g: channels[g] for g in env.group_ids}  # 0.3 * 3 rounds to the full width on every menu
+    wide = next(g for g in env.group_ids if channels[g] == 64 and ratios[g] == 0.6)
+    assert scaled_widths(env, ratios, 1.0)[wide] == 32  # 0.6 * 64 = 38.4: 32 is nearer than 48
+
+
 @pytest.mark.parametrize("target", [0.7, 0.5])
 def test_the_wall_keeps_every_episode_within_the_target(profile_and_data, target):
     problem = _problem(profile_and_data, target)
@@ -95,7 +134,7 @@ def test_the_wall_keeps_every_episode_within_the_target(profile_and_data, target
         ep = run_episode(env, act)
         recomputed = problem.oracle.predict(problem.arch.with_widths(ep.widths)).ratio
         assert ep.predicted == pytest.approx(recomputed) and recomputed <= target
-        assert all(env.min_width(g) <= w <= problem.arch.width_tuple[g] for g, w in ep.widths.items())
+        assert all(w in MENUS[problem.arch.width_tuple[g]] for g, w in ep.widths.items())
     greedy = run_episode(env, lambda s: 1.0)  # keeps everything it can: the first groups stay wide
     assert greedy.widths[env.group_ids[0]] == problem.arch.width_tuple[env.group_ids[0]]
 
@@ -106,12 +145,15 @@ def test_the_aim_is_measured_on_a_uniform_network_on_the_channel_step(profile_an
     env = Environment(problem.arch, [g.id for g in problem.groups], problem.oracle, aim, step=16)
     chosen = calibration_widths(env, aim)
     channels = {g: problem.arch.width_tuple[g] for g in env.group_ids}
-    assert all(w == channels[g] or w % 16 == 0 for g, w in chosen.items())
+    assert all(w in MENUS[channels[g]] for g, w in chosen.items())
     predicted = problem.oracle.predict(problem.arch.with_widths(chosen)).ratio
-    # the uniform networks on the step, keep r = 0.05 ... 1, each group rounded to a multiple of 16 channels
+
+    def nearest(c: int, width: float) -> int:  # ties go to the wider
+        return min(MENUS[c], key=lambda w: (abs(w - width), -w))
+
+    # the uniform networks on the menus, keep r = 0.05 ... 1
     others = [problem.oracle.predict(problem.arch.with_widths(
-        {g: min(c, max(min(16, c), 16 * round(k / 20 * c / 16))) for g, c in channels.items()})).ratio
-        for k in range(1, 21)]
+        {g: nearest(c, k / 20 * c) for g, c in channels.items()})).ratio for k in range(1, 21)]
     within = [p for p in others if p <= aim]
     assert predicted == pytest.approx(max(within) if within else min(others))  # nearest from below, else smallest
 
