@@ -246,11 +246,19 @@ def test_a_resumed_search_continues_from_its_checkpoint(profile_and_data, tmp_pa
     assert summary["episodes"] == 5 and first.history[-1]["lap"]["episodes"] == 3
     # the aim measured before the search is kept, not measured again: the resumed episodes aim where the first did
     assert summary["search_target"] == first.history[-1]["lap"]["search_target"]
-    measured, predicted = summary["calibration_measured"], summary["calibration_predicted"]
-    assert len(measured) == len(predicted) == 4  # the default aim_networks
-    median = statistics.median(p / m for p, m in zip(predicted, measured, strict=True))
-    correction = min(max(median, AIM_BOUNDS[0]), AIM_BOUNDS[1])
-    assert summary["search_target"] == pytest.approx(min(1.0, 0.6 * correction), rel=1e-9)
+    rounds = summary["calibration_rounds"]
+    corrections = []
+    for r in rounds:
+        assert len(r["measured"]) == len(r["predicted"]) == 4  # the default aim_networks
+        median = statistics.median(p / m for p, m in zip(r["predicted"], r["measured"], strict=True))
+        corrections.append(min(max(median, AIM_BOUNDS[0]), AIM_BOUNDS[1]))
+    first_aim, moved = rounds[0]["aim"], min(1.0, 0.6 * corrections[0])
+    assert first_aim == max(0.6, summary["floor"])
+    # a second round exactly when the first moved the aim by more than 10%, measured at the moved aim
+    assert len(rounds) == (2 if max(moved / first_aim, first_aim / moved) > 1.1 else 1)
+    if len(rounds) == 2:
+        assert rounds[1]["aim"] == pytest.approx(max(moved, summary["floor"]), rel=1e-9)
+    assert summary["search_target"] == pytest.approx(min(1.0, 0.6 * corrections[-1]), rel=1e-9)
     assert summary["best_reward"] == max(r["reward"] for r in again)
     assert set(summary["selection_accuracy"]) == {"l1", "dynamic", "dynamic+regrowth"}
 
@@ -271,5 +279,5 @@ def test_latbench_prune_lap_end_to_end(capsys, shipped_profile, tmp_path):
                                              "aim_networks": 2}
     summary = next(e["lap"] for e in report["search"] if "lap" in e)
     assert summary["episodes"] == 3 and report["latency"]["measured_ratio"] < 1.0
-    assert len(summary["calibration_measured"]) == 2
+    assert all(len(r["measured"]) == 2 for r in summary["calibration_rounds"])
     assert "LAP: 3 episodes in " in out and "quick check: l1 " in out and "l2+regrowth" in out
