@@ -17,8 +17,7 @@ the chosen network is measured.
   (``pruners.splamp.chunk_widths``: multiples of the profile's channel step, or of ``C // 4`` for
   narrow groups, then ``C``) from ``ceil(low * C)`` up: a width between two steps costs the next
   step's latency on a blocked engine, so the search never pays for channels it cannot use, and the
-  knob that fits the target later moves every group along the same menu, keeping the latency
-  monotone in it.
+  knob that fits the target later keeps every group on its menu.
 - **Wall.** The keep width is the widest menu width at most the one nearest ``keep * C`` (``keep``
   the action's keep ratio) for which the network with every later group at its smallest width is
   predicted within the target: every episode ends within the budget. A target that even all groups
@@ -40,9 +39,10 @@ the chosen network is measured.
   static criterion (``l1``, ...); after the search the chosen widths' selection is refined by
   regrowth. The report compares the quick-check accuracy of L1, dynamic and dynamic+regrowth
   selection at the final widths.
-- **Targeting**: the best episode's keep ratios are scaled together (group ``g`` at the menu width
-  nearest ``min(1, r_g * k) * C_g``) and the knob ``k`` is fitted to the measured target by the
-  shared measure-and-correct loop.
+- **Targeting**: the best episode's keep ratios are scaled together (group ``g`` wants
+  ``min(1, r_g * k) * C_g`` channels; the groups' menu positions are rounded by largest remainder, so
+  a small step of ``k`` moves one group by one menu width) and the knob ``k`` is fitted to the
+  measured target by the shared measure-and-correct loop.
 - **Resumable**: agent, buffer, baseline and best policy go to ``lap.pt`` after every episode (loaded
   weights-only), the episode log to ``lap.json``.
 """
@@ -376,10 +376,22 @@ def lap(problem: Problem, episodes: int = 300, warmup: int = 100, low: float = 0
                    check_images, log, elapsed(), calibration)
 
 
+#: knob values the targeting loop scans (a knob step moves about one group by one menu width)
+KNOB_GRID = 241
+
+
 def scaled_widths(env: Environment, ratios: dict[int, float], knob: float) -> dict[int, int]:
-    """The targeting knob's network: group ``g`` at the menu width nearest ``min(1, ratios[g] * knob) * C_g``
-    (non-decreasing in ``knob`` group by group)."""
-    return {g: env.snap(g, min(1.0, r * knob) * env.arch.width_tuple[g]) for g, r in ratios.items()}
+    """The targeting knob's network: group ``g`` wants ``min(1, ratios[g] * knob) * C_g`` channels, a position
+    on its menu interpolated between menu widths; the positions are rounded by largest remainder (ties: the
+    earlier group), so that their total is the rounded total and a small knob step moves one group by one
+    menu width, not every group cut alike at once (a jump too coarse to land a target)."""
+    position = {g: float(np.interp(min(1.0, r * knob) * env.arch.width_tuple[g], env.menus[g],
+                                   np.arange(len(env.menus[g])))) for g, r in ratios.items()}
+    index = {g: math.floor(p) for g, p in position.items()}
+    extra = math.floor(sum(position.values()) + 0.5) - sum(index.values())
+    for g in sorted(position, key=lambda g: (index[g] - position[g], g))[:extra]:
+        index[g] += 1
+    return {g: env.menus[g][i] for g, i in index.items()}
 
 
 def _finish(problem: Problem, env: Environment, best: dict[str, Any], scores, selection: str,
@@ -393,7 +405,8 @@ def _finish(problem: Problem, env: Environment, best: dict[str, Any], scores, se
         return scaled_widths(env, ratios, k)
 
     found = search_knob(lambda k: keep_decision(widths_at(k), scores, arch), arch, problem.oracle, problem.target,
-                        "latency", problem.build, knob_range=(0.25, max(2.0, 1.0 / min(ratios.values()))), grid=121)
+                        "latency", problem.build, knob_range=(0.25, max(2.0, 1.0 / min(ratios.values()))),
+                        grid=KNOB_GRID)
     widths = widths_at(found.knob)
     keep = {g: tuple(keep_top(scores[g], w)) for g, w in widths.items()}
     gradients = gate_gradients(problem.model, problem.groups, keep, problem.train_loader, regrow_batches)
@@ -407,7 +420,8 @@ def _finish(problem: Problem, env: Environment, best: dict[str, Any], scores, se
                                                 check_images)
     summary = {"episodes": len(log), "search_s": round(search_s, 1), "best_episode": best["episode"],
                "best_reward": best["reward"], "best_predicted": best["predicted"], "best_accuracy": best["accuracy"],
-               "knob": found.knob, "selection": selection, "regrown": sum(len(s) for s in swaps.values()),
+               "knob": found.knob, "knob_widths": "largest remainder on the menus", "selection": selection,
+               "regrown": sum(len(s) for s in swaps.values()),
                "selection_accuracy": compared, **calibration}
     return Search(found.knob, final, final.arch(arch), [*found.history, {"lap": summary}])
 

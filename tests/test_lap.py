@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import statistics
 
@@ -109,20 +108,25 @@ def test_every_group_keeps_a_width_of_its_menu_and_snaps_to_the_nearest(profile_
     assert [env.snap(wide, w) for w in (1, 23, 24, 25, 40, 57, 64)] == [16, 16, 32, 32, 48, 64, 64]
 
 
-def test_the_targeting_knob_moves_every_group_along_its_menu_and_never_narrows_one(profile_and_data):
+def test_the_targeting_knob_keeps_every_group_on_its_menu_and_moves_them_one_at_a_time(profile_and_data):
     problem = _problem(profile_and_data, 0.5)
     env = Environment(problem.arch, [g.id for g in problem.groups], problem.oracle, 0.5, step=16)
-    ratios = {g: 0.3 + 0.6 * (i % 3) / 2 for i, g in enumerate(env.group_ids)}  # 0.3, 0.6 and 0.9
-    knobs = np.linspace(0.25, 3.0, 56)
-    scans = [scaled_widths(env, ratios, k) for k in knobs]
-    for widths in scans:
-        assert all(w in MENUS[problem.arch.width_tuple[g]] for g, w in widths.items())
-    for before, after in itertools.pairwise(scans):
-        assert all(after[g] >= before[g] for g in env.group_ids)
     channels = problem.arch.width_tuple
-    assert scans[-1] == {g: channels[g] for g in env.group_ids}  # 0.3 * 3 rounds to the full width on every menu
-    wide = next(g for g in env.group_ids if channels[g] == 64 and ratios[g] == 0.6)
-    assert scaled_widths(env, ratios, 1.0)[wide] == 32  # 0.6 * 64 = 38.4: 32 is nearer than 48
+    ratios = {g: 0.3 + 0.6 * (i % 3) / 2 for i, g in enumerate(env.group_ids)}  # 0.3, 0.6 and 0.9
+    totals = []
+    for k in np.linspace(0.25, 3.5, 66):
+        widths = scaled_widths(env, ratios, k)
+        assert all(w in MENUS[channels[g]] for g, w in widths.items())
+        totals.append(sum(MENUS[channels[g]].index(w) for g, w in widths.items()))
+    assert totals == sorted(totals) and totals[-1] == sum(len(MENUS[channels[g]]) - 1 for g in env.group_ids)
+    # by hand: one 64-channel group wants 24 channels (halfway from 16 to 32 on its menu), one 16-channel group 10
+    # (halfway from 8 to 12), the others their full width; the halves sum to one step, which goes to the earlier
+    wide = next(g for g in env.group_ids if channels[g] == 64)
+    narrow = next(g for g in env.group_ids if channels[g] == 16)
+    half = {g: 1.0 for g in env.group_ids} | {wide: 24 / 64, narrow: 10 / 16}
+    widths = scaled_widths(env, half, 1.0)
+    assert (widths[wide], widths[narrow]) == ((32, 8) if wide < narrow else (16, 12))
+    assert all(widths[g] == channels[g] for g in env.group_ids if g not in (wide, narrow))
 
 
 @pytest.mark.parametrize("target", [0.7, 0.5])
