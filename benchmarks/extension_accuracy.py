@@ -66,12 +66,13 @@ def extend_copy(before: DeviceProfile, profile: Path, name: str, root: Path, bud
                     **({"warning": ext["warning"]} if "warning" in ext else {})}
 
 
-def references(profile: DeviceProfile) -> list[Arch]:
-    """Per family of the profile, its full-width network and its first calibration networks."""
+def references(profile: DeviceProfile, families: list[str]) -> list[Arch]:
+    """Per family, its full-width network and its next calibration networks (the first calibration network
+    of a family is its full-width one)."""
     archs, _ = profile.network_samples("calib")
     out = []
-    for fam in profile.meta["families"]:
-        out += [profile.family_archs[fam], *[a for a in archs if a.name == fam][: REFERENCES_PER_FAMILY - 1]]
+    for fam in families:
+        out += [profile.family_archs[fam], *[a for a in archs if a.name == fam][1:REFERENCES_PER_FAMILY]]
     return out
 
 
@@ -99,8 +100,8 @@ def evaluate(profile_dir: Path, name: str, per_family: int, budget_s: float, roo
     arch = extended.family_archs[name]
     step = int(extended.meta["plan"]["step"])
     held_out = [v.arch(arch) for v in network_variants(name, arch, per_family + 1, seed=HELD_OUT_SEED, align=step)[1:]]
-    refs = references(base)
-    own = references_of(extended, name)  # the new family's full-width network and calibration networks
+    refs = references(base, base.meta["families"])
+    own = references(extended, [name])  # the new family's own references
     backend = base.backend()
     runnables = {}
     sources = recorded_families(base.meta)
@@ -129,12 +130,6 @@ def evaluate(profile_dir: Path, name: str, per_family: int, budget_s: float, roo
             report[label][f"{kind}+anchored"] = scores(lambda p=inner: Rescaled(p, own_anchors, label="anchored"),
                                                        held_out, measured)
     return report
-
-
-def references_of(profile: DeviceProfile, name: str) -> list[Arch]:
-    """The family's full-width network and its first calibration networks in ``profile``."""
-    archs, _ = profile.network_samples("calib")
-    return [profile.family_archs[name], *[a for a in archs if a.name == name][1:REFERENCES_PER_FAMILY]]
 
 
 def run(profile: Path, families: list[str], per_family: int, budget_s: float, budget_min: float,
