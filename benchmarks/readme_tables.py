@@ -47,27 +47,40 @@ NAMES = {"uniform": "uniform", "global": "global", "splamp": "SP-LAMP", "hilp": 
 NETWORKS = {"resnet56": "ResNet-56", "mobilenetv2_cifar": "MobileNet-V2", "vgg16": "VGG-16"}
 
 
+#: the Pareto files with a LAP row and how LAP searched there: ``free`` (any channel count), ``menu v1`` (the
+#: groups' chunk widths, one round of the aim, the knob's widths rounded to the nearest menu width) or ``menu v2``
+#: (``pruners.lap`` now: a second round of the aim when the first moves it, the knob rounded by largest remainder)
+LAP_FILES = [("pruning_pareto_hybrid.json", "free"), ("pruning_pareto_hybrid_0.7_lap_steps5_free.json", "free"),
+             ("pruning_pareto_hybrid_0.7_lap_steps5.json", "menu v1"), ("pruning_pareto_hybrid_0.5.json", "free"),
+             ("pruning_pareto_hybrid_0.5_lap_steps5.json", "menu v1"), ("pruning_pareto_hybrid_0.35.json", "free"),
+             ("pruning_pareto_hybrid_0.35_lap_steps5_free.json", "free"),
+             ("pruning_pareto_hybrid_0.35_lap_steps5_aim1.json", "menu v1"),
+             ("pruning_pareto_hybrid_0.35_lap_steps5.json", "menu v2"),
+             ("pruning_pareto_hybrid_0.35_lap_steps5_seed1.json", "menu v2, agent seed 1"),
+             ("pruning_pareto_mobilenetv2_cifar_0.7.json", "free"),
+             ("pruning_pareto_mobilenetv2_cifar_0.7_lap_steps5.json", "menu v2"),
+             ("pruning_pareto_mobilenetv2_cifar_0.5.json", "free"),
+             ("pruning_pareto_mobilenetv2_cifar_0.5_lap_steps5_free.json", "free"),
+             ("pruning_pareto_mobilenetv2_cifar_0.5_lap_steps5.json", "menu v1"),
+             ("pruning_pareto_mobilenetv2_cifar_0.35.json", "free"),
+             ("pruning_pareto_mobilenetv2_cifar_0.35_lap_steps5.json", "menu v2")]
+
+
 def lap_summary() -> str:
     """LAP against uniform at every target of every Pareto file that has a LAP row."""
-    files = ["pruning_pareto_hybrid.json", "pruning_pareto_hybrid_0.7_lap_steps5.json",
-             "pruning_pareto_hybrid_0.5.json", "pruning_pareto_hybrid_0.35.json",
-             "pruning_pareto_hybrid_0.35_lap_steps5.json", "pruning_pareto_mobilenetv2_cifar_0.7.json",
-             "pruning_pareto_mobilenetv2_cifar_0.5.json", "pruning_pareto_mobilenetv2_cifar_0.5_lap_steps5.json",
-             "pruning_pareto_mobilenetv2_cifar_0.35.json"]
     out = []
-    for name in files:
+    for name, widths in LAP_FILES:
         data = _load(name)
         rows = {r["method"]: r for r in data["rows"] if "error" not in r}
         if "lap" not in rows:
             continue
         lap, uni = rows["lap"], rows["uniform"]
-        out.append([NETWORKS[data["model"]], f"{lap['target']:g}", str(lap.get("options", {}).get("reward_steps", 0)),
-                    accuracy_cell(lap), accuracy_cell(uni),
+        out.append([NETWORKS[data["model"]], f"{lap['target']:g}", widths,
+                    str(lap.get("options", {}).get("reward_steps", 0)), accuracy_cell(lap), accuracy_cell(uni),
                     f"{lap['side_by_side']['median']:.3f}", f"{uni['side_by_side']['median']:.3f}",
                     f"{lap['mflops']:.1f}", f"{uni['mflops']:.1f}", f"{lap['wall_s']:.0f} s"])
-    return _rows(["network", "target", "reward steps", "LAP accuracy", "uniform accuracy", "LAP side by side",
-                  "uniform side by side",
-                  "LAP MFLOPs", "uniform MFLOPs", "LAP wall time"], out)
+    return _rows(["network", "target", "search", "reward steps", "LAP accuracy", "uniform accuracy",
+                  "LAP side by side", "uniform side by side", "LAP MFLOPs", "uniform MFLOPs", "LAP wall time"], out)
 
 
 def gpu_transfer() -> str:
