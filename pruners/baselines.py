@@ -36,23 +36,30 @@ from pruners.surgery import Decision
 from pruners.targeting import largest_meeting, measure_toward
 
 
+def largest_remainder(exact: dict[int, float], total: int, low: dict[int, int], high: dict[int, int]) -> dict[int, int]:
+    """Whole units near ``exact`` summing to about ``total``: each key gets ``floor(exact)`` (within ``low`` and
+    ``high``), and the units left of ``total`` go one each to the keys with the largest fractional parts that
+    are under ``high`` (ties: the earlier key)."""
+    units = {k: max(low[k], min(high[k], math.floor(x))) for k, x in exact.items()}
+    left = total - sum(units.values())
+    for k in sorted(exact, key=lambda k: -(exact[k] - math.floor(exact[k]))):
+        if left <= 0:
+            break
+        if units[k] < high[k]:
+            units[k] += 1
+            left -= 1
+    return units
+
+
 def uniform_widths(groups: list[ChannelGroup], keep_ratio: float) -> dict[int, int]:
     """The same keep ratio in every group, rounded by largest remainder: ``floor(r * C)`` channels each
     (at least one), and the channels left of ``round(r * sum C)`` go to the groups with the largest
     fractional parts (ties: earlier group). Rounding each group alone would move every group of one
     width across a channel count at once (e.g. all 64-channel groups from 32 to 33), a latency
     step too coarse for a target."""
-    exact = {g.id: keep_ratio * g.channels for g in groups}
-    widths = {gid: max(1, min(g.channels, math.floor(exact[gid]))) for gid, g in zip(exact, groups, strict=True)}
-    left = round(keep_ratio * sum(g.channels for g in groups)) - sum(widths.values())
-    order = sorted(groups, key=lambda g: -(exact[g.id] - math.floor(exact[g.id])))
-    for g in order:
-        if left <= 0:
-            break
-        if widths[g.id] < g.channels:
-            widths[g.id] += 1
-            left -= 1
-    return widths
+    return largest_remainder({g.id: keep_ratio * g.channels for g in groups},
+                             round(keep_ratio * sum(g.channels for g in groups)),
+                             {g.id: 1 for g in groups}, {g.id: g.channels for g in groups})
 
 
 def uniform_decision(groups: list[ChannelGroup], scores: dict[int, torch.Tensor], keep_ratio: float) -> Decision:

@@ -61,7 +61,7 @@ import torch
 from latbench.arch import Arch
 from latbench.jsonio import dump_json
 from latbench.sensitivity import sensitivity
-from pruners.baselines import search_knob
+from pruners.baselines import largest_remainder, search_knob
 from pruners.ddpg import DDPG, DDPGSettings
 from pruners.dynamic_selection import dynamic_scores, gate_gradients, regrow
 from pruners.errors import PruningError
@@ -274,9 +274,7 @@ def _calibrate(problem: Problem, env: Environment, count: int, seed: int) -> dic
     if max(second / aim, aim / second) > AIM_MOVE:
         rounds.append(_measure_aim(problem, env, second, count, seed + 1))
     env.target = min(1.0, target * rounds[-1]["correction"])
-    return {"search_target": env.target, "calibration_correction": rounds[-1]["correction"],
-            "calibration_predicted": rounds[-1]["predicted"], "calibration_measured": rounds[-1]["measured"],
-            "calibration_rounds": rounds, "floor": floor}
+    return {"search_target": env.target, "calibration_rounds": rounds, "floor": floor}
 
 
 def _selection_scores(problem: Problem, selection: str, batches: int) -> dict[int, torch.Tensor]:
@@ -385,12 +383,10 @@ def scaled_widths(env: Environment, ratios: dict[int, float], knob: float) -> di
     on its menu interpolated between menu widths; the positions are rounded by largest remainder (ties: the
     earlier group), so that their total is the rounded total and a small knob step moves one group by one
     menu width, not every group cut alike at once (a jump too coarse to land a target)."""
-    position = {g: float(np.interp(min(1.0, r * knob) * env.arch.width_tuple[g], env.menus[g],
-                                   np.arange(len(env.menus[g])))) for g, r in ratios.items()}
-    index = {g: math.floor(p) for g, p in position.items()}
-    extra = math.floor(sum(position.values()) + 0.5) - sum(index.values())
-    for g in sorted(position, key=lambda g: (index[g] - position[g], g))[:extra]:
-        index[g] += 1
+    position = {g: float(np.interp(min(1.0, ratios[g] * knob) * env.arch.width_tuple[g], env.menus[g],
+                                   np.arange(len(env.menus[g])))) for g in sorted(ratios)}
+    index = largest_remainder(position, math.floor(sum(position.values()) + 0.5), dict.fromkeys(position, 0),
+                              {g: len(env.menus[g]) - 1 for g in position})
     return {g: env.menus[g][i] for g, i in index.items()}
 
 
@@ -401,13 +397,10 @@ def _finish(problem: Problem, env: Environment, best: dict[str, Any], scores, se
     arch = problem.arch
     ratios = {int(g): w / arch.width_tuple[int(g)] for g, w in best["keep"].items()}
 
-    def widths_at(k: float) -> dict[int, int]:
-        return scaled_widths(env, ratios, k)
-
-    found = search_knob(lambda k: keep_decision(widths_at(k), scores, arch), arch, problem.oracle, problem.target,
-                        "latency", problem.build, knob_range=(0.25, max(2.0, 1.0 / min(ratios.values()))),
-                        grid=KNOB_GRID)
-    widths = widths_at(found.knob)
+    found = search_knob(lambda k: keep_decision(scaled_widths(env, ratios, k), scores, arch), arch, problem.oracle,
+                        problem.target, "latency", problem.build,
+                        knob_range=(0.25, max(2.0, 1.0 / min(ratios.values()))), grid=KNOB_GRID)
+    widths = scaled_widths(env, ratios, found.knob)
     keep = {g: tuple(keep_top(scores[g], w)) for g, w in widths.items()}
     gradients = gate_gradients(problem.model, problem.groups, keep, problem.train_loader, regrow_batches)
     regrown, swaps = regrow(keep, gradients, regrow_fraction)
