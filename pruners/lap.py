@@ -23,10 +23,12 @@ the chosen network is measured.
   predicted within the target: every episode ends within the budget. A target that even all groups
   at their smallest miss (after the aim below) is refused with that floor.
 - **Aim.** Before the search, ``aim_networks`` networks predicted near the target (a uniform one on the
-  menus and random episodes through the wall) are measured in one interleaved run and the wall's
-  target scaled by the median of their predicted / measured ratios (bounded to [1/2, 2]), so the
-  episodes aim at the measured target; when that moves the aim by more than 10%, a second round is
-  measured at the moved aim and its correction is the one used.
+  menus and random episodes through the wall) are measured in one interleaved run; the median of their
+  predicted / measured ratios (bounded to [1/2, 2]) is the correction at their median prediction
+  (rounds whose medians lie within 10% pool their networks). The profile's error changes with the
+  networks' size, so rounds go on at the predicted ratio whose corrected prediction meets the target
+  (corrections interpolated between the points) until it lies within 10% of an aim already measured,
+  at most three rounds; the wall's target is that ratio.
 - **Reward** ``R = -E + latency_weight * S`` with ``E = 1 - accuracy`` on the quick check (batch norms
   recalibrated on ``check_images`` training images, then ``reward_steps`` SGD steps at the fine-tuning
   learning rate, 0 by default (AMC: no fine-tuning), then two validation batches) and
@@ -254,26 +256,62 @@ def _measure_aim(problem: Problem, env: Environment, aim: float, count: int, see
             "measured": measured, "keep": [{str(g): v for g, v in w.items()} for w in networks]}
 
 
-#: a second round of the aim is measured when the first moves the predicted aim by more than this factor
+#: rounds of the aim stop when the next aim is within this factor of one already asked; rounds whose networks'
+#: median predictions are within it of each other are one point of the correction
 AIM_MOVE = 1.1
+#: at most this many rounds of the aim
+AIM_ROUNDS = 3
+
+
+def correction_points(rounds: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """The profile's correction as (predicted ratio, correction) points, ascending: rounds are taken by their
+    networks' median prediction, and a run of rounds within ``AIM_MOVE`` of the run's first pools its
+    networks, so that two noisy rounds at one size do not make a steep slope; a point is the median
+    prediction and the median predicted / measured ratio (within ``AIM_BOUNDS``) of its networks."""
+    ordered = sorted(rounds, key=lambda r: float(np.median(r["predicted"])))
+    pools: list[list[dict[str, Any]]] = []
+    for r in ordered:
+        if pools and float(np.median(r["predicted"])) <= AIM_MOVE * float(np.median(pools[-1][0]["predicted"])):
+            pools[-1].append(r)
+        else:
+            pools.append([r])
+    points = []
+    for pool in pools:
+        predicted = [p for r in pool for p in r["predicted"]]
+        measured = [m for r in pool for m in r["measured"]]
+        ratio = float(np.median([p / m for p, m in zip(predicted, measured, strict=True)]))
+        points.append((float(np.median(predicted)), min(max(ratio, AIM_BOUNDS[0]), AIM_BOUNDS[1])))
+    return points
+
+
+def aim_for(target: float, rounds: list[dict[str, Any]]) -> float:
+    """The largest predicted ratio whose corrected prediction meets ``target``: the correction is interpolated
+    linearly in the predicted ratio between :func:`correction_points` (constant beyond them) and
+    ``p / correction(p) <= target`` is solved on a grid of 2001 ratios over [0, 1]."""
+    points = correction_points(rounds)
+    grid = np.linspace(0.0, 1.0, 2001)
+    corrected = grid / np.interp(grid, [x for x, _ in points], [c for _, c in points])
+    return float(grid[np.flatnonzero(corrected <= target)[-1]])
 
 
 def _calibrate(problem: Problem, env: Environment, count: int, seed: int) -> dict[str, Any]:
-    """Move the wall's target so that the search aims at the *measured* target: the correction of networks
-    measured near the target (:func:`_measure_aim`) scales it (at most to 1). A profile off for pruned networks
-    would otherwise send every episode to the wrong latency. The profile's error changes with the networks'
-    size, so when the first round moves the aim by more than ``AIM_MOVE`` (or it had to be measured at the
-    floor) a second round is measured at the corrected aim, and its correction is the one used."""
+    """Move the wall's target so that the search aims at the *measured* target in predicted terms. A profile
+    off for pruned networks would otherwise send every episode to the wrong latency, and how far off it is
+    changes with the networks' size. So the aim is measured in rounds (:func:`_measure_aim`): the first near
+    the target (or the floor, if that is higher), each next one at :func:`aim_for` of the rounds so far,
+    until that lies within ``AIM_MOVE`` of an aim already measured or ``AIM_ROUNDS`` are spent; the wall's
+    target is :func:`aim_for` of all rounds."""
     target = problem.target
     if problem.oracle.mode == "predict":
         return {"search_target": target}
     floor = env.floor()
-    aim = max(target, floor)  # under the floor, what the floor measures decides whether it is out of reach
-    rounds = [_measure_aim(problem, env, aim, count, seed)]
-    second = max(floor, min(1.0, target * rounds[0]["correction"]))
-    if max(second / aim, aim / second) > AIM_MOVE:
-        rounds.append(_measure_aim(problem, env, second, count, seed + 1))
-    env.target = min(1.0, target * rounds[-1]["correction"])
+    rounds = [_measure_aim(problem, env, max(target, floor), count, seed)]
+    while len(rounds) < AIM_ROUNDS:
+        aim = max(floor, aim_for(target, rounds))
+        if any(max(aim / r["aim"], r["aim"] / aim) <= AIM_MOVE for r in rounds):
+            break
+        rounds.append(_measure_aim(problem, env, aim, count, seed + len(rounds)))
+    env.target = aim_for(target, rounds)
     return {"search_target": env.target, "calibration_rounds": rounds, "floor": floor}
 
 

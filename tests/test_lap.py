@@ -19,10 +19,14 @@ from pruners.errors import PruningError
 from pruners.groups import ChannelGroup
 from pruners.lap import (
     AIM_BOUNDS,
+    AIM_MOVE,
+    AIM_ROUNDS,
     LOG,
     Environment,
+    aim_for,
     calibration_networks,
     calibration_widths,
+    correction_points,
     lap,
     run_episode,
     scaled_widths,
@@ -162,6 +166,35 @@ def test_the_aim_is_measured_on_a_uniform_network_on_the_channel_step(profile_an
     assert predicted == pytest.approx(max(within) if within else min(others))  # nearest from below, else smallest
 
 
+def _round(predicted: list[float], ratio: float, aim: float = 0.5) -> dict:
+    return {"aim": aim, "predicted": predicted, "measured": [p / ratio for p in predicted]}
+
+
+def test_the_aim_interpolates_the_rounds_corrections_in_the_predicted_ratio():
+    floor = _round([0.37, 0.376, 0.38], 2.0)  # median prediction 0.376
+    wide = _round([0.55, 0.6, 0.7, 0.65], 1.26)  # median 0.625
+    # one round: its correction everywhere, so p / 2 <= 0.35 up to p = 0.7
+    assert aim_for(0.35, [floor]) == pytest.approx(0.7, abs=5e-4)
+    # two rounds: c(p) = 2 - (0.74 / 0.249) (p - 0.376) between them; p = 0.35 c(p) solved by hand
+    slope = 0.74 / 0.249
+    expected = 0.35 * (2.0 + slope * 0.376) / (1 + 0.35 * slope)
+    got = aim_for(0.35, [wide, floor])
+    assert got == pytest.approx(expected, abs=5e-4) and got / (2.0 - slope * (got - 0.376)) <= 0.35
+    # beyond the widest round its correction holds, and the aim stops at the original network
+    assert aim_for(0.5, [floor, wide]) == pytest.approx(0.63, abs=5e-4)
+    assert aim_for(0.85, [floor, wide]) == 1.0
+
+
+def test_rounds_at_one_size_pool_their_networks_and_corrections_stay_bounded():
+    # medians 0.5 and 0.53 are within 10%: one point, the median of six predictions and of six ratios
+    pooled = correction_points([_round([0.52, 0.53, 0.54], 1.1), _round([0.5, 0.5, 0.5], 1.3)])
+    assert pooled == [(pytest.approx(0.51), pytest.approx(1.2))]
+    assert aim_for(0.5, [_round([0.52, 0.53, 0.54], 1.1), _round([0.5, 0.5, 0.5], 1.3)]) == pytest.approx(0.6, abs=5e-4)
+    # 0.5 and 0.56 are not: two points; a ratio of 3 is cut to the bound 2
+    apart = correction_points([_round([0.56, 0.56], 3.0), _round([0.5, 0.5, 0.5], 1.3)])
+    assert apart == [(pytest.approx(0.5), pytest.approx(1.3)), (pytest.approx(0.56), AIM_BOUNDS[1])]
+
+
 def test_the_aim_networks_are_the_uniform_one_and_distinct_random_episodes_within_the_wall(profile_and_data):
     problem = _problem(profile_and_data, 0.6)
     env = Environment(problem.arch, [g.id for g in problem.groups], problem.oracle, 0.9, step=16)
@@ -256,13 +289,15 @@ def test_a_resumed_search_continues_from_its_checkpoint(profile_and_data, tmp_pa
         assert len(r["measured"]) == len(r["predicted"]) == 4  # the default aim_networks
         median = statistics.median(p / m for p, m in zip(r["predicted"], r["measured"], strict=True))
         corrections.append(min(max(median, AIM_BOUNDS[0]), AIM_BOUNDS[1]))
-    first_aim, moved = rounds[0]["aim"], min(1.0, 0.6 * corrections[0])
-    assert first_aim == max(0.6, summary["floor"])
-    # a second round exactly when the first moved the aim by more than 10%, measured at the moved aim
-    assert len(rounds) == (2 if max(moved / first_aim, first_aim / moved) > 1.1 else 1)
-    if len(rounds) == 2:
-        assert rounds[1]["aim"] == pytest.approx(max(moved, summary["floor"]), rel=1e-9)
-    assert summary["search_target"] == pytest.approx(min(1.0, 0.6 * corrections[-1]), rel=1e-9)
+    assert [r["correction"] for r in rounds] == corrections
+    assert rounds[0]["aim"] == max(0.6, summary["floor"])
+    for i in range(1, len(rounds)):  # each later round at the aim of the rounds before it, far from their aims
+        assert rounds[i]["aim"] == pytest.approx(max(summary["floor"], aim_for(0.6, rounds[:i])), rel=1e-9)
+        assert all(max(rounds[i]["aim"] / r["aim"], r["aim"] / rounds[i]["aim"]) > AIM_MOVE for r in rounds[:i])
+    if len(rounds) < AIM_ROUNDS:  # stopped because the next aim was near one measured
+        aim = max(summary["floor"], aim_for(0.6, rounds))
+        assert any(max(aim / r["aim"], r["aim"] / aim) <= AIM_MOVE for r in rounds)
+    assert summary["search_target"] == aim_for(0.6, rounds)
     assert summary["best_reward"] == max(r["reward"] for r in again)
     assert set(summary["selection_accuracy"]) == {"l1", "dynamic", "dynamic+regrowth"}
 
