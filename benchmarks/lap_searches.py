@@ -1,4 +1,5 @@
-"""Collect LAP's search summaries (episodes, best episode, aim rounds, floor, knob) from run folders into one file.
+"""Collect LAP's search summaries (episodes, best episode, aim rounds, floor, knob, the targeting loop's
+measurements) from run folders into one file.
 
 A Pareto run keeps each method's search in its run folder (``search.json``, not committed); LAP's summary there
 holds what the result rows do not: the aim's measured rounds, the wall's target, the floor and the best episode.
@@ -19,12 +20,13 @@ from latbench.jsonio import dump_json
 
 
 def summary(folder: Path) -> dict:
-    """LAP's summary in ``folder/search.json``, its per-network aim widths left out."""
+    """LAP's summary in ``folder/search.json``, its per-network aim widths left out, and the knobs the targeting
+    loop measured (knob, predicted and measured ratio, FLOPs)."""
     history = json.loads((folder / "search.json").read_text())["history"]
     lap = next(h["lap"] for h in history if "lap" in h)
     rounds = [{k: v for k, v in r.items() if k != "keep"} for r in lap.get("calibration_rounds", [])]
     return {k: v for k, v in lap.items() if k not in ("calibration_keep", "calibration_rounds")} | (
-        {"calibration_rounds": rounds} if rounds else {})
+        {"calibration_rounds": rounds} if rounds else {}) | {"targeting": [h for h in history if "measured" in h]}
 
 
 def main() -> None:

@@ -48,15 +48,23 @@ NETWORKS = {"resnet56": "ResNet-56", "mobilenetv2_cifar": "MobileNet-V2", "vgg16
 
 
 #: the Pareto files with a LAP row and how LAP searched there: ``free`` (any channel count), ``menu v1`` (the
-#: groups' chunk widths, one round of the aim, the knob's widths rounded to the nearest menu width) or ``menu v2``
-#: (``pruners.lap`` now: a second round of the aim when the first moves it, the knob rounded by largest remainder)
+#: groups' chunk widths, one round of the aim, the knob's widths rounded to the nearest menu width), ``menu v2``
+#: (a second round of the aim when the first moves it, the knob rounded by largest remainder) or ``menu v3``
+#: (``pruners.lap`` now: the aim's correction interpolated in the predicted ratio over up to three rounds), with
+#: the machine where it is not the profile's AMD EPYC
 LAP_FILES = [("pruning_pareto_hybrid.json", "free"), ("pruning_pareto_hybrid_0.7_lap_steps5_free.json", "free"),
-             ("pruning_pareto_hybrid_0.7_lap_steps5.json", "menu v1"), ("pruning_pareto_hybrid_0.5.json", "free"),
-             ("pruning_pareto_hybrid_0.5_lap_steps5.json", "menu v1"), ("pruning_pareto_hybrid_0.35.json", "free"),
+             ("pruning_pareto_hybrid_0.7_lap_steps5.json", "menu v1"),
+             ("pruning_pareto_hybrid_0.7_lap_steps5_v3.json", "menu v3, Xeon"),
+             ("pruning_pareto_hybrid_0.5.json", "free"),
+             ("pruning_pareto_hybrid_0.5_lap_steps5.json", "menu v1"),
+             ("pruning_pareto_hybrid_0.5_lap_steps5_v3.json", "menu v3, Xeon"),
+             ("pruning_pareto_hybrid_0.35.json", "free"),
              ("pruning_pareto_hybrid_0.35_lap_steps5_free.json", "free"),
              ("pruning_pareto_hybrid_0.35_lap_steps5_aim1.json", "menu v1"),
              ("pruning_pareto_hybrid_0.35_lap_steps5.json", "menu v2"),
              ("pruning_pareto_hybrid_0.35_lap_steps5_seed1.json", "menu v2, agent seed 1"),
+             ("pruning_pareto_hybrid_0.35_lap_steps5_v3.json", "menu v3, Xeon"),
+             ("pruning_pareto_hybrid_0.35_lap_steps5_v3-seed1.json", "menu v3, Xeon, agent seed 1"),
              ("pruning_pareto_mobilenetv2_cifar_0.7.json", "free"),
              ("pruning_pareto_mobilenetv2_cifar_0.7_lap_steps5.json", "menu v2"),
              ("pruning_pareto_mobilenetv2_cifar_0.5.json", "free"),

@@ -58,6 +58,14 @@ def fake():
     return clock, lambda sampler: FakeTimer(clock, sampler)
 
 
+def as_if_made_here(folder: Path, **fingerprint_fields) -> None:
+    """Give the profile in ``folder`` this machine's fingerprint (with ``fingerprint_fields`` changed)."""
+    meta = json.loads((folder / "profile.json").read_text())
+    here = DeviceProfile.load(folder, check_fingerprint=False).current_fingerprint()
+    meta["fingerprint"] = {**here, **fingerprint_fields}
+    (folder / "profile.json").write_text(json.dumps(meta))
+
+
 @pytest.fixture(scope="session")
 def shipped_profile(tmp_path_factory):
     """``copy(name, **fingerprint_fields)``: a copy of a shipped profile whose fingerprint is this
@@ -70,10 +78,7 @@ def shipped_profile(tmp_path_factory):
         if key not in made:
             folder = tmp_path_factory.mktemp("shipped") / name
             shutil.copytree(SHIPPED / name, folder, ignore=shutil.ignore_patterns("anchors.json"))
-            meta = json.loads((folder / "profile.json").read_text())
-            here = DeviceProfile.load(folder, check_fingerprint=False).current_fingerprint()
-            meta["fingerprint"] = {**here, **fingerprint_fields}
-            (folder / "profile.json").write_text(json.dumps(meta))
+            as_if_made_here(folder, **fingerprint_fields)
             made[key] = folder
         return made[key]
 

@@ -387,8 +387,13 @@ def test_readme_runs_as_written(blocks, tmp_path):
     assert sum(s["kind"] == "python" for s in steps) == len(python_blocks)
     assert sum(s["kind"] == "latbench" for s in steps) == len(latbench_lines)
 
+    from conftest import as_if_made_here  # not at the top: the driver runs this file before latbench is imported
+
     for name in profiles_named(blocks):  # copies: re-anchoring and --extend write into a profile
         shutil.copytree(ROOT / "device_profiles" / name, tmp_path / "device_profiles" / name)
+        # as on the machine the shipped profiles were made on (--extend refuses another CPU's profile), so
+        # that the walkthrough passes on any machine
+        as_if_made_here(tmp_path / "device_profiles" / name)
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     results, ended = run_plan(steps, tmp_path)
     print("README steps (line: seconds):", ", ".join(f"{r['line']}: {r['seconds']:.1f} s" for r in results))
