@@ -241,6 +241,12 @@ def calibration_networks(env: Environment, aim: float, count: int, seed: int) ->
     return [calibration_widths(env, aim), *episodes]
 
 
+def correction(predicted: list[float], measured: list[float]) -> float:
+    """The median of the networks' predicted / measured ratios, within ``AIM_BOUNDS``."""
+    ratio = float(np.median([p / m for p, m in zip(predicted, measured, strict=True)]))
+    return min(max(ratio, AIM_BOUNDS[0]), AIM_BOUNDS[1])
+
+
 def _measure_aim(problem: Problem, env: Environment, aim: float, count: int, seed: int) -> dict[str, Any]:
     """One round of the aim: ``count`` networks predicted near ``aim`` (:func:`calibration_networks`) measured
     in one interleaved run, and the median of their predicted / measured ratios (within ``AIM_BOUNDS``)."""
@@ -251,8 +257,7 @@ def _measure_aim(problem: Problem, env: Environment, aim: float, count: int, see
     predicted = [problem.oracle.predict(a).ratio for a in archs]
     measured = [e.ratio for e in problem.oracle.measure_many([(problem.build(d), a)
                                                                for d, a in zip(decisions, archs, strict=True)])]
-    correction = float(np.median([p / m for p, m in zip(predicted, measured, strict=True)]))
-    return {"aim": aim, "correction": min(max(correction, AIM_BOUNDS[0]), AIM_BOUNDS[1]), "predicted": predicted,
+    return {"aim": aim, "correction": correction(predicted, measured), "predicted": predicted,
             "measured": measured, "keep": [{str(g): v for g, v in w.items()} for w in networks]}
 
 
@@ -268,19 +273,16 @@ def correction_points(rounds: list[dict[str, Any]]) -> list[tuple[float, float]]
     networks' median prediction, and a run of rounds within ``AIM_MOVE`` of the run's first pools its
     networks, so that two noisy rounds at one size do not make a steep slope; a point is the median
     prediction and the median predicted / measured ratio (within ``AIM_BOUNDS``) of its networks."""
-    ordered = sorted(rounds, key=lambda r: float(np.median(r["predicted"])))
-    pools: list[list[dict[str, Any]]] = []
-    for r in ordered:
-        if pools and float(np.median(r["predicted"])) <= AIM_MOVE * float(np.median(pools[-1][0]["predicted"])):
-            pools[-1].append(r)
+    pools: list[tuple[float, list[dict[str, Any]]]] = []  # (the first round's median, the rounds)
+    for median, r in sorted(((float(np.median(r["predicted"])), r) for r in rounds), key=lambda mr: mr[0]):
+        if pools and median <= AIM_MOVE * pools[-1][0]:
+            pools[-1][1].append(r)
         else:
-            pools.append([r])
+            pools.append((median, [r]))
     points = []
-    for pool in pools:
+    for _, pool in pools:
         predicted = [p for r in pool for p in r["predicted"]]
-        measured = [m for r in pool for m in r["measured"]]
-        ratio = float(np.median([p / m for p, m in zip(predicted, measured, strict=True)]))
-        points.append((float(np.median(predicted)), min(max(ratio, AIM_BOUNDS[0]), AIM_BOUNDS[1])))
+        points.append((float(np.median(predicted)), correction(predicted, [m for r in pool for m in r["measured"]])))
     return points
 
 
