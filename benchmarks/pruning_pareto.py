@@ -6,12 +6,15 @@ default), each fine-tuned for the same number of epochs with the same seed, then
 original (``pruners.prune.prune``). Every run keeps its folder under ``--runs``, so an interrupted benchmark
 resumes where it stopped. A shared machine drifts between measurements by more than the ±5% a target allows,
 so the networks of every method at one target are then also measured side by side in one interleaved
-comparison with the original, ``--repeats`` times (median and range reported). Writes one JSON row per
+comparison with the original, ``--repeats`` times (median and range reported). ``--match-to METHOD`` prunes
+with METHOD first, then the others to the latency it measured, every measurement of theirs on its network's
+scale (``pruners.oracle.Anchor``), so all land at its latency in any machine state. Writes one JSON row per
 (method, target) and a Pareto plot (test accuracy against measured latency ratio, one line per method; FLOPs in
 a second panel).
 
     python benchmarks/pruning_pareto.py [--model resnet56] [--targets 0.7 0.5 0.35]
         [--methods splamp uniform global hilp] [--option hilp.prefilter=8] [--finetune-epochs 5]
+        [--match-to lap]
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pruners.compare import side_by_side as compare_side_by_side
 from pruners.data import load_dataset, loaders
 from pruners.errors import PruningError
 from pruners.method import options_given
+from pruners.oracle import Anchor
 from pruners.prune import prune
 from pruners.result import load_pruned, search_cost
 from pruners.surgery import Decision, apply
@@ -55,6 +59,12 @@ def row(report: dict[str, Any], target: float) -> dict[str, Any]:
             "widths": report["widths"], "removed_blocks": len(report["removed_blocks"]),
             "removed_layers": len(report.get("removed_layers", [])),
             "options": report["settings"].get("options", {})}
+
+
+def run_folder(runs: str, model: str, method: str, target: float, match_to: str | None = None) -> Path:
+    """A run's folder; one pruned to another method's measured latency says so (it aims elsewhere)."""
+    matched = f"-at-{match_to}" if match_to and method != match_to else ""
+    return Path(runs) / f"{model}-{method}-{target:g}{matched}"
 
 
 def side_by_side(model: str, original: torch.nn.Module, folders: dict[str, Path], profile: str, budget_s: float,
@@ -127,6 +137,8 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds of each side-by-side comparison of all methods at one target (default 30)")
     p.add_argument("--repeats", type=int, default=3, help="side-by-side comparisons per target (default 3)")
     p.add_argument("--runs", default="runs/pareto", help="run folders (kept, so a rerun resumes)")
+    p.add_argument("--match-to", metavar="METHOD",
+                   help="prune with METHOD first, then the others to the latency it measured, on its network's scale")
     p.add_argument("--out", default=str(RESULTS / "pruning_pareto.json"))
     p.add_argument("--seeds", type=int, default=0,
                    help="with N > 0: only fine-tune every run's decision again with seeds 0..N-1 and add the accuracy "
@@ -145,28 +157,39 @@ def main() -> None:
         print(f"training {args.model} on digits into {weights}")
         train_zoo_model(args.model, "digits", weights, TrainConfig(seed=args.seed))
     finetune = TrainConfig(epochs=args.finetune_epochs, lr=0.01, seed=args.seed)
+    methods = args.methods
+    if args.match_to:
+        if args.match_to not in methods:
+            raise SystemExit(f"--match-to {args.match_to}: not one of --methods {' '.join(methods)}")
+        methods = [args.match_to, *(m for m in methods if m != args.match_to)]
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     for target in args.targets:
-        for method in args.methods:
-            out = Path(args.runs) / f"{args.model}-{method}-{target:g}"
+        anchor = None
+        for method in methods:
+            out = run_folder(args.runs, args.model, method, target, args.match_to)
+            aim = target if anchor is None else anchor.ratio
             try:
-                result = prune(method, args.model, weights, args.profile, target, out=out, finetune=finetune,
+                result = prune(method, args.model, weights, args.profile, aim, out=out, finetune=finetune,
                                seed=args.seed, measure_budget_s=args.measure_budget, progress=False,
-                               options=options_given(args.option, method))
+                               options=options_given(args.option, method), anchor=anchor)
             except PruningError as exc:
                 rows.append({"method": method, "target": target, "error": str(exc)})
                 print(f"{method:8s} target {target:g}: {exc}")
                 continue
-            r = row(result.to_dict(), target)
+            if method == args.match_to:
+                anchor = Anchor(result.model, result.latency["measured_ratio"], method)
+            r = row(result.to_dict(), target) | {"folder": str(out)}
+            if aim != target:
+                r |= {"matched_to": args.match_to, "aim": aim,
+                      "within_5pct": abs(r["measured_ratio"] / aim - 1) <= 0.05}
             rows.append(r)
             print(f"{method:8s} target {target:g}: measured {r['measured_ratio']:.3f} (pred {r['predicted_ratio']:.3f})"
                   f"  acc {r['accuracy']:.2f}%  {r['mflops']:.1f} MFLOPs  {r['wall_s']:.0f} s", flush=True)
     original = load_trained(args.model, weights, 10).eval()
     torch.set_num_threads(1)
     for target in args.targets:
-        done = {r["method"]: Path(args.runs) / f"{args.model}-{r['method']}-{target:g}" for r in rows
-                if r["target"] == target and "error" not in r}
+        done = {r["method"]: Path(r["folder"]) for r in rows if r["target"] == target and "error" not in r}
         if len(done) < 1:
             continue
         joint = side_by_side(args.model, original, done, args.profile, args.joint_budget, args.repeats)
@@ -175,6 +198,9 @@ def main() -> None:
                 j = joint[r["method"]]
                 r["side_by_side"] = j
                 r["side_by_side_within_5pct"] = abs(j["median"] / target - 1) <= 0.05
+                if r.get("matched_to") in joint:  # the latency ratio to the matched network, repeat by repeat
+                    r["side_by_side_to_matched"] = statistics.median(
+                        a / b for a, b in zip(j["all"], joint[r["matched_to"]]["all"], strict=True))
         print(f"target {target:g} side by side: " + "  ".join(f"{m} {j['median']:.3f} ({j['low']:.3f}-{j['high']:.3f})"
                                                               for m, j in joint.items()), flush=True)
     report = {"benchmark": "pruning_pareto", "model": args.model, "dataset": "digits", "profile": args.profile,
@@ -192,7 +218,7 @@ def add_seeds(args: argparse.Namespace) -> None:
     for r in report["rows"]:
         if "error" in r:
             continue
-        folder = Path(args.runs) / f"{args.model}-{r['method']}-{r['target']:g}"
+        folder = Path(r.get("folder") or run_folder(args.runs, args.model, r["method"], r["target"]))
         cost = json.loads((folder / "search.json").read_text()).get("cost") or {}
         if "wall_s" in cost:  # a row written by a resumed call: what the searching run spent, from its record
             r["measurements"], r["wall_s"] = cost["measurements"], cost["wall_s"]

@@ -2,7 +2,9 @@
 
 A pruning run measures its network against the original, but a shared machine drifts between runs by more
 than the differences being compared. So :func:`compare_at_latency` prunes the same trained network with each
-other method to the latency the first run *measured*, fine-tunes all alike (same epochs, seed and, where a
+other method to the latency the first run *measured*, every measurement of theirs taken interleaved with the
+first run's network and put on its scale (``pruners.oracle.Anchor``: they land at its latency whatever the
+machine's state), fine-tunes all alike (same epochs, seed and, where a
 method takes one, the same importance criterion), then :func:`side_by_side` measures every network and the
 original in ONE interleaved comparison, ``repeats`` times: within one comparison all networks see the same
 drift. Written to ``<run>/comparison.json``; the other runs keep their folders under ``<run>/compare/``.
@@ -25,6 +27,7 @@ from latbench.measure import MeasureSettings, compare
 from pruners.data import load_dataset
 from pruners.errors import PruningError
 from pruners.methods import get_method
+from pruners.oracle import Anchor
 from pruners.prune import prune
 from pruners.result import PruneResult
 from pruners.trained import load_trained
@@ -83,7 +86,8 @@ def compare_at_latency(first: PruneResult, others: list[str], model_name: str, w
                        **prune_kwargs: Any) -> dict[str, Any]:
     """Prune ``model_name`` (``weights``) with each method of ``others`` to the latency ``first`` measured, with
     the same ``prune_kwargs`` (dataset, fine-tuning, seed, ...) and ``first``'s criterion where a method takes
-    one; measure all side by side (:func:`side_by_side`); write and return the comparison."""
+    one, measured on ``first``'s network's scale; measure all side by side (:func:`side_by_side`); write and
+    return the comparison."""
     out = Path(out)
     reached = float(first.latency["measured_ratio"])
     criterion = first.settings.get("options", {}).get("criterion")
@@ -92,7 +96,7 @@ def compare_at_latency(first: PruneResult, others: list[str], model_name: str, w
         fields = {f.name for f in get_method(name).option_fields()}
         options = {"criterion": criterion} if criterion and "criterion" in fields else {}
         results[name] = prune(name, model_name, weights, profile, reached, out=out / "compare" / name,
-                              options=options, **prune_kwargs)
+                              options=options, anchor=Anchor(first.model, reached, first.method), **prune_kwargs)
     splits = load_dataset(prune_kwargs.get("dataset", "digits"), prune_kwargs.get("data_root"))
     original = load_trained(model_name, weights, splits.num_classes)
     example = torch.randn(*first.arch.base.input_shape, generator=torch.Generator().manual_seed(0))

@@ -10,6 +10,13 @@ Latency is asked *relative to the unpruned network* (a ratio), which is how targ
 - ``ratio(arch, build)``: by ``mode``: ``"predict"``, ``"measure"``, or ``"auto"``, which measures
   when the prediction's relative uncertainty exceeds ``threshold`` (``uncertain(arch)``).
 
+With an ``Anchor`` (another pruned network and the ratio it was measured at), every measurement also
+times the anchor in the same interleaved run and reports ``anchor.ratio * candidate / anchor``: the
+ratio on the anchor's scale. On a shared machine a small network's ratio to the original moves with
+the machine's state (on a 2-vCPU VM by up to 15% between runs minutes apart) while two pruned networks'
+ratio to each other holds within a few percent, so a second method pruned to an anchored target lands
+at the first method's latency, not at the same number in another machine state.
+
 Results are cached by the architecture's signature and every call is counted, so a method's
 report says how many predictions and measurements it made.
 """
@@ -58,6 +65,26 @@ class Estimate:
                 "source": self.source}
 
 
+#: the anchor's key among a job's candidates (architecture signatures are hex digests, never this)
+ANCHOR = "anchor"
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A network measured before at ``ratio`` of the reference; measurements are taken relative to it."""
+
+    module: nn.Module
+    ratio: float
+    name: str = "anchor"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.ratio) and self.ratio > 0):
+            raise PruningError(f"an anchor's latency ratio must be positive, got {self.ratio}")
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "ratio": self.ratio}
+
+
 @dataclass
 class Counts:
     predictions: int = 0
@@ -69,6 +96,16 @@ class Counts:
         return dict(self.__dict__)
 
 
+def anchored(ratios: dict[str, tuple[float, float, float]],
+             anchor: Anchor | None) -> dict[str, tuple[float, float, float]]:
+    """A job's (ratio, low, high) per candidate, on the anchor's scale when there is one: each divided by the
+    anchor's ratio in the same job and multiplied by ``anchor.ratio``; the anchor's own entry dropped."""
+    if anchor is None:
+        return ratios
+    scale = anchor.ratio / ratios[ANCHOR][0]
+    return {key: (r * scale, low * scale, high * scale) for key, (r, low, high) in ratios.items() if key != ANCHOR}
+
+
 @dataclass
 class LatencyOracle:
     """Predicts and measures candidates of ``reference`` (traced as ``arch``) on one device profile.
@@ -77,6 +114,7 @@ class LatencyOracle:
     differs from the profile's is refused (a profile prices one engine, not another). ``pool``: a
     measurement pool (``latbench.fleet.pool.RayPool``) whose devices measure instead, the candidates of
     one call spread over its actors, each job interleaved with the reference; ``None`` measures here.
+    ``anchor``: measure on an anchor's scale (module docstring).
     """
 
     profile: Any
@@ -90,6 +128,7 @@ class LatencyOracle:
     settings: MeasureSettings = field(default_factory=lambda: MeasureSettings(target_rel_ci=0.01, budget_s=6.0))
     counts: Counts = field(default_factory=Counts)
     pool: Any = None
+    anchor: Anchor | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -186,7 +225,7 @@ class LatencyOracle:
             start = time.perf_counter()
             for result in self._run(new, seconds_each):
                 self.reference_measured_us = self.reference_measured_us or result.reference_us
-                for key, (ratio, low, high) in result.ratios.items():
+                for key, (ratio, low, high) in anchored(result.ratios, self.anchor).items():
                     self._measured[key] = Estimate(ratio, ratio * self.reference_measured_us, low, high, "measured")
             self.counts.measurements += len(new)
             self.counts.measure_seconds += time.perf_counter() - start
@@ -204,8 +243,9 @@ class LatencyOracle:
             mine = keys[i::parts]
             share = (len(mine) + 1) / (len(keys) + 1)
             settings = replace(self.settings, budget_s=self.settings.budget_s * share)
-            jobs.append(MeasureJob(self.arch.signature(), self.reference, self.example, {k: new[k][0] for k in mine},
-                                   settings, seconds_each))
+            modules = {k: new[k][0] for k in mine} | ({} if self.anchor is None else {ANCHOR: self.anchor.module})
+            jobs.append(MeasureJob(self.arch.signature(), self.reference, self.example, modules, settings,
+                                   seconds_each))
         if self.pool is not None:
             return self.pool.measure(jobs)
         if self._runner is None:
@@ -250,6 +290,7 @@ class LatencyOracle:
     def describe(self) -> dict[str, Any]:
         return {"profile": self.profile.name, "backend": self.backend_name, "predictor": self.predictor,
                 "mode": self.mode, "threshold": self.threshold, "notes": list(self.notes),
+                "anchor": None if self.anchor is None else self.anchor.describe(),
                 "reference_predicted_us": self.reference_predicted_us,
                 "reference_measured_us": self.reference_measured_us, "counts": self.counts.to_dict(),
                 **({"pool": self.pool.describe()} if self.pool is not None else {})}

@@ -31,7 +31,7 @@ from pruners.finetune_job import Recipe, launch
 from pruners.groups import channel_groups
 from pruners.method import Method, Problem
 from pruners.methods import get_method
-from pruners.oracle import LatencyOracle
+from pruners.oracle import Anchor, LatencyOracle
 from pruners.result import PruneResult
 from pruners.surgery import Decision, apply
 from pruners.train import TrainConfig, evaluate, fit, load_weights, read_weights, save_atomic
@@ -52,7 +52,7 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
           metric: str = "latency", finetune: TrainConfig | None = None, predictor: str = "lut", mode: str = "auto",
           seed: int = 0, measure_budget_s: float = 10.0, progress: bool = True,
           options: dict[str, Any] | None = None, bn_images: int = RECALIBRATION_IMAGES,
-          pool: Any = None, nproc: int = 1) -> PruneResult:
+          pool: Any = None, nproc: int = 1, anchor: Anchor | None = None) -> PruneResult:
     """Prune the zoo network ``model_name`` (trained ``weights``) on one of the built-in datasets: loads both
     and calls :func:`prune_module` (see there), with the built-in trainer and top-1 accuracy on the test split.
     ``nproc`` > 1 fine-tunes on that many ``torchrun`` processes (``pruners.finetune_job``)."""
@@ -70,11 +70,12 @@ def prune(method: str, model_name: str, weights: str | Path, profile: str | Path
     recipe = Recipe(model_name, str(weights), dataset, None if data_root is None else str(data_root), seed)
     settings = {"method": method, "model": model_name, "weights": str(weights), "dataset": dataset,
                 "profile": prof.name, "target": target, "metric": metric, "predictor": predictor, "mode": mode,
-                "seed": seed, "finetune": finetune.to_dict(), "options": options}
+                "seed": seed, "finetune": finetune.to_dict(), "options": options,
+                **({} if anchor is None else {"anchor": anchor.describe()})}
     return prune_module(model, example, prof, method, target, metric, train_loader, val_loader, finetune,
                         lambda m: evaluate(m, test_loader), out, model_name, predictor, mode, measure_budget_s,
                         progress, options, bn_images, settings, pool=pool,
-                        launch_finetune=None if nproc == 1 else partial(launch, recipe, nproc))
+                        launch_finetune=None if nproc == 1 else partial(launch, recipe, nproc), anchor=anchor)
 
 
 def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | Path | DeviceProfile,
@@ -84,7 +85,7 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
                  predictor: str = "lut", mode: str = "auto", measure_budget_s: float = 10.0, progress: bool = True,
                  options: dict[str, Any] | None = None, bn_images: int = RECALIBRATION_IMAGES,
                  settings: dict[str, Any] | None = None, finetune_epochs: int = 5, pool: Any = None,
-                 launch_finetune: Callable[..., None] | None = None) -> PruneResult:
+                 launch_finetune: Callable[..., None] | None = None, anchor: Anchor | None = None) -> PruneResult:
     """Prune any trained ``model`` (run on ``example_input``) with ``method`` to ``target`` (a ratio of the
     original's latency or FLOPs), fine-tune, measure (interleaved with the original for ``measure_budget_s``),
     and write the run folder ``out``.
@@ -99,6 +100,8 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
     ``pool``: a measurement pool (``latbench.fleet.pool.RayPool``) that takes the search's measurements.
     ``launch_finetune(pruned, decision, config, folder, progress)`` fine-tunes elsewhere into the built-in
     trainer's checkpoint folder (``pruners.finetune_job.launch``: on several processes), read back here.
+    ``anchor``: every measurement, the final one included, on the scale of another pruned network
+    (``pruners.oracle.Anchor``): the target is then met at that network's latency in any machine state.
     """
     chosen = get_method(method)
     if bn_images < 0:
@@ -121,7 +124,8 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
         prof = profile if isinstance(profile, DeviceProfile) else DeviceProfile.load(profile)
         model = model.eval()
         arch = trace(model, example_input, name)
-        oracle = LatencyOracle(prof, model, arch, example_input, predictor=predictor, mode=mode, pool=pool)
+        oracle = LatencyOracle(prof, model, arch, example_input, predictor=predictor, mode=mode, pool=pool,
+                               anchor=anchor)
         groups = channel_groups(model, arch, example_input)
         problem = Problem(model, arch, groups, example_input, oracle, target, metric, train_loader, val_loader, config,
                           out, progress, bn_images, fine_tune_fn=user_finetune)
@@ -131,7 +135,8 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
         settings = settings or {"method": method, "model": name, "profile": prof.name, "target": target,
                                 "metric": metric, "predictor": predictor, "mode": mode, "options": options,
                                 "network": arch.signature(), "finetune": config.to_dict() if user_finetune is None
-                                else f"user: {finetune_epochs} epochs"}
+                                else f"user: {finetune_epochs} epochs",
+                                **({} if anchor is None else {"anchor": anchor.describe()})}
 
         decision, search, knob, searched = _search(problem, chosen, method_options, out, settings)
         pruned, pruned_arch = apply(model, arch, decision, example_input)
@@ -154,7 +159,7 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, profile: str | P
 
         final = replace(oracle.settings, budget_s=measure_budget_s)
         measured = LatencyOracle(prof, model, arch, example_input, predictor=oracle.predictor, mode="measure",
-                                 settings=final, backend=oracle.backend).measure(pruned, pruned_arch)
+                                 settings=final, backend=oracle.backend, anchor=anchor).measure(pruned, pruned_arch)
         predicted = oracle.predict(pruned_arch)
         result = PruneResult(
             method=method, model=pruned, arch=pruned_arch, decision=decision,

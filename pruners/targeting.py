@@ -8,6 +8,12 @@ assumed to hold nearby; the errors at measured knobs are interpolated over the g
 knob whose corrected estimate meets the target is measured next, until one lands within
 ``tolerance / 2`` of the target, the next knob was measured already, or ``max_measurements`` are
 spent. The candidate measured closest to the target wins.
+
+Estimates move in steps (a channel count past a vector width), and a correction that is right on
+average can put the next step over the target when on this machine it is under. So when the
+correction points back at a knob measured already while every candidate measured so far is under
+the target by more than ``tolerance / 2``, the next larger *different* candidate (the first grid
+knob above the largest one measured whose estimate differs) is measured before stopping.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ def measure_toward(target: float, grid: np.ndarray, estimate: np.ndarray, first:
     candidate measured before.
     """
     errors: dict[float, float] = {}  # knob -> log(measured / estimate)
+    measured_at: dict[float, float] = {}
     history: list[dict[str, Any]] = []
     seen: set[str] = set()
     best: tuple[float, float, float] | None = None  # (|measured / target - 1|, knob, measured)
@@ -62,12 +69,31 @@ def measure_toward(target: float, grid: np.ndarray, estimate: np.ndarray, first:
             break
         seen.add(key)
         errors[x] = math.log(measured / estimate_at(x))
+        measured_at[x] = measured
         at = np.array(sorted(errors))
         corrected = estimate * np.exp(np.interp(grid, at, [errors[a] for a in at]))
         i = largest_meeting(corrected, target)
         nxt = float(grid[i if i is not None else fallback(corrected)])
         if any(abs(nxt - a) < 1e-9 for a in errors):
-            break
+            probe = next_step_up(grid, estimate, measured_at, target, tolerance)
+            if probe is None:
+                break
+            nxt = probe
         x = nxt
     _, knob, measured = best
     return Reached(knob, measured, history)
+
+
+def next_step_up(grid: np.ndarray, estimate: np.ndarray, measured_at: dict[float, float], target: float,
+                 tolerance: float) -> float | None:
+    """The knob to probe when the correction sends the loop back (module docstring), or None: only when every
+    measurement so far is under ``target`` by more than ``tolerance / 2``; the first grid knob above the
+    largest measured knob whose estimate differs from that knob's (a different candidate)."""
+    if not measured_at or max(measured_at.values()) >= target * (1 - tolerance / 2):
+        return None
+    top = max(measured_at)
+    base = estimate[int(np.argmin(np.abs(grid - top)))]
+    for j in np.flatnonzero(grid > top + 1e-12):
+        if estimate[j] != base:
+            return float(grid[j])
+    return None

@@ -20,7 +20,7 @@ from pruners.baselines import global_decision, search_knob, uniform_decision, un
 from pruners.errors import PruningError
 from pruners.groups import ChannelGroup
 from pruners.importance import score
-from pruners.oracle import LatencyOracle
+from pruners.oracle import Anchor, LatencyOracle
 from pruners.surgery import Decision, apply
 
 EXAMPLE = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(11))
@@ -240,3 +240,35 @@ def test_fit_knob_latency_corrects_predictions_by_measurements():
     assert [h["measured"] for h in measured] == pytest.approx([0.6, 0.528, 0.504])
     assert built == [50, 41, 38] and oracle.counts.measurements == 3
     assert fit.knob == pytest.approx(0.38) and fit.arch.widths[fit.arch.base.group_by_key["a"]] == 38
+
+
+def test_an_anchored_latency_target_lands_at_the_anchors_latency():
+    """The anchor: 60 channels, said to measure 0.4 of the original (its made-up clock says 68 / 100 us = 0.68, a
+    machine state in which the original ran slow). On its scale a candidate of ``w`` channels measures
+    ``0.4 * (20 + 0.8 w) / 68``; target 0.4. By hand: knob 0.40 measures 0.306; the log error log(0.306 / 0.40)
+    corrects the FLOPs prediction to knob 0.52 (0.362), then 0.57 (0.386), then 0.59 (0.395, within 2.5%): 59
+    channels, next to the anchor's 60. Unanchored the same target lands at 25 channels."""
+    example = torch.randn(1, 1, 1, 1)
+    model = Fan().eval()
+    arch = trace(model, example, "fan")
+    profile = FakeProfile({"lut": FakePredictor(const_us=0.0, us_per_mflop=1.0)},
+                          backend=ParamClockBackend(const_us=20.0, us_per_kparam=400.0))
+    quick = MeasureSettings(target_rel_ci=0.01, budget_s=2.0, warmup_min_s=0.01, min_time_s=0.01)
+
+    def make(r: float) -> Decision:
+        return Decision({"a": tuple(range(round(100 * r)))})
+
+    def build(d: Decision) -> nn.Module:
+        return Fan(len(d.keep["a"])).eval()
+
+    landed = {}
+    for anchor in (Anchor(Fan(60).eval(), 0.4, "sixty"), None):
+        oracle = LatencyOracle(profile, model, arch, example, mode="measure", settings=quick, anchor=anchor)
+        fit = search_knob(make, arch, oracle, 0.4, metric="latency", build=build, grid=99)
+        landed[anchor is not None] = fit.arch.widths[fit.arch.base.group_by_key["a"]]
+        measured = [h["measured"] for h in fit.history if "measured" in h]
+        if anchor is not None:
+            assert measured == pytest.approx([0.4 * (20 + 0.8 * w) / 68 for w in (40, 52, 57, 59)])
+            assert oracle.describe()["anchor"] == {"name": "sixty", "ratio": 0.4}
+            assert oracle.counts.measurements == 4  # the anchor is timed in every job but never counted
+    assert landed == {True: 59, False: 25}

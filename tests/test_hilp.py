@@ -111,7 +111,9 @@ def test_resuming_keeps_the_moves_already_made(profile_and_data, tmp_path):
     resumed = hilp(problem, prefilter=2, accuracy_batches=1, max_steps=2)
     assert resumed.history[0] == first.history[0] and len(resumed.history) == 2
     assert problem.oracle.counts.measurements == 2  # only the new step's candidates were measured
-    assert resumed.history[1]["measured_ratio"] < resumed.history[0]["measured_ratio"]
+    # the second step cut the first step's network further (measured ratios from two runs minutes apart are
+    # not comparable on a shared machine; the network's size is)
+    assert resumed.arch.flops() < first.arch.flops()
 
 
 def test_hilp_refuses_what_it_cannot_do(profile_and_data, tmp_path):

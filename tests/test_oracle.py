@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,7 +16,7 @@ from latbench.measure import MeasureSettings
 from latbench.models import build_model
 from latbench.predictors import OutOfProfileError
 from pruners.errors import PruningError
-from pruners.oracle import Estimate, LatencyOracle
+from pruners.oracle import ANCHOR, Anchor, Estimate, LatencyOracle, anchored
 from pruners.surgery import Decision, apply, keep_first
 
 EXAMPLE = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
@@ -226,3 +227,25 @@ def test_check_target(net):
     assert f"floor {floor:.3f}" in message
     assert "predicted" in message and "fake-profile" in message
     assert "\n" not in message
+
+
+def test_anchored_ratios_are_put_on_the_anchors_scale():
+    ratios = {"a": (0.3, 0.27, 0.33), "b": (0.6, 0.57, 0.66), ANCHOR: (0.4, 0.39, 0.41)}
+    on_scale = anchored(ratios, Anchor(torch.nn.Identity(), 0.5))
+    # by hand: scale 0.5 / 0.4 = 1.25
+    assert on_scale == {"a": pytest.approx((0.375, 0.3375, 0.4125)), "b": pytest.approx((0.75, 0.7125, 0.825))}
+    assert anchored(ratios, None) is ratios
+    with pytest.raises(PruningError, match="anchor's latency ratio must be positive"):
+        Anchor(torch.nn.Identity(), 0.0)
+
+
+def test_a_network_measured_against_itself_as_anchor_measures_the_anchors_ratio(net, backend):
+    """On ONNX Runtime: the half-width network, anchored to a copy of itself said to measure 0.9, measures 0.9
+    within the noise of two identical networks (its own ratio to the original is well under 0.9)."""
+    model, arch = net
+    pruned, cand = apply(model, arch, halved(arch), EXAMPLE)
+    plain = oracle(net, FakeProfile(backend=backend), mode="measure").measure(pruned, cand)
+    on_anchor = oracle(net, FakeProfile(backend=backend), mode="measure",
+                       anchor=Anchor(copy.deepcopy(pruned), 0.9)).measure(pruned, cand)
+    assert plain.ratio < 0.8
+    assert on_anchor.ratio == pytest.approx(0.9, rel=0.05)
