@@ -1,6 +1,7 @@
 """Profiling runs, device profiles on disk, and the LUT / FLOPs predictors."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from latbench.device_profile import DeviceProfile, ProfileError, ProfileMismatch
 from latbench.models import build_candidate, build_model
 from latbench.predictors import PREDICTORS, OutOfProfileError
 from latbench.predictors.batch import CandidateBatch
+from latbench.predictors.layer_sum import FEATURES
 from latbench.predictors.lut import LutPredictor, _Grid
 from latbench.profile.grid import ONE_D_OPS
 from latbench.profiler.channel_step import FALLBACK_STEP, detect_step
@@ -442,14 +444,14 @@ def test_few_calibration_networks_fit_few_terms(tiny_profile):
 
 
 # --- adaptation from another profile ---------------------------------------------------------------
-def _twice_as_slow(folder: Path, out: Path) -> Path:
-    """A copy of the profile ``folder`` whose every measured latency is doubled (another, slower device)."""
+def _three_times_slower(folder: Path, out: Path) -> Path:
+    """A copy of the profile ``folder`` whose every measured latency is tripled (another, slower device)."""
     from latbench.profile.integrity import MANIFEST, manifest
 
     out = _copy(folder, out)
     for name, extra in (("layers.csv", []), ("models.csv", ["anchor_us"])):
         rows = pd.read_csv(out / name, dtype={"key": str})
-        rows[["median_us", "ci_low_us", "ci_high_us", "p90_us", *extra]] *= 2.0
+        rows[["median_us", "ci_low_us", "ci_high_us", "p90_us", *extra]] *= 3.0
         rows.to_csv(out / name, index=False)
     meta = json.loads((out / "profile.json").read_text())
     meta[MANIFEST] = manifest(out)
@@ -457,12 +459,13 @@ def _twice_as_slow(folder: Path, out: Path) -> Path:
     return out
 
 
-def test_adapting_a_prior_from_a_twice_slower_device_lands_on_this_machine(tiny_profile, tmp_path):
-    """A prior from a device twice as slow, adapted here: the networks measured here set the level, the
+def test_adapting_a_prior_from_a_three_times_slower_device_lands_on_this_machine(tiny_profile, tmp_path):
+    """A prior from a device three times slower (far more than this machine's speed moves between the prior's
+    measurements and these), adapted here: the networks measured here set the level, the
     prior keeps the structure (its layers and stored models, its calibration as the prior of the new one)."""
     from latbench.profiler.adapt import adapt_profile
 
-    prior_folder = _twice_as_slow(tiny_profile, tmp_path / "slow")
+    prior_folder = _three_times_slower(tiny_profile, tmp_path / "slow")
     folder = adapt_profile(prior_folder, ProfileSettings(families=[], threads=1, network_seconds=6), samples=6,
                            out=tmp_path / "adapted", progress=False)
     profile, prior = DeviceProfile.load(folder), DeviceProfile.load(prior_folder)
@@ -516,3 +519,28 @@ def test_incompatible_priors_are_refused_with_a_reason(tiny_profile, tmp_path):
         adapt_profile(tiny_profile, ProfileSettings(families=[], threads=1), samples=1, out=tmp_path / "x",
                       progress=False)
     assert not (tmp_path / "x").exists()  # refused before measuring or writing anything
+
+
+def test_each_sampled_family_gets_its_own_factor_and_a_new_family_none(shipped_profile):
+    """The shipped 1-thread profile: per family, the factor is exp(n / (n + 4) * median log(measured /
+    calibrated)) over its calibration networks, computed here from the calibration's own terms, and a
+    calibration network's prediction is its calibrated sum times its family's factor. ResNet-20 (layers the
+    table holds, a network the profile never sampled) is predicted with no factor."""
+    profile = DeviceProfile.load(shipped_profile())
+    lut = profile.predictor("lut", reanchored=False)
+    coef = np.array([lut.calibration["coefficients"][f] for f in FEATURES])
+    archs, measured = profile.network_samples("calib")
+    factors = lut.calibration["family_factors"]
+    assert len(factors) == 3
+    for digest in {a.base.digest for a in archs}:
+        mine = [i for i, a in enumerate(archs) if a.base.digest == digest]
+        plain = lut.features(CandidateBatch.of([archs[i] for i in mine]))[0] @ coef
+        log_ratio = np.log(np.asarray(measured, dtype=float)[mine] / plain)
+        expected = math.exp(len(mine) / (len(mine) + 4) * float(np.median(log_ratio)))
+        assert factors[digest] == pytest.approx(expected)
+        assert lut.predict_many([archs[i] for i in mine])[0] == pytest.approx(plain * expected)
+    assert len({round(f, 6) for f in factors.values()}) == 3  # the families' biases differ
+    resnet20 = trace(build_model("resnet20"), torch.zeros(1, 3, 32, 32), "resnet20")
+    assert resnet20.base.digest not in factors
+    plain = lut.features(CandidateBatch.of([resnet20]))[0] @ coef
+    assert lut.predict(resnet20).latency_us == pytest.approx(float(plain[0]))
