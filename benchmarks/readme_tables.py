@@ -141,11 +141,13 @@ def pool_scaling() -> str:
 
 
 def shipped_profiles() -> str:
-    """This machine's two shipped ONNX Runtime profiles, from their own files."""
+    """The shipped ONNX Runtime profiles of this VM (AMD EPYC, then Intel Xeon after a host change), from their
+    own files."""
     import pandas as pd
 
     out = []
-    for name in ("amd-epyc-1t-onnxruntime-fp32-bs1", "amd-epyc-2t-onnxruntime-fp32-bs1"):
+    for name in ("amd-epyc-1t-onnxruntime-fp32-bs1", "amd-epyc-2t-onnxruntime-fp32-bs1",
+                 "intel-r-xeon-r-processor-1t-onnxruntime-fp32-bs1"):
         folder = ROOT / "device_profiles" / name
         meta = json.loads((folder / "profile.json").read_text())
         layers, models = pd.read_csv(folder / "layers.csv"), pd.read_csv(folder / "models.csv")
@@ -153,13 +155,14 @@ def shipped_profiles() -> str:
         refined = int((sampled["pass"] >= 1000).sum())
         threads = meta["settings"].get("threads")
         v = meta["validation"]["lut"]
-        out.append([f"`{name}`", str(threads) if threads else "2 (engine default)",
+        out.append([f"`{name}`", f"{meta['fingerprint']['cpu']}, {meta['created'][:10]}",
+                    str(threads) if threads else "2 (engine default)",
                     f"{meta['timings_s']['total'] / 60:.1f} min",
                     f"{len(sampled):,}" + (f" ({refined} by refinement)" if refined else ""),
                     f"{len(models)} ({(models['split'] == 'calib').sum()} calibration, {v['n']} held out)",
                     str(meta["plan"]["step"]),
                     f"{v['within_10pct']:.0%} / {v['rmspe']:.1%} / {v['spearman']:.3f}"])
-    return _rows(["profile", "threads", "profiling time", "layer samples", "networks", "step",
+    return _rows(["profile", "CPU, made", "threads", "profiling time", "layer samples", "networks", "step",
                   "its own held-out networks: LUT within ±10% / RMSPE / Spearman"], out)
 
 

@@ -15,13 +15,6 @@ residual add into the conv before it, so the add's isolated time mostly disappea
 Layer samples are first brought to one machine state with the profile's reference layer, and
 network samples with their family anchor (see ``DeviceProfile``).
 
-**Family factors.** One calibration for every family leaves each family a bias of its own (how
-much longer a network runs than its isolated layers summed depends on more than these terms:
-weights that stay in cache or not, how the engine schedules its graph). So each family whose
-networks were sampled gets a factor, the median of measured / calibrated over its networks,
-shrunk toward 1 by ``FAMILY_PRIOR_NETWORKS`` (``exp(n / (n + k) * median log ratio)``); a family
-the profile never sampled gets 1. Families are told apart by their full-width network's digest.
-
 **Uncertainty.** The relative spread is the root sum of squares of the calibration's
 residual spread and each layer's own uncertainty as the subclass reports it.
 """
@@ -63,21 +56,6 @@ def feature_column(spec: LayerSpec) -> int:
 
 #: calibration samples needed per fitted term
 SAMPLES_PER_FEATURE = 4
-#: networks a family's factor is shrunk toward 1 by (its weight is n / (n + this))
-FAMILY_PRIOR_NETWORKS = 4
-
-
-def family_factors(groups: Sequence[Sequence[Arch]], calibrated_us: np.ndarray, measured_us: np.ndarray,
-                   prior_networks: float = FAMILY_PRIOR_NETWORKS) -> dict[str, float]:
-    """Per family (base digest): ``exp(n / (n + prior_networks) * median(log(measured / calibrated)))`` over its
-    ``n`` networks; ``calibrated_us`` and ``measured_us`` in the order of ``groups`` concatenated."""
-    out, pos = {}, 0
-    for group in groups:
-        n = len(group)
-        log_ratio = np.log(measured_us[pos:pos + n] / calibrated_us[pos:pos + n])
-        out[group[0].base.digest] = float(np.exp(n / (n + prior_networks) * np.median(log_ratio)))
-        pos += n
-    return out
 
 
 def profile_layout_block(meta: dict[str, Any]) -> int | None:
@@ -156,21 +134,18 @@ class LayerSumPredictor(ABC):
             coef = fit_toward(feats, measured, start)
             sigma = leave_one_out_spread(lambda f, m: fit_toward(f, m, start), feats, measured)
             self.calibration = {"coefficients": dict(zip(FEATURES, map(float, coef), strict=True)),
-                                "rel_sigma": sigma, "n": n, "terms": len(FEATURES), "prior": dict(prior),
-                                "family_factors": family_factors(groups, feats @ coef, measured)}
+                                "rel_sigma": sigma, "n": n, "terms": len(FEATURES), "prior": dict(prior)}
             return
         # columns of the fit: every feature, or intercept + scale per kind, or intercept + one scale
         tiers = [[[i] for i in range(len(FEATURES))], [[0], [1], [2], [3], [4], [5]], [[0], [1, 2, 3, 4, 5]]]
         columns = next((t for t in tiers if n >= SAMPLES_PER_FEATURE * len(t)), tiers[-1])
         design = np.stack([feats[:, c].sum(axis=1) for c in columns], axis=1)
-        measured = np.asarray(measured_us, dtype=float)[order]
-        fitted, sigma = fit_relative(design, measured, nonnegative=True)
+        fitted, sigma = fit_relative(design, np.asarray(measured_us, dtype=float)[order], nonnegative=True)
         coef = np.zeros(len(FEATURES))
         for c, value in zip(columns, fitted, strict=True):
             coef[c] = value
         self.calibration = {"coefficients": dict(zip(FEATURES, map(float, coef), strict=True)), "rel_sigma": sigma,
-                            "n": n, "terms": len(columns), "family_factors": family_factors(groups, feats @ coef,
-                                                                                            measured)}
+                            "n": n, "terms": len(columns)}
 
     # --- prediction --------------------------------------------------------------------------
     def _calibrated(self, batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, LayerLookup]:
@@ -180,7 +155,7 @@ class LayerSumPredictor(ABC):
         coef = np.array([c["coefficients"][f] for f in FEATURES])
         lookup = self.layer_latency(batch)
         feats, unc = self._features(batch, lookup)
-        pred = feats @ coef * c.get("family_factors", {}).get(batch.base.digest, 1.0)
+        pred = feats @ coef
         bad = ~(np.isfinite(pred) & (pred > 0))
         if bad.any():
             raise OutOfProfileError(f"{batch.base.name}: the {self.name} predictor gives no usable latency for "
