@@ -208,6 +208,25 @@ class Fan(nn.Module):
         return self.b(torch.relu(self.a(x)))
 
 
+FAN_EXAMPLE = torch.ones(1, 1, 1, 1)
+
+
+def fan_oracle(anchor: Anchor | None = None) -> LatencyOracle:
+    """The full Fan's oracle: predictions FLOPs-linear with no constant (``w / 100`` for ``w`` channels), measured
+    on a clock of ``20 us + 400 us per k-parameter`` (``20 + 0.8 w`` us)."""
+    model = Fan().eval()
+    profile = FakeProfile({"lut": FakePredictor(const_us=0.0, us_per_mflop=1.0)},
+                          backend=ParamClockBackend(const_us=20.0, us_per_kparam=400.0))
+    quick = MeasureSettings(target_rel_ci=0.01, budget_s=2.0, warmup_min_s=0.01, min_time_s=0.01)
+    return LatencyOracle(profile, model, trace(model, FAN_EXAMPLE, "fan"), FAN_EXAMPLE, mode="measure",
+                         settings=quick, anchor=anchor)
+
+
+def fan_keep(r: float) -> Decision:
+    """The Fan at knob ``r``: its first ``round(100 r)`` channels."""
+    return Decision({"a": tuple(range(round(100 * r)))})
+
+
 def test_fit_knob_latency_corrects_predictions_by_measurements():
     """Predicted: FLOPs-linear, no constant, so a candidate of ``w`` channels predicts ``w / 100``. Measured: a
     backend whose networks take ``20 us + 400 us per k-parameter`` = ``20 + 0.8 w`` us, ``0.2 + 0.008 w`` of the
@@ -216,24 +235,15 @@ def test_fit_knob_latency_corrects_predictions_by_measurements():
     By hand: knob 0.50 predicts 0.5 and measures 0.6 (log error log 1.2 everywhere); 1.2 w / 100 <= 0.5 gives knob
     0.41, measured 0.528 (error log(0.528 / 0.41) from 0.41 down); 1.2878 w / 100 <= 0.5 gives 0.38, which measures
     0.504, within 2.5%: the answer. (The exact 0.375 is off the grid.)"""
-    example = torch.randn(1, 1, 1, 1)
-    model = Fan().eval()
-    arch = trace(model, example, "fan")
-    profile = FakeProfile({"lut": FakePredictor(const_us=0.0, us_per_mflop=1.0)},
-                          backend=ParamClockBackend(const_us=20.0, us_per_kparam=400.0))
-    quick = MeasureSettings(target_rel_ci=0.01, budget_s=2.0, warmup_min_s=0.01, min_time_s=0.01)
-    oracle = LatencyOracle(profile, model, arch, example, mode="measure", settings=quick)
-
-    def make(r: float) -> Decision:
-        return Decision({"a": tuple(range(round(100 * r)))})
-
+    oracle = fan_oracle()
     built = []
 
     def build(d: Decision) -> nn.Module:
         built.append(len(d.keep["a"]))
         return Fan(len(d.keep["a"])).eval()
 
-    fit = search_knob(make, arch, oracle, 0.5, metric="latency", build=build, grid=99)  # knobs 0.02, 0.03, ..., 1.0
+    fit = search_knob(fan_keep, oracle.arch, oracle, 0.5, metric="latency", build=build,
+                      grid=99)  # knobs 0.02, 0.03, ..., 1.0
     measured = [h for h in fit.history if "measured" in h]
     assert [h["knob"] for h in measured] == pytest.approx([0.50, 0.41, 0.38])
     assert [h["predicted"] for h in measured] == pytest.approx([0.50, 0.41, 0.38])
@@ -248,23 +258,13 @@ def test_an_anchored_latency_target_lands_at_the_anchors_latency():
     ``0.4 * (20 + 0.8 w) / 68``; target 0.4. By hand: knob 0.40 measures 0.306; the log error log(0.306 / 0.40)
     corrects the FLOPs prediction to knob 0.52 (0.362), then 0.57 (0.386), then 0.59 (0.395, within 2.5%): 59
     channels, next to the anchor's 60. Unanchored the same target lands at 25 channels."""
-    example = torch.randn(1, 1, 1, 1)
-    model = Fan().eval()
-    arch = trace(model, example, "fan")
-    profile = FakeProfile({"lut": FakePredictor(const_us=0.0, us_per_mflop=1.0)},
-                          backend=ParamClockBackend(const_us=20.0, us_per_kparam=400.0))
-    quick = MeasureSettings(target_rel_ci=0.01, budget_s=2.0, warmup_min_s=0.01, min_time_s=0.01)
-
-    def make(r: float) -> Decision:
-        return Decision({"a": tuple(range(round(100 * r)))})
-
     def build(d: Decision) -> nn.Module:
         return Fan(len(d.keep["a"])).eval()
 
     landed = {}
     for anchor in (Anchor(Fan(60).eval(), 0.4, "sixty"), None):
-        oracle = LatencyOracle(profile, model, arch, example, mode="measure", settings=quick, anchor=anchor)
-        fit = search_knob(make, arch, oracle, 0.4, metric="latency", build=build, grid=99)
+        oracle = fan_oracle(anchor)
+        fit = search_knob(fan_keep, oracle.arch, oracle, 0.4, metric="latency", build=build, grid=99)
         landed[anchor is not None] = fit.arch.widths[fit.arch.base.group_by_key["a"]]
         measured = [h["measured"] for h in fit.history if "measured" in h]
         if anchor is not None:

@@ -519,4 +519,3 @@ def test_incompatible_priors_are_refused_with_a_reason(tiny_profile, tmp_path):
         adapt_profile(tiny_profile, ProfileSettings(families=[], threads=1), samples=1, out=tmp_path / "x",
                       progress=False)
     assert not (tmp_path / "x").exists()  # refused before measuring or writing anything
-
