@@ -104,8 +104,9 @@ def adaptation_report(profiles: dict[str, DeviceProfile], archs, measured, ancho
     return out
 
 
-def leave_one_family_out(profile: DeviceProfile) -> dict[str, dict[str, dict]]:
-    """Per family F and predictor: accuracy on F's profile networks when nothing of F was seen.
+def leave_one_family_out(profile: DeviceProfile, families: list[str] | None = None) -> dict[str, dict[str, dict]]:
+    """Per family F (``families``, default the zoo's three) and predictor: accuracy on F's profile networks when
+    nothing of F was seen, with the median signed error (``bias``) and the errors' standard deviation.
 
     The predictors are built from the layer samples of the other families (a shape key that F
     shares with another family stays, as that family would have measured it too) and calibrated
@@ -115,11 +116,12 @@ def leave_one_family_out(profile: DeviceProfile) -> dict[str, dict[str, dict]]:
     from latbench.predictors import OutOfProfileError, build_predictor
     from latbench.profile import shape_key
 
+    families = families or FAMILIES
     archs, measured = profile.network_samples()
-    keys = {fam: {shape_key(layer.spec) for layer in profile.family_archs[fam].base.layers} for fam in FAMILIES}
+    keys = {fam: {shape_key(layer.spec) for layer in profile.family_archs[fam].base.layers} for fam in families}
     out: dict[str, dict[str, dict]] = {}
-    for fam in FAMILIES:
-        others = set().union(*(keys[f] for f in FAMILIES if f != fam))
+    for fam in families:
+        others = set().union(*(keys[f] for f in families if f != fam))
         layers = profile.layers[profile.layers["shape_key"].isin(others | {"reference"})].reset_index(drop=True)
         train = np.array([a.name != fam for a in archs])
         out[fam] = {}
@@ -132,7 +134,9 @@ def leave_one_family_out(profile: DeviceProfile) -> dict[str, dict[str, dict]]:
             except OutOfProfileError as exc:
                 out[fam][kind] = {"n": len(test), "unavailable": str(exc)}
                 continue
-            out[fam][kind] = accuracy(mu, measured[~train], sig)
+            errors = mu / measured[~train] - 1.0
+            out[fam][kind] = accuracy(mu, measured[~train], sig) | {"bias": float(np.median(errors)),
+                                                                     "error_sd": float(np.std(errors))}
     return out
 
 

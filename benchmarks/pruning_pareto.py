@@ -15,6 +15,7 @@ a second panel).
     python benchmarks/pruning_pareto.py [--model resnet56] [--targets 0.7 0.5 0.35]
         [--methods splamp uniform global hilp] [--option hilp.prefilter=8] [--finetune-epochs 5]
         [--match-to lap]
+    python benchmarks/pruning_pareto.py --seeds 3 [--finetune-epochs 15] --out FILE   # fine-tune FILE's runs again
 """
 
 from __future__ import annotations
@@ -79,9 +80,16 @@ def side_by_side(model: str, original: torch.nn.Module, folders: dict[str, Path]
     return compare_side_by_side(DeviceProfile.load(profile), original, networks, x, budget_s, repeats)
 
 
+def seeds_cache(folder: Path, epochs: int) -> Path:
+    """Where a run's per-seed accuracies are kept: ``seeds.json`` for the epochs the run fine-tuned with,
+    ``seeds-{epochs}ep.json`` for another fine-tuning length."""
+    ran = json.loads((folder / "report.json").read_text())["settings"]["finetune"]["epochs"]
+    return folder / ("seeds.json" if epochs == ran else f"seeds-{epochs}ep.json")
+
+
 def accuracy_over_seeds(model: str, weights: Path, folder: Path, seeds: list[int], epochs: int) -> list[float]:
-    """Test accuracy of a run's decision fine-tuned again with each seed (cached in ``folder/seeds.json``)."""
-    cache = folder / "seeds.json"
+    """Test accuracy of a run's decision fine-tuned again for ``epochs`` with each seed (:func:`seeds_cache`)."""
+    cache = seeds_cache(folder, epochs)
     done = json.loads(cache.read_text()) if cache.exists() else {}
     splits = load_dataset("digits", None, seed=0)
     original = load_trained(model, weights, splits.num_classes)
@@ -132,7 +140,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", default=["splamp", "uniform", "global"])
     p.add_argument("--option", action="append", default=[], metavar="METHOD.NAME=VALUE",
                    help="a method's option, e.g. hilp.prefilter=8 (repeatable)")
-    p.add_argument("--finetune-epochs", type=int, default=5)
+    p.add_argument("--finetune-epochs", type=int,
+                   help="fine-tuning epochs (default 5; with --seeds: the run's own, or this many again)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--measure-budget", type=float, default=20.0,
                    help="seconds of the final interleaved measurement of each pruned network (default 20)")
@@ -145,7 +154,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(RESULTS / "pruning_pareto.json"))
     p.add_argument("--seeds", type=int, default=0,
                    help="with N > 0: only fine-tune every run's decision again with seeds 0..N-1 and add the accuracy "
-                        "mean and spread to the existing JSON")
+                        "mean and spread to the existing JSON (with --finetune-epochs E other than the runs': to a "
+                        "copy of it named ..._E_epochs.json)")
     return p
 
 
@@ -159,7 +169,7 @@ def main() -> None:
     if not (weights / "weights.pt").exists() and not weights.is_file():
         print(f"training {args.model} on digits into {weights}")
         train_zoo_model(args.model, "digits", weights, TrainConfig(seed=args.seed))
-    finetune = TrainConfig(epochs=args.finetune_epochs, lr=0.01, seed=args.seed)
+    finetune = TrainConfig(epochs=args.finetune_epochs or 5, lr=0.01, seed=args.seed)
     methods = args.methods
     if args.match_to:
         if args.match_to not in methods:
@@ -214,7 +224,14 @@ def main() -> None:
 
 
 def add_seeds(args: argparse.Namespace) -> None:
-    report = json.loads(Path(args.out).read_text())
+    """Fine-tune every row's decision again with seeds 0..N-1; for another length than the runs', into a copy of
+    the JSON (its ``seed_finetune_epochs`` says how long), so that both lengths' results are kept."""
+    out = Path(args.out)
+    report = json.loads(out.read_text())
+    epochs = args.finetune_epochs or report["finetune"]["epochs"]
+    if epochs != report["finetune"]["epochs"]:
+        out = out.with_name(f"{out.stem}_{epochs}_epochs.json")
+        report["seed_finetune_epochs"] = epochs
     weights = Path(args.weights or f"runs/{args.model}-digits")
     seeds = list(range(args.seeds))
     for r in report["rows"]:
@@ -224,14 +241,14 @@ def add_seeds(args: argparse.Namespace) -> None:
         cost = json.loads((folder / "search.json").read_text()).get("cost") or {}
         if "wall_s" in cost:  # a row written by a resumed call: what the searching run spent, from its record
             r["measurements"], r["wall_s"] = cost["measurements"], cost["wall_s"]
-        accs = accuracy_over_seeds(args.model, weights, folder, seeds, report["finetune"]["epochs"])
+        accs = accuracy_over_seeds(args.model, weights, folder, seeds, epochs)
         r["accuracy_seeds"] = accs
         r["accuracy_mean"] = statistics.mean(accs)
         r["accuracy_std"] = statistics.stdev(accs) if len(accs) > 1 else 0.0
         print(f"{r['method']:8s} target {r['target']:g}: accuracy {r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f} "
-              f"over seeds {seeds}", flush=True)
-    dump_json(report, args.out)
-    plot(report["rows"], Path(args.out).with_suffix(".png"), f"{args.model} on digits, {Path(args.profile).name}")
+              f"over seeds {seeds}, {epochs} epochs", flush=True)
+    dump_json(report, out)
+    plot(report["rows"], out.with_suffix(".png"), f"{args.model} on digits, {Path(args.profile).name}")
 
 
 if __name__ == "__main__":

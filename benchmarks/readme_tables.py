@@ -70,6 +70,14 @@ LAP_FILES = [("pruning_pareto_hybrid.json", "free"), ("pruning_pareto_hybrid_0.7
              ("pruning_pareto_hybrid_0.35_lap_steps5_v3_matched.json", "menu v3, Xeon, uniform at LAP's latency"),
              ("pruning_pareto_hybrid_0.35_lap_steps5_v3-seed1_matched.json",
               "menu v3, Xeon, agent seed 1, uniform at LAP's latency"),
+             ("pruning_pareto_hybrid_0.7_lap_steps5_v3_matched_15_epochs.json",
+              "menu v3, Xeon, uniform at LAP's latency"),
+             ("pruning_pareto_hybrid_0.5_lap_steps5_v3_matched_15_epochs.json",
+              "menu v3, Xeon, uniform at LAP's latency"),
+             ("pruning_pareto_hybrid_0.35_lap_steps5_v3_matched_15_epochs.json",
+              "menu v3, Xeon, uniform at LAP's latency"),
+             ("pruning_pareto_hybrid_0.35_lap_steps5_v3-seed1_matched_15_epochs.json",
+              "menu v3, Xeon, agent seed 1, uniform at LAP's latency"),
              ("pruning_pareto_mobilenetv2_cifar_0.7.json", "free"),
              ("pruning_pareto_mobilenetv2_cifar_0.7_lap_steps5.json", "menu v2"),
              ("pruning_pareto_mobilenetv2_cifar_0.5.json", "free"),
@@ -81,7 +89,8 @@ LAP_FILES = [("pruning_pareto_hybrid.json", "free"), ("pruning_pareto_hybrid_0.7
 
 
 def lap_summary() -> str:
-    """LAP against uniform at every target of every Pareto file that has a LAP row."""
+    """LAP against uniform at every target of every Pareto file that has a LAP row; the fine-tuning column is
+    the epochs and seeds behind the accuracies."""
     out = []
     for name, widths in LAP_FILES:
         data = _load(name)
@@ -89,11 +98,14 @@ def lap_summary() -> str:
         if "lap" not in rows:
             continue
         lap, uni = rows["lap"], rows["uniform"]
+        epochs = data.get("seed_finetune_epochs", data["finetune"]["epochs"])
+        seeds = len(lap.get("accuracy_seeds", [0]))
         out.append([NETWORKS[data["model"]], f"{lap['target']:g}", widths,
-                    str(lap.get("options", {}).get("reward_steps", 0)), accuracy_cell(lap), accuracy_cell(uni),
+                    str(lap.get("options", {}).get("reward_steps", 0)),
+                    f"{epochs} epochs × {seeds} seed{'s' * (seeds > 1)}", accuracy_cell(lap), accuracy_cell(uni),
                     f"{lap['side_by_side']['median']:.3f}", f"{uni['side_by_side']['median']:.3f}",
                     f"{lap['mflops']:.1f}", f"{uni['mflops']:.1f}", f"{lap['wall_s']:.0f} s"])
-    return _rows(["network", "target", "search", "reward steps", "LAP accuracy", "uniform accuracy",
+    return _rows(["network", "target", "search", "reward steps", "fine-tuning", "LAP accuracy", "uniform accuracy",
                   "LAP side by side", "uniform side by side", "LAP MFLOPs", "uniform MFLOPs", "LAP wall time"], out)
 
 
