@@ -80,6 +80,8 @@ LAP_FILES = [("pruning_pareto_hybrid.json", "free"), ("pruning_pareto_hybrid_0.7
               "menu v3, Xeon, agent seed 1, uniform at LAP's latency"),
              ("pruning_pareto_mobilenetv2_cifar_0.7.json", "free"),
              ("pruning_pareto_mobilenetv2_cifar_0.7_lap_steps5.json", "menu v2"),
+             ("pruning_pareto_mobilenetv2_cifar_0.7_lap_steps5_v3_matched.json",
+              "menu v3, Xeon, uniform at LAP's latency"),
              ("pruning_pareto_mobilenetv2_cifar_0.5.json", "free"),
              ("pruning_pareto_mobilenetv2_cifar_0.5_lap_steps5_free.json", "free"),
              ("pruning_pareto_mobilenetv2_cifar_0.5_lap_steps5.json", "menu v1"),
@@ -87,6 +89,8 @@ LAP_FILES = [("pruning_pareto_hybrid.json", "free"), ("pruning_pareto_hybrid_0.7
              ("pruning_pareto_mobilenetv2_cifar_0.35_lap_steps5.json", "menu v2"),
              ("pruning_pareto_mobilenetv2_cifar_0.35_lap_steps5_v3.json", "menu v3, Xeon"),
              ("pruning_pareto_mobilenetv2_cifar_0.35_lap_steps5_v3_matched.json",
+              "menu v3, Xeon, uniform at LAP's latency"),
+             ("pruning_pareto_mobilenetv2_cifar_0.35_lap_steps5_v3_matched_15_epochs.json",
               "menu v3, Xeon, uniform at LAP's latency")]
 
 
