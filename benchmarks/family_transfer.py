@@ -6,8 +6,8 @@ scales its samples to that state). Each family is left out in turn (``predictor_
 predictors built from the other families' layer samples, calibrated on their networks) and its own profile
 networks are predicted. The user families share every op kind with a zoo family, so what is new there is only
 shapes: the case the learned predictors are meant to cover without extending. Reports, per profile, family and
-predictor: within ±10% / ±5%, Spearman, and the median signed error (``bias``) with the errors' standard
-deviation, which separate a wrong level from a wrong ranking. Measures nothing: the profiles' own samples.
+predictor: within ±10% / ±5%, Spearman, and the median signed error (``median_error``) with the errors'
+standard deviation, which separate a wrong level from a wrong ranking. Measures nothing: the profiles' own samples.
 
     PYTHONPATH=benchmarks python benchmarks/family_transfer.py runs/extension-xeon/*/
         [--samples-per-term 4] [--out benchmarks/results/family_transfer.json]
@@ -49,7 +49,7 @@ def main() -> None:
         report[Path(folder).name] = result
         for fam, by_kind in result.items():
             print(f"{Path(folder).name[-30:]:30s} {fam[-14:]:14s}" + "".join(
-                f"  {k} " + (f"{m['within_10pct'] * 100:3.0f}% (bias {m['bias']:+.1%}, sd {m['error_sd']:.1%})"
+                f"  {k} " + (f"{m['within_10pct'] * 100:3.0f}% (bias {m['median_error']:+.1%}, sd {m['error_sd']:.1%})"
                              if "within_10pct" in m else "refuses") for k, m in by_kind.items()), flush=True)
     dump_json({"benchmark": "family_transfer", "samples_per_term": args.samples_per_term, "profiles": report}, args.out)
     print(f"wrote {args.out}")

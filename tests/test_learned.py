@@ -172,6 +172,17 @@ def test_stated_90_percent_intervals_cover_about_90_percent_under_known_noise():
     assert accuracy(mu, measured, sigma)["coverage_90"] == pytest.approx(coverage)
 
 
+def test_accuracy_separates_a_wrong_level_from_a_wrong_spread():
+    """Predictions 5% high, 5% high, 20% high and exact: by hand, the median signed error is (0.05 + 0.05) / 2 =
+    0.05; the errors' mean is 0.075, their deviations -0.025, -0.025, 0.125, -0.075, so the standard deviation is
+    sqrt(0.0225 / 4) = 0.075; three of four are within +-10%."""
+    measured = np.array([100.0, 200.0, 50.0, 80.0])
+    m = accuracy(measured * np.array([1.05, 1.05, 1.2, 1.0]), measured)
+    assert m["median_error"] == pytest.approx(0.05)
+    assert m["error_sd"] == pytest.approx(0.075)
+    assert m["within_10pct"] == pytest.approx(0.75)
+
+
 # --- calibration held toward a prior ----------------------------------------------------------------
 def _calibration_case(seed: int = 0, n: int = 40):
     """Network features of 12 terms, a prior's coefficients, and a device 1.7x slower than the prior

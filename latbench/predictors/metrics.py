@@ -18,7 +18,8 @@ def spearman(a, b) -> float:
 
 
 def accuracy(predicted: np.ndarray, measured: np.ndarray, rel_sigma: np.ndarray | None = None) -> dict[str, float]:
-    """Share within +-5% / +-10%, RMSPE, MAPE, Spearman and (with sigmas) 90% interval coverage."""
+    """Share within +-5% / +-10%, RMSPE, MAPE, Spearman, the median signed relative error and the errors' standard
+    deviation (a wrong level apart from a wrong spread) and (with sigmas) 90% interval coverage."""
 
     err = (predicted - measured) / measured
     out = {
@@ -29,6 +30,8 @@ def accuracy(predicted: np.ndarray, measured: np.ndarray, rel_sigma: np.ndarray 
         "mape": float(np.mean(np.abs(err))),
         "max_abs_pct_error": float(np.max(np.abs(err))) if len(err) else math.nan,
         "spearman": spearman(predicted, measured),
+        "median_error": float(np.median(err)) if len(err) else math.nan,
+        "error_sd": float(np.std(err)) if len(err) else math.nan,
     }
     if rel_sigma is not None:
         lo, hi = interval(predicted, rel_sigma)
