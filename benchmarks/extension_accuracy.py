@@ -6,10 +6,12 @@ copied and the copy extended with that family within ``--budget-min`` minutes (w
 never used) are measured interleaved with reference networks of the profile's own families, in one run; the
 predictors of the profile before the extension (the LUT refuses shapes it lacks; the learned ones answer) and
 after it predict them, each raw, ``+rescaled`` (every prediction scaled by the median of measured /
-predicted over the old families' references, the machine's speed now) and ``+anchored`` (scaled by the
+predicted over the old families' references, the machine's speed now), ``+anchored`` (scaled by the
 family's own full-width network and two of its calibration networks, measured in the same run: what
-measuring one's own network a few times adds). Reports, per family: the extension's minutes and
-measurements, and within +-10% / +-5%, RMSPE and Spearman before and after.
+measuring one's own network a few times adds) and ``+reanchored`` (what ``latbench predict --reanchor`` does:
+``latbench.anchoring`` re-anchors the profile on the points it picks, here measured in the same interleaved run
+as the held-out networks; before the extension those points cover the old families only). Reports, per family:
+the extension's minutes and measurements, and within +-10% / +-5%, RMSPE and Spearman before and after.
 
     python benchmarks/predictor_accuracy.py --extend benchmarks/user_families.py:odd_resnet \\
         benchmarks/user_families.py:vgg11_like benchmarks/user_families.py:mobilenet_e4 [--extend-budget-min 5]
@@ -27,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from latbench.anchoring import measure_anchors, rescale
 from latbench.arch import Arch
 from latbench.device_profile import DeviceProfile
 from latbench.jsonio import dump_json
-from latbench.measure import MeasureSettings, compare
 from latbench.models.family import family, recorded_families
 from latbench.predictors import PREDICTORS, OutOfProfileError, Rescaled, accuracy
 from latbench.profiler.plan import network_variants
@@ -111,16 +113,18 @@ def evaluate(profile_dir: Path, name: str, per_family: int, budget_s: float, roo
         runnables[f"own:{i}"] = backend.deploy(fam.build(a), torch.randn(*a.base.input_shape))
     for i, a in enumerate(held_out):
         runnables[f"held-out:{i}"] = backend.deploy(fam.build(a), torch.randn(*a.base.input_shape))
-    print(f"{short(name)}: measuring {len(held_out)} held-out networks and {len(refs) + len(own)} references "
-          f"interleaved (budget {budget_s:.0f} s) ...", flush=True)
-    result = compare(runnables, MeasureSettings(target_rel_ci=0.02, budget_s=budget_s), min_rounds=10)
-    measured = np.array([result.measurements[f"held-out:{i}"].median_us for i in range(len(held_out))])
-    anchors = [(a, result.measurements[f"reference:{i}"].median_us) for i, a in enumerate(refs)]
-    own_anchors = [(a, result.measurements[f"own:{i}"].median_us) for i, a in enumerate(own)]
+    print(f"{short(name)}: measuring {len(held_out)} held-out networks, {len(refs) + len(own)} references and the "
+          f"re-anchoring points interleaved (budget {budget_s:.0f} s) ...", flush=True)
+    # one interleaved run: the extended profile's re-anchoring points, with everything else as extra runnables
+    anchoring = measure_anchors(extended, budget_s, backend=backend, extra=runnables)
+    now = anchoring.extra_us
+    measured = np.array([now[f"held-out:{i}"] for i in range(len(held_out))])
+    anchors = [(a, now[f"reference:{i}"]) for i, a in enumerate(refs)]
+    own_anchors = [(a, now[f"own:{i}"]) for i, a in enumerate(own)]
     report: dict[str, Any] = {"family": name, "extension": cost, "held_out": len(held_out),
-                              "interleaved_rounds": result.rounds, "measured_us": [float(v) for v in measured],
+                              "measured_us": [float(v) for v in measured],
                               "widths": [list(a.width_tuple) for a in held_out],
-                              "own_references_us": [m for _, m in own_anchors]}
+                              "own_references_us": [m for _, m in own_anchors], "anchoring": anchoring.to_dict()}
     for label, prof in (("before", base), ("after", extended)):
         report[label] = {}
         for kind in PREDICTORS:
@@ -129,6 +133,8 @@ def evaluate(profile_dir: Path, name: str, per_family: int, budget_s: float, roo
             report[label][f"{kind}+rescaled"] = scores(lambda p=inner: rescaled(p, anchors), held_out, measured)
             report[label][f"{kind}+anchored"] = scores(lambda p=inner: Rescaled(p, own_anchors, label="anchored"),
                                                        held_out, measured)
+            report[label][f"{kind}+reanchored"] = scores(lambda p=inner, f=prof: rescale(p, f, anchoring),
+                                                         held_out, measured)
     return report
 
 
