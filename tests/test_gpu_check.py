@@ -17,7 +17,8 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu_check.py"
 def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-check")
     done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--out", str(out), "--wheels", str(out),
-                           "--profile-minutes", "0.1", "--stability-batches", "1", "--repeats", "3"],
+                           "--profile-minutes", "0.1", "--network-seconds", "3",
+                           "--stability-batches", "1", "--repeats", "3"],
                           capture_output=True, text=True, timeout=400)
     return out, done
 

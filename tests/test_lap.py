@@ -310,7 +310,7 @@ def test_latbench_prune_lap_end_to_end(capsys, shipped_profile, tmp_path):
     code, out, err = run(capsys, "prune", "lap", "--model", "resnet20", "--weights", str(weights), "--profile",
                          str(shipped_profile()), "--latency-target", "0.7", "--episodes", "3", "--warmup", "2",
                          "--selection", "l2", "--reward-steps", "1", "--aim-networks", "2", "--finetune-epochs", "0",
-                         "--bn-images", "32", "--measure-budget", "2",
+                         "--bn-images", "32", "--measure-budget", "1",
                          "--quiet", "--out", str(tmp_path / "run"))
     assert code == 0, err
     report = json.loads((tmp_path / "run" / "report.json").read_text())

@@ -319,7 +319,10 @@ def test_lut_predicts_a_pruned_networks_latency_ratio_measured_in_the_same_run(t
     measured = float(np.median([r["candidate"] / r["full"] for r in runs]))  # one run alone swung 0.38-0.60
     lut = profile.predictor("lut")
     predicted = lut.predict(cand).latency_us / lut.predict(base).latency_us
-    assert measured < 0.7  # a cut this deep is measurably faster: a predictor answering 1 is off by 1.4x or more
+    # the cut runs off the engine's blocked layout (widths 6, 12, 25): measured 0.38-0.60 of the full network on an
+    # AMD EPYC host, 0.64-0.76 on an Intel Xeon one
+    assert measured < 0.8, measured  # measurably faster
+    assert predicted < 0.9, predicted  # and the LUT sees the cut: a predictor blind to widths answers 1
     assert abs(predicted / measured - 1) < 0.35, (predicted, measured)
 
 

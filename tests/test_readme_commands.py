@@ -51,7 +51,7 @@ ADDED = {"train": {"--epochs": "1"}, "prune": {"--finetune-epochs": "0", "--meas
          "measure": {"--budget": "1"}, "profile": {"--networks": "2"}}
 #: seconds any one measurement may take in the suite (``MeasureSettings.budget_s`` capped in the driver): the
 #: suite checks that every block and command runs, not what they measure; commands take no flag for most budgets
-MEASURE_BUDGET_S = 0.05
+MEASURE_BUDGET_S = 0.02
 TIMEOUT_S = 420
 
 
@@ -214,7 +214,8 @@ def _tail(text: str, chars: int = 2000) -> str:
 
 def cap_measurements(seconds: float) -> None:
     """Every ``MeasureSettings`` made from now on (module constants included: call this before importing the
-    modules that hold them) takes at most ``seconds``."""
+    modules that hold them) takes at most ``seconds``, in timing blocks of a tenth of it (a measurement stops
+    between blocks, so blocks of the default length would overrun a small budget)."""
     assert "latbench.cli" not in sys.modules, "cap the measurements before the commands' modules are imported"
     from latbench.measure import adaptive
 
@@ -222,6 +223,7 @@ def cap_measurements(seconds: float) -> None:
 
     def capped(self) -> None:
         object.__setattr__(self, "budget_s", min(self.budget_s, seconds))
+        object.__setattr__(self, "block_s", min(self.block_s, seconds / 10))
         checked(self)
 
     adaptive.MeasureSettings.__post_init__ = capped
