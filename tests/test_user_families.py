@@ -4,6 +4,7 @@ measured twice, and a changed source is refused rather than mixed in."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import shutil
@@ -136,6 +137,51 @@ def test_a_user_family_is_predicted_and_its_candidates_built_like_a_built_in_one
     assert not [n for n in notes if "never measured" in n]  # the extension covered every layer shape
     assert profile.meta["validation"]["lut"]["n"] > DeviceProfile.load(user_profile.parent / "base").meta[
         "validation"]["lut"]["n"]  # the new family's held-out networks are validated too
+
+
+def test_a_family_no_calibration_network_came_from_carries_the_family_transfer_spread(profiles):
+    from latbench.predictors import build_predictor
+    from latbench.predictors.layer_sum import FAMILY_TRANSFER_SIGMA
+
+    extended = DeviceProfile.load(profiles[1])
+    arch = extended.family_archs[FACTORY]
+    narrow = arch.with_widths({g.id: max(1, g.channels // 2) for g in arch.prunable_groups})
+    archs, measured = extended.network_samples("calib")
+    builtin = np.array([a.name == "smallconv" for a in archs])
+    before = build_predictor("xgb", extended.meta, extended.layers)  # every layer sample, smallconv's networks only
+    before.fit([a for a, b in zip(archs, builtin, strict=True) if b], measured[builtin])
+    seen = copy.copy(before)  # the same predictor, told that the family was calibrated
+    seen.calibration = {**before.calibration, "families": [*before.calibration["families"], arch.base.layers_digest]}
+    (_, sigma), (_, sigma_seen) = (p.predict_many([arch, narrow]) for p in (before, seen))
+    assert np.allclose(sigma, np.sqrt(sigma_seen**2 + FAMILY_TRANSFER_SIGMA**2))
+    assert any("no network of this family was calibrated" in n for n in before.predict(narrow).notes)
+    assert not any("no network of this family" in n for n in seen.predict(narrow).notes)
+    after = extended.predictor("xgb")  # the extension calibrated the family: no transfer term, no note
+    assert arch.base.layers_digest in after.calibration["families"]
+    assert not any("no network of this family" in n for n in after.predict(narrow).notes)
+    smallconv = extended.family_archs["smallconv"]
+    assert before.transfer_sigma(smallconv.base) == 0.0 == after.transfer_sigma(smallconv.base)
+
+    # pruning prices ratios to the original, in which a family's level cancels: the oracle's interval is the same
+    from pruners.oracle import LatencyOracle
+
+    class Priced:  # the extended profile, its predictor the one given
+        def __init__(self, predictor) -> None:
+            self._predictor = predictor
+
+        def predictor(self, kind: str = "lut", reanchored: bool = True):
+            return self._predictor
+
+        def __getattr__(self, name: str):
+            return getattr(extended, name)
+
+    ratio = {}
+    for label, predictor in (("unseen", before), ("seen", seen)):
+        oracle = LatencyOracle(Priced(predictor), TwoStage(), arch, torch.zeros(1, *SHAPE), predictor="xgb",
+                               mode="predict")
+        est = oracle.predict(narrow)
+        ratio[label] = (est.ratio, est.low, est.high)
+    assert np.allclose(ratio["unseen"], ratio["seen"]) and ratio["seen"][1] < ratio["seen"][0] < ratio["seen"][2]
 
 
 def test_a_family_whose_source_now_builds_another_network_is_refused(user_profile, tmp_path):

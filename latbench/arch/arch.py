@@ -90,6 +90,13 @@ class ArchBase:
         return hashlib.sha256(payload.encode()).hexdigest()
 
     @cached_property
+    def layers_digest(self) -> str:
+        """Digest of the layer specs alone, names aside: one network traced from torch or from its ONNX file
+        shares it."""
+        payload = json.dumps([repr(layer.spec) for layer in self.layers], separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    @cached_property
     def group_by_key(self) -> dict[str, int]:
         """Group id by its id string, its name, and the names of the layers that write it."""
         keys: dict[str, int] = {}

@@ -16,7 +16,11 @@ Layer samples are first brought to one machine state with the profile's referenc
 network samples with their family anchor (see ``DeviceProfile``).
 
 **Uncertainty.** The relative spread is the root sum of squares of the calibration's
-residual spread and each layer's own uncertainty as the subclass reports it.
+residual spread and each layer's own uncertainty as the subclass reports it. A network whose family
+has no network sample in the calibration (a user's network, before ``profile --extend``) also
+carries the *family-transfer* spread ``FAMILY_TRANSFER_SIGMA``: calibrated on other families, a
+family's networks are predicted off by a level of their own, measured at 6-13% for families whose
+op kinds the profile knows (``benchmarks/family_transfer.py``).
 """
 
 from __future__ import annotations
@@ -56,6 +60,25 @@ def feature_column(spec: LayerSpec) -> int:
 
 #: calibration samples needed per fitted term
 SAMPLES_PER_FEATURE = 4
+#: relative spread of the level of a family no calibration network came from: the RMS of the median relative
+#: errors of three user families (odd-width ResNet, VGG-11-like, MobileNet-V2-like), each left out of its extended
+#: Intel Xeon profile and predicted by the LUT and the learned predictors calibrated on the zoo's families
+#: (``benchmarks/family_transfer.py``, ``benchmarks/results/family_transfer_xeon.json``: 6.3-13.1%)
+FAMILY_TRANSFER_SIGMA = 0.11
+#: columns of the fit, most terms first: every feature, or intercept + scale per kind, or intercept + one scale
+TIERS = ([[i] for i in range(len(FEATURES))], [[0], [1], [2], [3], [4], [5]], [[0], [1, 2, 3, 4, 5]])
+
+
+def fit_columns(features: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """Coefficients of every feature (0 where not fitted), the RMS relative residual and the number of terms
+    fitted: as many as ``SAMPLES_PER_FEATURE`` allows for the number of networks."""
+    columns = next((t for t in TIERS if len(measured) >= SAMPLES_PER_FEATURE * len(t)), TIERS[-1])
+    design = np.stack([features[:, c].sum(axis=1) for c in columns], axis=1)
+    fitted, sigma = fit_relative(design, measured, nonnegative=True)
+    coef = np.zeros(len(FEATURES))
+    for c, value in zip(columns, fitted, strict=True):
+        coef[c] = value
+    return coef, sigma, len(columns)
 
 
 def profile_layout_block(meta: dict[str, Any]) -> int | None:
@@ -127,25 +150,20 @@ class LayerSumPredictor(ABC):
         leave-one-out error."""
         groups, order = group_by_base(archs)
         feats = np.concatenate([self.features(CandidateBatch.of(group))[0] for group in groups])
+        measured = np.asarray(measured_us, dtype=float)[order]
         n = len(order)
+        families = [group[0].base.layers_digest for group in groups]
         if prior is not None:
             start = np.array([float(prior[f]) for f in FEATURES])
-            measured = np.asarray(measured_us, dtype=float)[order]
             coef = fit_toward(feats, measured, start)
             sigma = leave_one_out_spread(lambda f, m: fit_toward(f, m, start), feats, measured)
             self.calibration = {"coefficients": dict(zip(FEATURES, map(float, coef), strict=True)),
-                                "rel_sigma": sigma, "n": n, "terms": len(FEATURES), "prior": dict(prior)}
+                                "rel_sigma": sigma, "n": n, "terms": len(FEATURES), "prior": dict(prior),
+                                "families": families}
             return
-        # columns of the fit: every feature, or intercept + scale per kind, or intercept + one scale
-        tiers = [[[i] for i in range(len(FEATURES))], [[0], [1], [2], [3], [4], [5]], [[0], [1, 2, 3, 4, 5]]]
-        columns = next((t for t in tiers if n >= SAMPLES_PER_FEATURE * len(t)), tiers[-1])
-        design = np.stack([feats[:, c].sum(axis=1) for c in columns], axis=1)
-        fitted, sigma = fit_relative(design, np.asarray(measured_us, dtype=float)[order], nonnegative=True)
-        coef = np.zeros(len(FEATURES))
-        for c, value in zip(columns, fitted, strict=True):
-            coef[c] = value
+        coef, sigma, terms = fit_columns(feats, measured)
         self.calibration = {"coefficients": dict(zip(FEATURES, map(float, coef), strict=True)), "rel_sigma": sigma,
-                            "n": n, "terms": len(columns)}
+                            "n": n, "terms": terms, "families": families}
 
     # --- prediction --------------------------------------------------------------------------
     def _calibrated(self, batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, LayerLookup]:
@@ -162,7 +180,13 @@ class LayerSumPredictor(ABC):
                                     f"{int(bad.sum())} candidate(s): their shapes are far outside what the "
                                     f"profile measured")
         interp = np.sqrt(((unc * coef) ** 2).sum(axis=1)) / np.maximum(pred, 1e-9)
-        return pred, np.sqrt(c["rel_sigma"] ** 2 + interp**2), lookup
+        return pred, np.sqrt(c["rel_sigma"] ** 2 + self.transfer_sigma(batch.base) ** 2 + interp**2), lookup
+
+    def transfer_sigma(self, base) -> float:
+        """``FAMILY_TRANSFER_SIGMA`` for networks of ``base`` (an ``ArchBase``) when no calibration network was of
+        its family, else 0 (and 0 before any calibration)."""
+        known = self.calibration.get("families")
+        return FAMILY_TRANSFER_SIGMA if known is not None and base.layers_digest not in known else 0.0
 
     def predict_many(self, archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray]:
         """(latency_us, rel_sigma), each (N,), in the order of ``archs``."""
@@ -189,4 +213,9 @@ class LayerSumPredictor(ABC):
         clamped = [names[j] for j in np.flatnonzero(oor[0])]
         notes = [f"{len(clamped)} layer(s) with channels outside the profiled range, clamped (uncertainty widened): "
                  f"{', '.join(clamped[:4])}{' ...' if len(clamped) > 4 else ''}"] if clamped else []
+        transfer = self.transfer_sigma(arch.base)
+        if transfer:
+            notes.append(f"{arch.base.name}: no network of this family was calibrated, so its level carries the "
+                         f"family-transfer spread (±{transfer:.0%}, uncertainty widened); "
+                         f"`latbench profile --extend` measures it")
         return Prediction(float(pred), float(lo[0]), float(hi[0]), float(sig), self.name, breakdown, notes)
