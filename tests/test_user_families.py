@@ -48,7 +48,7 @@ def two_stage() -> nn.Module:
 
 FACTORY = f"{__file__}:two_stage"
 BASE = dict(families=["smallconv"], threads=1, budget_min=5, networks_per_family=8, min_networks_per_family=8,
-            passes=2, step=16, refine=False, network_seconds=6)
+            passes=2, step=16, refine=False, network_seconds=3)
 TINY = dict(families=[FACTORY], input_shape=SHAPE, threads=1, budget_min=5, networks_per_family=8,
             min_networks_per_family=8, passes=2, step=16, refine=False, network_seconds=6)
 
@@ -70,7 +70,7 @@ def profiles(tmp_path_factory):
     # a budget of under a second cannot cover the plan: the extension still ends with its first grid pass and
     # its minimum of networks
     settings = extension_settings(meta, [FACTORY], SHAPE, budget_min=0.01, networks_per_family=8,
-                                  min_networks_per_family=8, refine=False, network_seconds=6)
+                                  min_networks_per_family=8, refine=False, network_seconds=3)
     profile_device(settings, out=extended, progress=False, extend=True)
     return base, extended
 
