@@ -522,3 +522,16 @@ def test_incompatible_priors_are_refused_with_a_reason(tiny_profile, tmp_path):
         adapt_profile(tiny_profile, ProfileSettings(families=[], threads=1), samples=1, out=tmp_path / "x",
                       progress=False)
     assert not (tmp_path / "x").exists()  # refused before measuring or writing anything
+
+
+def test_the_first_pass_floor_counts_only_first_pass_samples_not_yet_measured():
+    from latbench.measure import MeasureSettings
+    from latbench.profile import spec_key
+    from latbench.profiler.run import first_pass_floor_s
+
+    specs = [LayerSpec("conv", c, c, kernel=(3, 3), in_hw=(8, 8)) for c in (8, 16, 24, 32)]
+    samples = [(specs[0], 1), (specs[1], 1), (specs[2], 1), (specs[3], 2)]  # three of the first pass, one later
+    settings = MeasureSettings(warmup_min_s=0.05, min_time_s=0.15)
+    assert first_pass_floor_s(samples, set(), settings) == pytest.approx(3 * 0.2)
+    assert first_pass_floor_s(samples, {spec_key(specs[1])}, settings) == pytest.approx(2 * 0.2)  # one measured
+    assert first_pass_floor_s(samples, {spec_key(s) for s in specs[:3]}, settings) == 0.0

@@ -156,9 +156,20 @@ class _Progress:
         if self.bar:
             self.bar.advance(self.task)
 
+    def note(self, text: str) -> None:
+        if self.bar:
+            self.bar.console.print(f"[yellow]note: {text}[/]", soft_wrap=True)
+
     def close(self) -> None:
         if self.bar:
             self.bar.stop()
+
+
+def first_pass_floor_s(samples: list[tuple[LayerSpec, int]], measured: set[str], settings: MeasureSettings) -> float:
+    """Fewest seconds the first grid pass still takes (it runs whatever the budget): each of its samples not yet in
+    ``measured`` warms up for at least ``warmup_min_s`` and is timed for at least ``min_time_s``."""
+    left = sum(1 for spec, p in samples if p == 1 and spec_key(spec) not in measured)
+    return left * (settings.warmup_min_s + settings.min_time_s)
 
 
 def profile_device(settings: ProfileSettings, out: str | Path | None = None, progress: bool = True,
@@ -262,6 +273,10 @@ def _profile_device(settings: ProfileSettings, backend, folder: Path, progress: 
             extension.setdefault("layer_rows_at_start", len(layers.rows))
         t0 = time.perf_counter()
         bar.phase("layers", len(samples), sum(spec_key(s) in layers.keys for s, _ in samples))
+        floor_s = first_pass_floor_s(samples, layers.keys, layer_settings)
+        if floor_s > budget_s - spent():
+            bar.note(f"the first grid pass ({sum(p == 1 for _, p in samples)} layer samples) is measured whatever the "
+                     f"budget: at least {floor_s / 60:.1f} min against the {settings.budget_min:g} min given")
         complete = settings.passes
         for spec, p in samples:
             key = spec_key(spec)
