@@ -182,11 +182,10 @@ class LatencyOracle:
         p = self._model.predict(arch)
         ref = self.reference_predicted_us
         ratio, low, high = p.latency_us / ref, p.low_us / ref, p.high_us / ref
-        # a family's level offset (a network of a family no calibration network came from) is common to the
-        # candidate and its reference: it cancels in the ratio, so its share of the (log-normal) interval goes
-        transfer = getattr(self._model, "transfer_sigma", lambda base: 0.0)(arch.base)
-        if transfer and p.rel_sigma > 0:
-            shrink = math.sqrt(max(p.rel_sigma**2 - transfer**2, 0.0)) / p.rel_sigma
+        # the family's level (``family_sigma``) is common to the candidate and its reference: it cancels in the
+        # ratio, so its share of the (log-normal) interval goes
+        if p.family_sigma and p.rel_sigma > 0:
+            shrink = math.sqrt(max(p.rel_sigma**2 - p.family_sigma**2, 0.0)) / p.rel_sigma
             low, high = ratio * (low / ratio) ** shrink, ratio * (high / ratio) ** shrink
         est = Estimate(ratio, p.latency_us, low, high, "predicted")
         self._predicted[key] = est

@@ -218,4 +218,4 @@ class LayerSumPredictor(ABC):
             notes.append(f"{arch.base.name}: no network of this family was calibrated, so its level carries the "
                          f"family-transfer spread (±{transfer:.0%}, uncertainty widened); "
                          f"`latbench profile --extend` measures it")
-        return Prediction(float(pred), float(lo[0]), float(hi[0]), float(sig), self.name, breakdown, notes)
+        return Prediction(float(pred), float(lo[0]), float(hi[0]), float(sig), self.name, breakdown, notes, transfer)

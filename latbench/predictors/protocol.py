@@ -24,7 +24,9 @@ Z90 = 1.6448536269514722  # two-sided 90% interval of a normal
 
 @dataclass
 class Prediction:
-    """Predicted latency (us) with a 90% interval; ``breakdown`` maps layers to their share."""
+    """Predicted latency (us) with a 90% interval; ``breakdown`` maps layers to their share. ``family_sigma`` is
+    the part of ``rel_sigma`` that every network of the candidate's family shares (the level of a family no
+    calibration network came from): it cancels in the ratio of two such networks."""
 
     latency_us: float
     low_us: float
@@ -33,6 +35,7 @@ class Prediction:
     predictor: str
     breakdown: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    family_sigma: float = 0.0
 
     @property
     def rel_halfwidth(self) -> float:

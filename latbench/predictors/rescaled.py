@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -47,5 +48,5 @@ class Rescaled:
     def predict(self, arch) -> Prediction:
         p = self.inner.predict(arch)
         f = float(self._factor([arch])[0])
-        return Prediction(p.latency_us * f, p.low_us * f, p.high_us * f, p.rel_sigma, self.name,
-                          [{**row, "latency_us": row["latency_us"] * f} for row in p.breakdown], p.notes)
+        return replace(p, latency_us=p.latency_us * f, low_us=p.low_us * f, high_us=p.high_us * f, predictor=self.name,
+                       breakdown=[{**row, "latency_us": row["latency_us"] * f} for row in p.breakdown])
