@@ -184,6 +184,38 @@ def shipped_profiles() -> str:
                   "its own held-out networks: LUT within ±10% / RMSPE / Spearman"], out)
 
 
+FAMILIES = {"odd_resnet": "ResNet, odd widths", "vgg11_like": "VGG-11-like",
+            "mobilenet_e4": "MobileNet-V2-like (expansion 4)"}
+PREDICTOR_NAMES = {"lut": "LUT", "xgb": "XGBoost", "rf": "random forest"}
+
+
+def _shares(scores: dict[str, Any], suffix: str) -> str:
+    return " / ".join(f"{scores[f'{k}{suffix}']['within_10pct']:.0%}" for k in PREDICTOR_NAMES)
+
+
+def extension_run(name: str) -> Callable[[], str]:
+    """One ``predictor_accuracy.py --extend`` run: per family, the extension, the best predictor before it
+    (re-anchored), and after it each layer-sum predictor with the family's own networks (``+anchored``) and
+    re-anchored as ``latbench predict --reanchor`` does."""
+    def render() -> str:
+        out = []
+        for family, r in _load(name)["families"].items():
+            ext, before, after = r["extension"], r["before"], r["after"]
+            usable = [k for k in PREDICTOR_NAMES if "within_10pct" in before.get(f"{k}+reanchored", {})]
+            best = max(usable, key=lambda k: before[f"{k}+reanchored"]["within_10pct"])
+
+            out.append([FAMILIES[family.rsplit(":", 1)[-1]],
+                        f"{ext['minutes']:.1f} min, {ext['layer_measurements']} layer + {ext['network_measurements']} "
+                        f"network measurements", f"{before[f'{best}+reanchored']['within_10pct']:.0%} "
+                        f"({PREDICTOR_NAMES[best]})", _shares(after, "+anchored"), _shares(after, "+reanchored"),
+                        f"{after['lut+anchored']['median_error']:+.1%} ± {after['lut+anchored']['error_sd']:.1%}",
+                        f"{after['lut']['spearman']:.2f}"])
+        return _rows(["family", "extension", "before, best +reanchored", "after +anchored, LUT / XGBoost / random "
+                      "forest", "after +reanchored, LUT / XGBoost / random forest", "LUT +anchored: median error ± sd",
+                      "Spearman after (LUT)"], out)
+    return render
+
+
 def lap_reward_signal() -> str:
     data = _load("lap_reward_signal_resnet56_0.462.json")
     out = [[str(k), f"{v['spearman']:+.2f}", f"{v['picked_finetuned']:.2f}", f"{v['reward_s']:.1f} s"]
@@ -201,6 +233,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "pipeline-demo": pipeline_demo,
     "lap-reward-signal": lap_reward_signal,
     "shipped-profiles": shipped_profiles,
+    "extension-xeon-grouped": extension_run("extension_accuracy_xeon_grouped.json"),
     "pareto-resnet56": _pareto("pruning_pareto.json"),
     "pareto-resnet56-0.7": _pareto("pruning_pareto_hybrid.json"),
     "pareto-resnet56-0.5": _pareto("pruning_pareto_hybrid_0.5.json"),

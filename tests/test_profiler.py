@@ -22,6 +22,7 @@ from latbench.predictors import PREDICTORS, OutOfProfileError
 from latbench.predictors.batch import CandidateBatch
 from latbench.predictors.lut import LutPredictor, _Grid
 from latbench.profile.grid import ONE_D_OPS
+from latbench.profiler import layer_group
 from latbench.profiler.channel_step import FALLBACK_STEP, detect_step
 from latbench.profiler.journal import Journal
 from latbench.profiler.plan import axis_values, layer_grids, layer_samples
@@ -535,3 +536,20 @@ def test_the_first_pass_floor_counts_only_first_pass_samples_not_yet_measured():
     assert first_pass_floor_s(samples, set(), settings) == pytest.approx(3 * 0.2)
     assert first_pass_floor_s(samples, {spec_key(specs[1])}, settings) == pytest.approx(2 * 0.2)  # one measured
     assert first_pass_floor_s(samples, {spec_key(s) for s in specs[:3]}, settings) == 0.0
+
+
+def test_a_profiles_layer_rows_come_in_groups_between_two_equal_reference_rows(tiny_profile):
+    layers = pd.read_csv(tiny_profile / "layers.csv")
+    is_ref = (layers["shape_key"] == "reference").to_numpy()
+    runs, i = [], 0
+    while i < len(layers):
+        assert is_ref[i], f"row {i} starts a group without the reference layer"
+        j = i + 1
+        while not is_ref[j]:
+            j += 1
+        group = layers.iloc[i + 1:j]
+        assert 1 <= len(group) <= layer_group.GROUP_SIZE and group["pass"].nunique() == 1
+        assert layers["median_us"].iloc[i] == layers["median_us"].iloc[j]  # the one measurement it was paired with
+        runs.append(len(group))
+        i = j + 1
+    assert sum(runs) == int((~is_ref).sum())

@@ -40,16 +40,27 @@ class Journal:
         self.rows = list(reader)
 
     def _write_line(self, values: list[Any]) -> None:
+        self._write_lines([values])
+
+    def _write_lines(self, lines: list[list[Any]]) -> None:
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow(values)
+        csv.writer(buf, lineterminator="\n").writerows(lines)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(buf.getvalue())
             f.flush()
             os.fsync(f.fileno())
 
     def append(self, row: dict[str, Any]) -> None:
-        if row["key"] in self.keys:
+        self.extend([row])
+
+    def extend(self, rows: list[dict[str, Any]]) -> None:
+        """Append ``rows`` (those whose key is new) in one write."""
+        new = []
+        for row in rows:
+            if row["key"] not in self.keys:
+                new.append(row)
+                self.keys.add(row["key"])
+        if not new:
             return
-        self._write_line([row.get(c, "") for c in self.columns])
-        self.rows.append({c: str(row.get(c, "")) for c in self.columns})
-        self.keys.add(row["key"])
+        self._write_lines([[row.get(c, "") for c in self.columns] for row in new])
+        self.rows += [{c: str(row.get(c, "")) for c in self.columns} for row in new]

@@ -1,11 +1,12 @@
 """Profile a device: measure layer grids and whole networks through one backend, write a profile.
 
-Phases, each resumable: run overhead, staircase step, layer grids (pass by pass, with a fixed
-reference layer re-measured every ``REFERENCE_EVERY`` samples to track the machine's speed),
+Phases, each resumable: run overhead, staircase step, layer grids (pass by pass, in groups of
+``GROUP_SIZE`` samples measured interleaved with a fixed reference layer that tracks the machine's
+speed, ``latbench.profiler.layer_group``),
 whole-network variants (measured interleaved, by default all in one round-robin run so that
 every network sees the same machine; with ``chunk`` > 0 in chunks, each with the full-width
 network of every family as an anchor to bring chunks to one machine state), then the
-predictors' calibration and validation. Layer rows go to ``layers.csv`` one by one as they are
+predictors' calibration and validation. Layer rows go to ``layers.csv`` group by group as they are
 measured; network rows go to ``models.csv`` when their chunk completes, so a run killed during a
 chunk measures that chunk again. ``profile.json`` holds settings, plan, timings and metrics.
 Re-running the same command on the same folder resumes where it stopped.
@@ -50,6 +51,7 @@ from latbench.profile import (
 from latbench.profile.integrity import MANIFEST, corrupt_file, manifest
 from latbench.profiler import channel_step
 from latbench.profiler.journal import Journal
+from latbench.profiler.layer_group import GROUP_SIZE, measure_group
 from latbench.profiler.microbench import build_layer
 from latbench.profiler.plan import (
     LAYOUT_UNITS,
@@ -75,7 +77,6 @@ LAYER_SETTINGS = MeasureSettings(target_rel_ci=0.02, budget_s=2.0, min_time_s=0.
 GPU_LAYER_SETTINGS = replace(LAYER_SETTINGS, min_time_s=0.05, warmup_min_s=0.02, block_s=0.005)
 NETWORK_SETTINGS = MeasureSettings(target_rel_ci=0.02, budget_s=40.0, min_time_s=0.3, warmup_min_s=0.1)
 NETWORK_SECONDS_EACH = 1.5  # interleaved measuring time per network in a chunk
-REFERENCE_EVERY = 20  # layer samples between two measurements of the reference layer
 
 
 @dataclass
@@ -228,19 +229,21 @@ def _profile_device(settings: ProfileSettings, backend, folder: Path, progress: 
         module, x = build_layer(spec)
         return measure(backend.deploy(module, x), layer_settings)
 
-    def sample_layer(spec: LayerSpec, p: int, journal: Journal) -> float:
-        """Measure one layer sample into the journal (after the reference layer when it is due)."""
-        if len(journal.rows) % (REFERENCE_EVERY + 1) == 0:
-            timings["total"] = elapsed()  # a run killed later still counts the time it spent up to here
-            write_meta(folder, meta)
-            ref = run_layer(reference)
-            journal.append({"key": f"ref-{len(journal.rows)}", "shape_key": "reference",
-                            **spec_to_row(reference), "pass": 0, **measurement_row(ref)})
-        m = run_layer(spec)
-        journal.append({"key": spec_key(spec), "shape_key": shape_key(spec), **spec_to_row(spec), "pass": p,
-                        **measurement_row(m)})
-        bar.advance()
-        return m.median_us
+    def sample_group(items: list[tuple[LayerSpec, int]], journal: Journal) -> list[float]:
+        """Measure layer samples ((spec, pass), at most ``GROUP_SIZE``) interleaved with the reference layer
+        into the journal, the reference layer's row before and after them; their latencies (us)."""
+        timings["total"] = elapsed()  # a run killed later still counts the time it spent up to here
+        write_meta(folder, meta)
+        ref, rows = measure_group(backend, reference, [spec for spec, _ in items], layer_settings, measurement_row)
+        ref_row = {"shape_key": "reference", **spec_to_row(reference), "pass": 0, **ref}
+        start = len(journal.rows)
+        journal.extend([{"key": f"ref-{start}", **ref_row},
+                        *({"key": spec_key(spec), "shape_key": shape_key(spec), **spec_to_row(spec), "pass": p, **r}
+                          for (spec, p), r in zip(items, rows, strict=True)),
+                        {"key": f"ref-{start + len(items) + 1}", **ref_row}])
+        for _ in items:
+            bar.advance()
+        return [float(r["median_us"]) for r in rows]
 
     bar = _Progress(progress)
     try:
@@ -278,14 +281,13 @@ def _profile_device(settings: ProfileSettings, backend, folder: Path, progress: 
             bar.note(f"the first grid pass ({sum(p == 1 for _, p in samples)} layer samples) is measured whatever the "
                      f"budget: at least {floor_s / 60:.1f} min against the {settings.budget_min:g} min given")
         complete = settings.passes
-        for spec, p in samples:
-            key = spec_key(spec)
-            if key in layers.keys:
-                continue
+        pending = [(spec, p) for spec, p in samples if spec_key(spec) not in layers.keys]
+        for group in layer_groups(pending):
+            p = group[0][1]
             if p > 1 and spent() > settings.layer_share * budget_s:
                 complete = p - 1
                 break
-            sample_layer(spec, p, layers)
+            sample_group(group, layers)
         timings["layers"] = before.get("layers", 0.0) + time.perf_counter() - t0
         meta["layers_complete_through_pass"] = complete
 
@@ -316,7 +318,7 @@ def _profile_device(settings: ProfileSettings, backend, folder: Path, progress: 
 
         if settings.refine and spent() < budget_s:
             t0 = time.perf_counter()
-            _refine(folder, meta, grids, step, settings, layers, sample_layer, spent, budget_s, bar)
+            _refine(folder, meta, grids, step, settings, layers, sample_group, spent, budget_s, bar)
             timings["refine"] = before.get("refine", 0.0) + time.perf_counter() - t0
     finally:
         bar.close()
@@ -406,7 +408,7 @@ def finish_profile(folder: str | Path, meta: ProfileMeta | None = None) -> Profi
 
 
 def _refine(folder: Path, meta: dict[str, Any], grids: list, step: int, settings: ProfileSettings,
-            layers: Journal, sample_layer, spent, budget_s: float, bar: _Progress) -> None:
+            layers: Journal, sample_group, spent, budget_s: float, bar: _Progress) -> None:
     """Refinement rounds (``latbench.profiler.refine``) until the target or the budget. Inserted
     grid values and each round's accuracy (held-out layers, and the lookup table on the held-out
     networks before the round) go to ``meta["refine"]``."""
@@ -437,18 +439,29 @@ def _refine(folder: Path, meta: dict[str, Any], grids: list, step: int, settings
         todo = missing_points(grids, layers.keys)
         bar.phase(f"refining grids (round {n})", len(todo))
         pairs = []
-        for spec in todo:
+        for group in layer_groups([(spec, 1000 + n) for spec in todo]):
             if spent() > budget_s:
                 break
-            us = sample_layer(spec, 1000 + n, layers)
-            if spec_key(spec) in predicted:
-                pairs.append((predicted[spec_key(spec)], us))
+            for (spec, _), us in zip(group, sample_group(group, layers), strict=True):
+                if spec_key(spec) in predicted:
+                    pairs.append((predicted[spec_key(spec)], us))
         if not pairs:
             break
         record["held_out"] = held_out_error(*np.array(pairs).T)
         record["measured"] = len(pairs)
         rounds.append(record)
         write_meta(folder, meta)
+
+
+def layer_groups(items: list[tuple[LayerSpec, int]]) -> list[list[tuple[LayerSpec, int]]]:
+    """Consecutive (spec, pass) items in groups of at most ``GROUP_SIZE`` that never span two passes."""
+    groups: list[list[tuple[LayerSpec, int]]] = []
+    for item in items:
+        if groups and len(groups[-1]) < GROUP_SIZE and groups[-1][0][1] == item[1]:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
 
 
 def _advance_after(bar: _Progress, value: float) -> float:
