@@ -7,8 +7,8 @@ from fakes import FakeClock, FakeTimer
 
 from latbench.arch.spec import LayerSpec
 from latbench.backends.base import Runnable
-from latbench.profiler.layer_group import GROUP_SIZE, measure_group
-from latbench.profiler.run import LAYER_SETTINGS, layer_groups, measurement_row
+from latbench.profiler.layer_group import GROUP_SIZE, layer_groups, measure_group
+from latbench.profiler.run import LAYER_SETTINGS, measurement_row
 
 REFERENCE = LayerSpec("conv", 16, 16, (3, 3), (1, 1), (1, 1), in_hw=(8, 8))
 TRUE_US = {16: 100.0, 24: 50.0, 32: 120.0, 48: 300.0}  # by output channels: the reference and three layers

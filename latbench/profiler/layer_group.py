@@ -33,6 +33,17 @@ MIN_ROUNDS = 6
 REFERENCE = "reference"
 
 
+def layer_groups(items: list[tuple[LayerSpec, int]]) -> list[list[tuple[LayerSpec, int]]]:
+    """Consecutive (spec, pass) items in groups of at most ``GROUP_SIZE`` that never span two passes."""
+    groups: list[list[tuple[LayerSpec, int]]] = []
+    for item in items:
+        if groups and len(groups[-1]) < GROUP_SIZE and groups[-1][0][1] == item[1]:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
 def group_budget_s(members: int, settings: MeasureSettings) -> float:
     """Time for a group of ``members`` layers and the reference layer: what measuring each alone would take at
     least (warm-up and minimum time per sample)."""

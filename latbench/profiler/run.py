@@ -51,7 +51,7 @@ from latbench.profile import (
 from latbench.profile.integrity import MANIFEST, corrupt_file, manifest
 from latbench.profiler import channel_step
 from latbench.profiler.journal import Journal
-from latbench.profiler.layer_group import GROUP_SIZE, measure_group
+from latbench.profiler.layer_group import layer_groups, measure_group
 from latbench.profiler.microbench import build_layer
 from latbench.profiler.plan import (
     LAYOUT_UNITS,
@@ -451,17 +451,6 @@ def _refine(folder: Path, meta: dict[str, Any], grids: list, step: int, settings
         record["measured"] = len(pairs)
         rounds.append(record)
         write_meta(folder, meta)
-
-
-def layer_groups(items: list[tuple[LayerSpec, int]]) -> list[list[tuple[LayerSpec, int]]]:
-    """Consecutive (spec, pass) items in groups of at most ``GROUP_SIZE`` that never span two passes."""
-    groups: list[list[tuple[LayerSpec, int]]] = []
-    for item in items:
-        if groups and len(groups[-1]) < GROUP_SIZE and groups[-1][0][1] == item[1]:
-            groups[-1].append(item)
-        else:
-            groups.append([item])
-    return groups
 
 
 def _advance_after(bar: _Progress, value: float) -> float:
