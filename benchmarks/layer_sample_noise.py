@@ -68,7 +68,7 @@ def interleaved(backend, reference, specs: dict[str, Any], group: int) -> dict[s
 
 
 def one_by_one(backend, reference, specs: dict[str, Any]) -> dict[str, float]:
-    """As the profiler measures: each layer once, the reference layer every ``REFERENCE_EVERY`` samples."""
+    """Each layer alone, the reference layer every ``REFERENCE_EVERY`` samples (the shipped profiles' older way)."""
     raw, refs = {}, []
     for i, (key, spec) in enumerate(specs.items()):
         if i % REFERENCE_EVERY == 0:
