@@ -38,7 +38,7 @@ from latbench.profile.tables import row_to_spec
 from latbench.profiler.channel_step import reference_layer
 from latbench.profiler.layer_group import GROUP_SIZE, measure_group
 from latbench.profiler.microbench import build_layer
-from latbench.profiler.run import LAYER_SETTINGS, measurement_row
+from latbench.profiler.run import LAYER_SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -62,7 +62,7 @@ def interleaved(backend, reference, specs: dict[str, Any], group: int) -> dict[s
     keys, out = list(specs), {}
     for start in range(0, len(keys), group):
         chunk = keys[start:start + group]
-        ref, rows = measure_group(backend, reference, [specs[k] for k in chunk], LAYER_SETTINGS, measurement_row)
+        ref, rows = measure_group(backend, reference, [specs[k] for k in chunk], LAYER_SETTINGS)
         out |= {k: r["median_us"] / ref["median_us"] for k, r in zip(chunk, rows, strict=True)}
     return out
 

@@ -24,20 +24,11 @@ import torch
 from latbench.device_profile import DeviceProfile
 from latbench.jsonio import dump_json
 from latbench.measure import MeasureSettings, compare
-from latbench.predictors import accuracy
+from latbench.predictors import Rescaled, accuracy
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KINDS = ("lut", "xgb", "rf")
 KEEP = ("within_10pct", "within_5pct", "rmspe", "spearman", "median_error", "error_sd")
-
-
-def family_scaled(predicted: np.ndarray, measured: np.ndarray, families: list[str]) -> np.ndarray:
-    """``predicted`` scaled per family by the median of measured / predicted over the family's networks."""
-    out = predicted.copy()
-    for fam in set(families):
-        sel = np.array([f == fam for f in families])
-        out[sel] *= np.median(measured[sel] / predicted[sel])
-    return out
 
 
 def parser() -> argparse.ArgumentParser:
@@ -62,15 +53,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"measuring {len(runnables)} held-out networks interleaved ({args.budget:.0f} s) ...", flush=True)
     result = compare(runnables, MeasureSettings(target_rel_ci=0.01, budget_s=args.budget), min_rounds=6)
     measured = np.array([result.measurements[k].median_us for k in keys[0]])
-    families = [a.name for a in archs]
     rows: list[dict[str, Any]] = []
     for folder, profile in zip(args.profiles, profiles, strict=True):
         own, _ = profile.network_samples("valid")
         row: dict[str, Any] = {"profile": str(folder), "created": profile.meta.get("created"),
                                "layer_samples": int((profile.layers["shape_key"] != "reference").sum())}
         for kind in KINDS:
-            predicted, sigma = profile.predictor(kind, reanchored=False).predict_many(own)
-            scaled = family_scaled(predicted, measured, families)
+            predictor = profile.predictor(kind, reanchored=False)
+            predicted, sigma = predictor.predict_many(own)
+            # one factor per family: the median measured / predicted over its networks
+            scaled, _ = Rescaled(predictor, list(zip(own, measured, strict=True))).predict_many(own)
             row[kind] = {k: v for k, v in accuracy(predicted, measured, sigma).items() if k in KEEP}
             row[f"{kind}+family_scaled"] = {k: v for k, v in accuracy(scaled, measured, sigma).items() if k in KEEP}
         rows.append(row)

@@ -8,7 +8,7 @@ from fakes import FakeClock, FakeTimer
 from latbench.arch.spec import LayerSpec
 from latbench.backends.base import Runnable
 from latbench.profiler.layer_group import GROUP_SIZE, layer_groups, measure_group
-from latbench.profiler.run import LAYER_SETTINGS, measurement_row
+from latbench.profiler.run import LAYER_SETTINGS
 
 REFERENCE = LayerSpec("conv", 16, 16, (3, 3), (1, 1), (1, 1), in_hw=(8, 8))
 TRUE_US = {16: 100.0, 24: 50.0, 32: 120.0, 48: 300.0}  # by output channels: the reference and three layers
@@ -31,7 +31,7 @@ class PhasedBackend:
 def test_a_group_pairs_each_layer_with_the_reference_so_the_machines_phases_cancel():
     backend = PhasedBackend()
     specs = [LayerSpec("conv", 16, c, (3, 3), (1, 1), (1, 1), in_hw=(8, 8)) for c in (24, 32, 48)]
-    ref, rows = measure_group(backend, REFERENCE, specs, LAYER_SETTINGS, measurement_row, clock=backend.clock)
+    ref, rows = measure_group(backend, REFERENCE, specs, LAYER_SETTINGS, clock=backend.clock)
     assert backend.clock.t > 2 * PHASE_S  # the group ran through fast and slow phases
     assert TRUE_US[16] <= ref["median_us"] <= TRUE_US[16] * SLOW  # some mix of the two modes
     for spec, row in zip(specs, rows, strict=True):

@@ -40,8 +40,9 @@ from latbench.measure import compare, measure
 from latbench.predictors.calibration import PRIOR_STRENGTH
 from latbench.profile import MODEL_COLUMNS, new_meta, write_meta
 from latbench.profile.integrity import MANIFEST, manifest
+from latbench.profiler.journal import measurement_row
 from latbench.profiler.plan import network_variants
-from latbench.profiler.run import NETWORK_SETTINGS, default_name, interleave, measurement_row, network_budget_s
+from latbench.profiler.run import NETWORK_SETTINGS, default_name, interleave, network_budget_s
 
 
 def device_type(settings: dict[str, Any]) -> str:

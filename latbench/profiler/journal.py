@@ -9,10 +9,19 @@ from __future__ import annotations
 import csv
 import io
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from latbench.errors import ProfileError
+
+
+def measurement_row(m) -> dict[str, Any]:
+    """The measurement columns of a journal row from a ``Measurement``."""
+    s = m.summary
+    return {"median_us": round(s.median, 3), "ci_low_us": round(s.ci_low, 3), "ci_high_us": round(s.ci_high, 3),
+            "p90_us": round(s.p90, 3), "runs": s.n, "stop_reason": m.stop_reason, "wall_s": round(m.wall_time_s, 3),
+            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 class Journal:

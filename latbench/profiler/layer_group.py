@@ -24,6 +24,7 @@ from typing import Any
 
 from latbench.arch.spec import LayerSpec
 from latbench.measure import MeasureSettings, compare
+from latbench.profiler.journal import measurement_row
 from latbench.profiler.microbench import build_layer
 
 #: layer samples measured together with one reference measurement
@@ -51,21 +52,20 @@ def group_budget_s(members: int, settings: MeasureSettings) -> float:
 
 
 def measure_group(backend, reference: LayerSpec, specs: list[LayerSpec], settings: MeasureSettings,
-                  row: Callable[[Any], dict[str, Any]], clock: Callable[[], float] = time.perf_counter,
-                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Measure ``specs`` interleaved with ``reference``; returns the reference layer's row and one row per spec
-    (``row`` turns a ``Measurement`` into a journal row's measurement columns)."""
+                  clock: Callable[[], float] = time.perf_counter) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Measure ``specs`` interleaved with ``reference``; returns the measurement columns of the reference layer's
+    journal row and of one row per spec."""
     runnables = {REFERENCE: backend.deploy(*build_layer(reference))}
     runnables |= {str(i): backend.deploy(*build_layer(spec)) for i, spec in enumerate(specs)}
     result = compare(runnables, replace(settings, budget_s=group_budget_s(len(specs), settings)), baseline=REFERENCE,
                      min_rounds=MIN_ROUNDS, clock=clock)
-    ref_row = row(result.measurements[REFERENCE])
+    ref_row = measurement_row(result.measurements[REFERENCE])
     level = float(result.measurements[REFERENCE].summary.median)
     share = round(result.wall_time_s / len(runnables), 3)
     rows = []
     for i in range(len(specs)):
         ratio = result.ratios[str(i)]
-        rows.append({**row(result.measurements[str(i)]), "median_us": round(ratio.ratio * level, 3),
+        rows.append({**measurement_row(result.measurements[str(i)]), "median_us": round(ratio.ratio * level, 3),
                      "ci_low_us": round(ratio.ci_low * level, 3), "ci_high_us": round(ratio.ci_high * level, 3),
                      "wall_s": share})
     return {**ref_row, "wall_s": share}, rows

@@ -50,7 +50,7 @@ from latbench.profile import (
 )
 from latbench.profile.integrity import MANIFEST, corrupt_file, manifest
 from latbench.profiler import channel_step
-from latbench.profiler.journal import Journal
+from latbench.profiler.journal import Journal, measurement_row
 from latbench.profiler.layer_group import layer_groups, measure_group
 from latbench.profiler.microbench import build_layer
 from latbench.profiler.plan import (
@@ -120,13 +120,6 @@ class ProfileSettings:
         else:
             d["input_shape"] = list(d["input_shape"])
         return d
-
-
-def measurement_row(m) -> dict[str, Any]:
-    s = m.summary
-    return {"median_us": round(s.median, 3), "ci_low_us": round(s.ci_low, 3), "ci_high_us": round(s.ci_high, 3),
-            "p90_us": round(s.p90, 3), "runs": s.n, "stop_reason": m.stop_reason, "wall_s": round(m.wall_time_s, 3),
-            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def default_name(fingerprint: dict[str, Any], settings: ProfileSettings) -> str:
@@ -234,7 +227,7 @@ def _profile_device(settings: ProfileSettings, backend, folder: Path, progress: 
         into the journal, the reference layer's row before and after them; their latencies (us)."""
         timings["total"] = elapsed()  # a run killed later still counts the time it spent up to here
         write_meta(folder, meta)
-        ref, rows = measure_group(backend, reference, [spec for spec, _ in items], layer_settings, measurement_row)
+        ref, rows = measure_group(backend, reference, [spec for spec, _ in items], layer_settings)
         ref_row = {"shape_key": "reference", **spec_to_row(reference), "pass": 0, **ref}
         start = len(journal.rows)
         journal.extend([{"key": f"ref-{start}", **ref_row},
